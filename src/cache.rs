@@ -1,0 +1,136 @@
+//! On-disk cache of compiled modules.
+//!
+//! `Module::deserialize_file` is `unsafe`: the bytes are trusted to be machine code Wasmtime
+//! produced. So we load only from our own cache directory — created with mode 0700, owned by
+//! the current user, written only by [`CompileCache::store`] through a temporary file and an
+//! atomic rename — and never from a path a user chose. The file is mapped, not read, so the
+//! zygote's compiled code is file-backed (shared, clean) memory.
+//!
+//! The key is a SHA-256 of the module bytes, Wasmtime's compatibility hash of the engine
+//! configuration (which covers the Wasmtime version and every setting that changes code), and
+//! this crate's version.
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use wasmtime::{Engine, Module};
+
+/// Environment variable that overrides the cache directory.
+pub const CACHE_DIR_ENV: &str = "ZEROBOOT_WASM_CACHE_DIR";
+
+/// The default cache directory: `$ZEROBOOT_WASM_CACHE_DIR`, else `$XDG_CACHE_HOME/zeroboot-wasm`,
+/// else `$HOME/.cache/zeroboot-wasm`.
+pub fn default_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    nonempty(CACHE_DIR_ENV)
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("zeroboot-wasm")))
+        .or_else(|| nonempty("HOME").map(|d| d.join(".cache").join("zeroboot-wasm")))
+}
+
+/// A private directory of compiled modules.
+#[derive(Debug, Clone)]
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+}
+
+/// Feeds `Hash` output into SHA-256 so the engine's compatibility hash becomes part of the key.
+struct ShaHasher<'a>(&'a mut Sha256);
+impl Hasher for ShaHasher<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+impl CompileCache {
+    /// Opens (creating if needed) a cache directory we can trust: owned by us and not writable
+    /// by anyone else. Returns an error saying why a directory is unusable.
+    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.uid() != euid || meta.permissions().mode() & 0o022 != 0 {
+            return Err(io::Error::other(format!(
+                "{} is not a private directory owned by uid {euid}",
+                dir.display()
+            )));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        let mut sha = Sha256::new();
+        sha.update(b"zeroboot-wasm ");
+        sha.update(env!("CARGO_PKG_VERSION").as_bytes());
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut ShaHasher(&mut sha));
+        sha.update((bytes.len() as u64).to_le_bytes());
+        sha.update(bytes);
+        let hex: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.cwasm"))
+    }
+
+    /// Loads the compiled form of `bytes` if cached.
+    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
+        let path = self.path_for(engine, bytes);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: `path` is inside our private cache directory (checked in `open`: owned by us,
+        // not writable by group or others) and was written only by `store` below, from
+        // `Module::serialize` of this engine's configuration (the key includes its
+        // compatibility hash), via an atomic rename, so it is never partial. Wasmtime still
+        // checks the header and version and returns an error for a mismatch.
+        match unsafe { Module::deserialize_file(engine, &path) } {
+            Ok(m) => Some(m),
+            Err(_) => {
+                // Stale or damaged: drop it so `store` writes a fresh one.
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Writes `module`'s compiled form, then loads it back file-backed. Returns `None` (the
+    /// caller keeps its in-memory module) if either step fails.
+    pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], module: &Module) -> Option<Module> {
+        let path = self.path_for(engine, bytes);
+        let data = module.serialize().ok()?;
+        let mut tmp = tempfile_in(&self.dir).ok()?;
+        tmp.1.write_all(&data).ok()?;
+        tmp.1.sync_all().ok()?;
+        fs::rename(&tmp.0, &path).ok()?;
+        self.load(engine, bytes)
+    }
+}
+
+/// Creates a new file with a unique name in `dir` (mode 0600).
+fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut rnd = [0u8; 8];
+    crate::sys::getrandom(&mut rnd)?;
+    let name = format!(".tmp-{}-{}", std::process::id(), u64::from_le_bytes(rnd));
+    let path = dir.join(name);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    Ok((path, f))
+}

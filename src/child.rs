@@ -1,0 +1,255 @@
+//! The sandbox child: everything that happens between `fork()` and `_exit()`, in one ordered
+//! function, [`enter`].
+//!
+//! The zygote is single-threaded when it forks (checked before every fork), so the child's
+//! only thread is a copy of the one that held no locks: allocation and Rust's standard library
+//! are safe to use here, unlike after a fork from a multi-threaded process. Wasmtime's signal
+//! handlers, installed in the zygote, are inherited and stay installed: they turn guest faults
+//! into traps.
+
+use crate::outcome::Status;
+use crate::sys;
+use crate::task::{Stdin, Task};
+use crate::template::Template;
+use crate::wire::{self, ChildReport};
+use std::os::fd::RawFd;
+use std::time::Instant;
+use wasmtime_wasi::cli::{InputFile, OutputFile};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// The child's descriptors after [`arrange_fds`].
+const STDIN: RawFd = 0;
+const STDOUT: RawFd = 1;
+const STDERR: RawFd = 2;
+const REPORT: RawFd = 3;
+
+/// Descriptors the zygote hands to the child, as numbered in the zygote.
+pub(crate) struct ChildFds {
+    /// Becomes fd 0, or fd 0 is closed.
+    pub stdin: Option<RawFd>,
+    /// Becomes fd 1.
+    pub stdout: RawFd,
+    /// Becomes fd 2.
+    pub stderr: RawFd,
+    /// Becomes fd 3: the report pipe.
+    pub report: RawFd,
+}
+
+/// Runs one task in a freshly forked child and exits. Never returns.
+///
+/// The order, and why:
+/// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
+///    orphan running guest code.
+/// 2. **Descriptors**: stdio and the report pipe moved to 0–3, every other inherited descriptor
+///    closed (the zygote's module file, other tasks' pipes, the caller's sockets).
+/// 3. **Signal mask** emptied; dispositions kept, so Wasmtime's trap handlers stay.
+/// 4. **Environment** cleared: the guest sees only the task's `env`, and nothing of the host's
+///    environment stays in the child's memory image beyond what the zygote had.
+/// 5. **Per-task WASI context**: args, env, stdio, preopened directories, and randomness drawn
+///    from the OS in this child (never state inherited from the zygote).
+/// 6. **Run** `_start` on the instance created in the zygote.
+/// 7. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
+///    `_exit`.
+pub(crate) fn enter(
+    template: &mut Template,
+    task: &Task,
+    fds: ChildFds,
+    zygote: libc::pid_t,
+    forked_at: Instant,
+) -> ! {
+    let mut report_fd = fds.report;
+    let contained = sys::die_with_parent(zygote)
+        .and_then(|()| arrange_fds(&fds))
+        .inspect(|()| report_fd = REPORT)
+        .and_then(|()| sys::unblock_all_signals());
+    let report = match contained {
+        Ok(()) => {
+            // SAFETY: this child has a single thread (the zygote checked before forking).
+            unsafe { sys::clear_environment() };
+            run_task(template, task, forked_at)
+        }
+        Err(e) => internal(format!("sandbox setup failed: {e}"), forked_at),
+    };
+    sys::close(STDOUT);
+    sys::close(STDERR);
+    let code = match sys::write_all(report_fd, &wire::encode(&report)) {
+        Ok(()) => 0,
+        Err(_) => 70,
+    };
+    sys::exit_now(code)
+}
+
+/// Moves the child's descriptors to 0–3 and closes everything else.
+fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
+    // Duplicate every source above the target range first, so that placing one never
+    // overwrites another that happens to be numbered 0–3.
+    const ABOVE: RawFd = 10;
+    let sources = [
+        fds.stdin,
+        Some(fds.stdout),
+        Some(fds.stderr),
+        Some(fds.report),
+    ];
+    let mut temps = [None; 4];
+    for (temp, source) in temps.iter_mut().zip(sources) {
+        if let Some(fd) = source {
+            *temp = Some(sys::dup_at_least(fd, ABOVE)?);
+        }
+    }
+    for (target, temp) in temps.into_iter().enumerate() {
+        match temp {
+            Some(fd) => sys::dup2(fd, target as RawFd)?,
+            None => sys::close(target as RawFd),
+        }
+    }
+    sys::close_from(REPORT + 1)
+}
+
+fn internal(message: String, forked_at: Instant) -> ChildReport {
+    ChildReport {
+        status: Status::InternalError,
+        exit_code: None,
+        message: Some(message),
+        setup_us: micros(forked_at.elapsed()),
+        run_us: 0,
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().try_into().unwrap_or(u64::MAX)
+}
+
+/// Steps 5 and 6: build the task's WASI context and call `_start`.
+fn run_task(template: &mut Template, task: &Task, forked_at: Instant) -> ChildReport {
+    let ctx = match wasi_ctx(template.name(), task) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            return internal(
+                format!("cannot build the task's WASI context: {e}"),
+                forked_at,
+            );
+        }
+    };
+    *template.store.data_mut() = ctx;
+    // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
+    // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return internal(
+                format!("cannot start the task's event loop: {e}"),
+                forked_at,
+            );
+        }
+    };
+    let setup_us = micros(forked_at.elapsed());
+    let started = Instant::now();
+    let result = rt.block_on(template.start.call_async(&mut template.store, ()));
+    let run_us = micros(started.elapsed());
+    let (status, exit_code, message) = match result {
+        Ok(()) => (Status::Exited, Some(0), None),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => (Status::Exited, Some(exit.0), None),
+            None => (Status::Trapped, None, Some(trap_message(&e))),
+        },
+    };
+    ChildReport {
+        status,
+        exit_code,
+        message,
+        setup_us,
+        run_us,
+    }
+}
+
+/// The trap (root cause) first, then the context Wasmtime attached (the wasm backtrace).
+fn trap_message(e: &wasmtime::Error) -> String {
+    let root = e.root_cause().to_string();
+    let context: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| *c != root)
+        .collect();
+    if context.is_empty() {
+        root
+    } else {
+        format!("{root}\n{}", context.join("\n"))
+    }
+}
+
+/// Randomness for WASI read from the kernel on every call, so that no state captured in the
+/// zygote is shared between sandboxes.
+struct OsRandom;
+
+impl rand_core::TryRng for OsRandom {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        if sys::getrandom(dst).is_err() {
+            // getrandom(2) with no flags fails only on a kernel without the call or on EFAULT.
+            // Returning predictable bytes would be worse than dying: abort, which the zygote
+            // reports as an internal error.
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+fn wasi_ctx(name: &str, task: &Task) -> std::io::Result<WasiP1Ctx> {
+    let mut b = WasiCtxBuilder::new();
+    b.arg(task.argv0.as_deref().unwrap_or(name));
+    b.args(&task.args);
+    b.envs(&task.env);
+    b.allow_blocking_current_thread(true);
+    b.secure_random(OsRandom);
+    b.insecure_random(OsRandom);
+    let mut seed = [0u8; 16];
+    sys::getrandom(&mut seed)?;
+    b.insecure_random_seed(u128::from_le_bytes(seed));
+    match &task.stdin {
+        Stdin::Empty => {}
+        Stdin::Bytes(bytes) => {
+            b.stdin(MemoryInputPipe::new(bytes.clone()));
+        }
+        Stdin::Inherit => {
+            // SAFETY: `arrange_fds` made fd 0 the task's stdin; this File becomes its only user.
+            b.stdin(InputFile::new(unsafe { sys::file_from_fd(STDIN) }));
+        }
+    }
+    // Unbuffered: each guest write is one write(2), so nothing is lost if the child is killed.
+    // Both output modes write to fds 1 and 2: the zygote decides whether those are its own
+    // stdio (inherit) or pipes it reads (capture).
+    // SAFETY: `arrange_fds` made fds 1 and 2 the task's output; these Files are their only
+    // users. `enter` closes the raw numbers once the guest is done; the Files live in the
+    // store, which is never dropped before `_exit`, so nothing closes them twice.
+    let (out, err) = unsafe { (sys::file_from_fd(STDOUT), sys::file_from_fd(STDERR)) };
+    b.stdout(OutputFile::new(out));
+    b.stderr(OutputFile::new(err));
+    for d in &task.dirs {
+        let perms = if d.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&d.host, &d.guest, perms)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", d.host.display())))?;
+    }
+    Ok(b.build_p1())
+}

@@ -1,0 +1,142 @@
+//! Command-line parsing and the `run` and `worker` commands.
+
+mod parse;
+mod run;
+mod worker;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use zeroboot_wasm::{Config, DirGrant, Error, Status};
+
+/// Exit codes of the command, besides the guest's own exit code.
+pub mod exit {
+    /// Bad command line: unknown flag, malformed value.
+    pub const USAGE: i32 = 2;
+    /// The module is not a valid WASI command (not WebAssembly, invalid, no `_start`,
+    /// unknown import).
+    pub const DATA: i32 = 65;
+    /// The module file or a granted directory is missing or unreadable.
+    pub const NO_INPUT: i32 = 66;
+    /// The runtime itself failed.
+    pub const INTERNAL: i32 = 70;
+    /// The task hit its deadline.
+    pub const TIMEOUT: i32 = 124;
+    /// The guest trapped (as `wasmtime run`: 128 + SIGABRT).
+    pub const TRAPPED: i32 = 134;
+    /// The sandbox was killed by a signal.
+    pub const KILLED: i32 = 137;
+    /// The seccomp filter stopped a forbidden system call (128 + SIGSYS).
+    pub const SANDBOX_VIOLATION: i32 = 159;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0-255  the guest's own exit code (status `exited`)
+  2      bad command line
+  65     the module is not a valid WASI preview1 command
+  66     the module file or a granted directory is missing or unreadable
+  70     internal error in the runtime
+  124    timeout
+  134    the guest trapped (as `wasmtime run`)
+  137    the sandbox was killed by a signal
+  159    sandbox violation (a system call the seccomp filter forbids)";
+
+#[derive(Parser, Debug)]
+#[command(name = "zeroboot-wasm", version, about = "Run untrusted WebAssembly, each task in its own OS process forked from a warm template", after_help = EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a WASI preview1 command once, like `wasmtime run`, in a forked sandbox.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(run::RunArgs),
+    /// Keep one warm template and run one task per JSON line read on stdin.
+    #[command(after_help = worker::WORKER_HELP)]
+    Worker(worker::WorkerArgs),
+}
+
+/// Options shared by `run` and `worker`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Grant a host directory read-write, seen by the guest at GUEST (default: HOST as written).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse::dir_rw)]
+    dirs: Vec<DirGrant>,
+    /// Grant a host directory read-only.
+    #[arg(long = "dir-ro", value_name = "HOST[::GUEST]", value_parser = parse::dir_ro)]
+    dirs_ro: Vec<DirGrant>,
+    /// Set an environment variable for the guest; `--env NAME` passes the host's value.
+    #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse::env_var)]
+    env: Vec<(String, String)>,
+    /// Wall-clock deadline per task, e.g. `500ms`, `2s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    timeout: Option<std::time::Duration>,
+    /// Most bytes of stdout and of stderr kept per task when output is captured.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "1MiB")]
+    max_output: usize,
+    /// Directory for compiled modules (default: $ZEROBOOT_WASM_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/zeroboot-wasm, else ~/.cache/zeroboot-wasm).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the module every time; never read or write the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CommonArgs {
+    fn config(&self) -> Config {
+        let mut c = Config::new();
+        if self.no_cache {
+            c.cache_dir(None);
+        } else if let Some(d) = &self.cache_dir {
+            c.cache_dir(Some(d.clone()));
+        }
+        c
+    }
+
+    fn grants(&self) -> Vec<DirGrant> {
+        self.dirs.iter().chain(&self.dirs_ro).cloned().collect()
+    }
+}
+
+/// Parses the command line and runs the command; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => exit::USAGE,
+            };
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Worker(args) => worker::main(args),
+    }
+}
+
+/// Prints a one-line error and returns the exit code for it.
+pub fn report_error(e: &Error) -> i32 {
+    eprintln!("zeroboot-wasm: error: {}", e.one_line());
+    match e {
+        Error::ReadModule { .. } | Error::GrantDir { .. } => exit::NO_INPUT,
+        _ if e.is_bad_input() => exit::DATA,
+        _ => exit::INTERNAL,
+    }
+}
+
+/// The exit code for a task's final status (for `exited`, the guest's own code).
+pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
+    match status {
+        Status::Exited => exit_code.unwrap_or(0),
+        Status::Trapped | Status::FuelExhausted | Status::MemoryLimit => exit::TRAPPED,
+        Status::Timeout => exit::TIMEOUT,
+        Status::SandboxViolation => exit::SANDBOX_VIOLATION,
+        Status::Killed => exit::KILLED,
+        Status::InternalError => exit::INTERNAL,
+    }
+}

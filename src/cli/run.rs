@@ -1,0 +1,69 @@
+//! `zeroboot-wasm run`: one task, stdio passed through, the guest's exit code as ours.
+
+use super::{CommonArgs, exit, report_error, status_exit_code};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use zeroboot_wasm::{Output, Status, Stdin, Task, Template, Zygote};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Capture stdout and stderr and print the outcome as one JSON object instead.
+    #[arg(long)]
+    json: bool,
+    /// `argv[0]` as the guest sees it (default: MODULE as written).
+    #[arg(long, value_name = "NAME")]
+    argv0: Option<String>,
+    /// The WASI preview1 command module (`.wasm`, or `.wat` text).
+    #[arg(value_name = "MODULE")]
+    module: PathBuf,
+    /// Arguments for the guest.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    args: Vec<String>,
+}
+
+pub fn main(a: RunArgs) -> i32 {
+    let template = match Template::from_file(&a.module, &a.common.config()) {
+        Ok(t) => t,
+        Err(e) => return report_error(&e),
+    };
+    let mut task = Task::new().args(a.args.iter().cloned());
+    task.argv0 = a.argv0.clone();
+    task.env = a.common.env.clone();
+    task.dirs = a.common.grants();
+    task.timeout = a.common.timeout;
+    if a.json {
+        task.output = Output::Capture {
+            max_bytes: a.common.max_output,
+        };
+        task.stdin = Stdin::Inherit;
+    } else {
+        task.output = Output::Inherit;
+        task.stdin = Stdin::Inherit;
+    }
+    let mut zygote = Zygote::new(template);
+    let outcome = match zygote.run(&task) {
+        Ok(o) => o,
+        Err(e) => return report_error(&e),
+    };
+    if a.json {
+        let mut out = std::io::stdout().lock();
+        let line = serde_json::to_string(&outcome).unwrap_or_else(|e| {
+            format!("{{\"status\":\"internal_error\",\"message\":\"cannot encode outcome: {e}\"}}")
+        });
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return exit::INTERNAL;
+        }
+    } else if outcome.status != Status::Exited {
+        // Like `wasmtime run`, a trap (or any other abnormal end) is described on stderr.
+        let msg = outcome.message.as_deref().unwrap_or("no details");
+        eprintln!("zeroboot-wasm: {}: {msg}", outcome.status.as_str());
+    }
+    status_exit_code(outcome.status, outcome.exit_code)
+}

@@ -1,0 +1,159 @@
+//! `zeroboot-wasm worker`: one warm template, one forked task per JSON line on stdin, one JSON
+//! outcome per line on stdout, in order.
+
+use super::{CommonArgs, report_error};
+use clap::Args;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use zeroboot_wasm::{Output, Stdin, Task, Template, Zygote, ZygoteStats};
+
+pub const WORKER_HELP: &str = "\
+Input, one JSON object per line (every field optional):
+  {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
+   \"timeout_ms\": 500}
+Output, one JSON object per line, in input order:
+  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"killed\"|\"internal_error\"|...,
+   \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
+   \"stderr_truncated\": false, \"message\": null,
+   \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0}}
+A stream that is not UTF-8 also gets `stdout_base64` / `stderr_base64` with the exact bytes.
+A line that is not a valid request gets {\"status\": \"invalid_request\", \"message\": ...} and
+the worker goes on. Blank lines are ignored. The worker exits 0 at end of input.";
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Add the zygote's thread and mapping counts, read just before each fork, to each outcome.
+    #[arg(long)]
+    stats: bool,
+    /// The WASI preview1 command module (`.wasm`, or `.wat` text).
+    #[arg(value_name = "MODULE")]
+    module: PathBuf,
+}
+
+/// One request line.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: serde_json::Map<String, serde_json::Value>,
+    stdin: Option<String>,
+    stdin_base64: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl Request {
+    fn into_task(self, base: &Task) -> Result<Task, String> {
+        let mut task = base.clone();
+        task.args = self.args;
+        for (k, v) in self.env {
+            match v {
+                serde_json::Value::String(v) => task.env.push((k, v)),
+                other => return Err(format!("env value for `{k}` must be a string, not {other}")),
+            }
+        }
+        task.stdin = match (self.stdin, self.stdin_base64) {
+            (Some(_), Some(_)) => return Err("give `stdin` or `stdin_base64`, not both".into()),
+            (Some(text), None) => Stdin::Bytes(text.into_bytes()),
+            (None, Some(b64)) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| format!("invalid stdin_base64: {e}"))?;
+                Stdin::Bytes(bytes)
+            }
+            (None, None) => Stdin::Empty,
+        };
+        match self.timeout_ms {
+            Some(0) => return Err("timeout_ms must be positive".into()),
+            Some(ms) => task.timeout = Some(Duration::from_millis(ms)),
+            None => {}
+        }
+        Ok(task)
+    }
+}
+
+fn error_line(status: &str, message: &str) -> String {
+    serde_json::json!({ "status": status, "message": message }).to_string()
+}
+
+pub fn main(a: WorkerArgs) -> i32 {
+    let template = match Template::from_file(&a.module, &a.common.config()) {
+        Ok(t) => t,
+        Err(e) => return report_error(&e),
+    };
+    let mut zygote = Zygote::new(template);
+    let base = Task {
+        env: a.common.env.clone(),
+        dirs: a.common.grants(),
+        output: Output::Capture {
+            max_bytes: a.common.max_output,
+        },
+        timeout: a.common.timeout,
+        ..Task::default()
+    };
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout().lock();
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => return 0,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("zeroboot-wasm: error: cannot read requests: {e}");
+                return super::exit::INTERNAL;
+            }
+        }
+        line_no += 1;
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t.trim(),
+            Err(_) => {
+                let reply = error_line("invalid_request", &format!("line {line_no}: not UTF-8"));
+                if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+                    return 0;
+                }
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Request>(text)
+            .map_err(|e| format!("line {line_no}: invalid request: {e}"))
+            .and_then(|r| {
+                r.into_task(&base)
+                    .map_err(|e| format!("line {line_no}: {e}"))
+            }) {
+            Err(e) => error_line("invalid_request", &e),
+            Ok(task) => {
+                let stats = a.stats.then(ZygoteStats::current);
+                match zygote.run(&task) {
+                    Ok(outcome) => {
+                        let mut v = serde_json::to_value(&outcome)
+                            .unwrap_or_else(|e| serde_json::json!({"status": "internal_error", "message": e.to_string()}));
+                        if let (Some(stats), Some(obj)) = (stats, v.as_object_mut()) {
+                            let s = stats.map_or_else(
+                                |e| serde_json::json!({ "error": e.to_string() }),
+                                |s| serde_json::json!(s),
+                            );
+                            obj.insert("zygote".into(), s);
+                        }
+                        v.to_string()
+                    }
+                    Err(e) => error_line("internal_error", &e.one_line()),
+                }
+            }
+        };
+        // A closed stdout means nobody is listening: stop quietly.
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+            return 0;
+        }
+    }
+}

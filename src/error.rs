@@ -1,0 +1,119 @@
+//! The library's error type: one variant per operation that can fail, the cause in `source`.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A boxed error from Wasmtime (whose own error type does not implement `std::error::Error`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+pub(crate) fn boxed(e: wasmtime::Error) -> BoxError {
+    e.into_boxed_dyn_error()
+}
+
+/// Why a template could not be built or a task could not be started.
+///
+/// A task that starts and then fails (a trap, a non-zero exit, a kill) is not an `Error`: it is
+/// an [`Outcome`](crate::Outcome) with its own status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The module file could not be read.
+    #[error("cannot read module {path}")]
+    ReadModule {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are neither a binary module (`\0asm`) nor WebAssembly text.
+    #[error("{name} is not a WebAssembly module (no \\0asm header, and not WebAssembly text)")]
+    NotWasm { name: String },
+    /// Validation or compilation failed.
+    #[error("invalid WebAssembly module {name}")]
+    Compile {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The module is a component, not a core module.
+    #[error("{name} is a WebAssembly component; only WASI preview1 core modules are supported")]
+    Component { name: String },
+    /// No `_start` export of type `() -> ()`: not a WASI command.
+    #[error("module {name} has no `_start` function of type () -> (): it is not a WASI command")]
+    NoStart { name: String },
+    /// The module imports something we do not provide.
+    #[error(
+        "module {name} imports `{module}::{field}`, which is not provided (only wasi_snapshot_preview1 is)"
+    )]
+    UnknownImport {
+        name: String,
+        module: String,
+        field: String,
+    },
+    /// Instantiating the module (in the zygote) failed.
+    #[error("cannot instantiate module {name}")]
+    Instantiate {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The engine rejected its configuration.
+    #[error("cannot configure the WebAssembly engine")]
+    Engine(#[source] BoxError),
+    /// A directory to grant does not exist or is not a directory.
+    #[error("cannot grant directory {path}")]
+    GrantDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The zygote has more than one thread: forking it could deadlock the child.
+    #[error("refusing to fork: the zygote has {threads} threads, it must have exactly 1")]
+    NotSingleThreaded { threads: usize },
+    /// The zygote's thread count could not be read.
+    #[error("cannot count the zygote's threads")]
+    ThreadCount(#[source] io::Error),
+    /// Creating a pipe for the sandbox failed.
+    #[error("cannot create a pipe for the sandbox")]
+    Pipe(#[source] io::Error),
+    /// `fork()` failed.
+    #[error("cannot fork a sandbox")]
+    Fork(#[source] io::Error),
+    /// Reading the sandbox's output or report failed.
+    #[error("cannot read from the sandbox")]
+    Collect(#[source] io::Error),
+    /// Reaping the sandbox failed.
+    #[error("cannot wait for sandbox {pid}")]
+    Wait {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The message with all its causes on one line, `outer: inner: innermost`.
+    pub fn one_line(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+
+    /// Whether the error is about the caller's input (module, directory) rather than the host.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::ReadModule { .. }
+                | Error::NotWasm { .. }
+                | Error::Compile { .. }
+                | Error::Component { .. }
+                | Error::NoStart { .. }
+                | Error::UnknownImport { .. }
+                | Error::Instantiate { .. }
+                | Error::GrantDir { .. }
+        )
+    }
+}

@@ -1,0 +1,35 @@
+//! zeroboot-wasm: run untrusted WebAssembly, each task in its own OS process forked
+//! copy-on-write from a warm template.
+//!
+//! The nouns, in lifecycle order:
+//! [`Config`] → [`Template`] (compiled, linked, instantiated once) → [`Zygote`] (forks the
+//! template per task) → [`Task`] (args, env, stdin, directories, limits) → [`Outcome`].
+//!
+//! ```no_run
+//! use zeroboot_wasm::{Config, Template, Zygote, Task};
+//! # fn main() -> Result<(), zeroboot_wasm::Error> {
+//! let template = Template::from_file("tool.wasm", &Config::new())?;
+//! let mut zygote = Zygote::new(template);
+//! let outcome = zygote.run(&Task::new().args(["--help"]))?;
+//! println!("{:?}: {}", outcome.status, outcome.stdout_text());
+//! # Ok(()) }
+//! ```
+//!
+//! The process calling [`Zygote::run`] must be single-threaded (the call checks and refuses
+//! otherwise): a program that has threads runs its zygote in a separate process.
+
+pub mod cache;
+mod child;
+mod error;
+mod outcome;
+pub mod sys;
+mod task;
+mod template;
+mod wire;
+mod zygote;
+
+pub use error::{BoxError, Error};
+pub use outcome::{Captured, Outcome, Status, Timings};
+pub use task::{DEFAULT_MAX_OUTPUT, DirGrant, Output, Stdin, Task};
+pub use template::{CodeSource, Config, Template};
+pub use zygote::{Zygote, ZygoteStats};

@@ -1,0 +1,117 @@
+//! The one structured result of a task, the same in the library, `run --json` and `worker`.
+
+use base64::Engine as _;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// `_start` returned (code 0) or the guest called `proc_exit`.
+    Exited,
+    /// The guest trapped (`unreachable`, out-of-bounds access, stack overflow, …).
+    Trapped,
+    /// The wall-clock deadline passed.
+    Timeout,
+    /// The instruction budget ran out.
+    FuelExhausted,
+    /// The guest tried to grow memory past its cap.
+    MemoryLimit,
+    /// The seccomp filter stopped a forbidden system call.
+    SandboxViolation,
+    /// The sandbox process was killed by a signal the runtime did not send for a deadline.
+    Killed,
+    /// The runtime itself failed while running the task.
+    InternalError,
+}
+
+impl Status {
+    /// The `snake_case` name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Exited => "exited",
+            Status::Trapped => "trapped",
+            Status::Timeout => "timeout",
+            Status::FuelExhausted => "fuel_exhausted",
+            Status::MemoryLimit => "memory_limit",
+            Status::SandboxViolation => "sandbox_violation",
+            Status::Killed => "killed",
+            Status::InternalError => "internal_error",
+        }
+    }
+}
+
+/// Time spent in each phase, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Timings {
+    /// The `fork()` call, seen by the zygote.
+    pub fork: u64,
+    /// In the child, from fork to `_start`: hygiene and the per-task WASI context.
+    pub setup: u64,
+    /// The guest's `_start`, measured in the child.
+    pub run: u64,
+    /// From the task being handed to the zygote to the outcome in hand, the child reaped.
+    pub total: u64,
+}
+
+/// Captured bytes of one output stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The bytes kept (at most the task's cap).
+    pub bytes: Vec<u8>,
+    /// Whether bytes past the cap were discarded.
+    pub truncated: bool,
+}
+
+/// The result of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the task ended.
+    pub status: Status,
+    /// The guest's exit code, for [`Status::Exited`].
+    pub exit_code: Option<i32>,
+    /// Captured stdout (empty when output was inherited).
+    pub stdout: Captured,
+    /// Captured stderr (empty when output was inherited).
+    pub stderr: Captured,
+    /// The trap or error message, for every status but `exited`.
+    pub message: Option<String>,
+    /// Phase timings.
+    pub timings_us: Timings,
+}
+
+impl Outcome {
+    /// Stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.bytes).into_owned()
+    }
+
+    /// Stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.bytes).into_owned()
+    }
+}
+
+/// JSON form. `stdout` and `stderr` are UTF-8 text; when a stream is not valid UTF-8, the text
+/// has U+FFFD replacements and the exact bytes are in `stdout_base64` / `stderr_base64`.
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("exit_code", &self.exit_code)?;
+        for (key, stream) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            match std::str::from_utf8(&stream.bytes) {
+                Ok(text) => m.serialize_entry(key, text)?,
+                Err(_) => {
+                    m.serialize_entry(key, &String::from_utf8_lossy(&stream.bytes))?;
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&stream.bytes);
+                    m.serialize_entry(&format!("{key}_base64"), &b64)?;
+                }
+            }
+            m.serialize_entry(&format!("{key}_truncated"), &stream.truncated)?;
+        }
+        m.serialize_entry("message", &self.message)?;
+        m.serialize_entry("timings_us", &self.timings_us)?;
+        m.end()
+    }
+}

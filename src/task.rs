@@ -1,0 +1,136 @@
+//! A task: what one sandboxed run of a template gets — arguments, environment, stdin, granted
+//! directories — and how its output is handled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the guest's stdin comes from.
+#[derive(Debug, Clone, Default)]
+pub enum Stdin {
+    /// Closed: reads see end of file.
+    #[default]
+    Empty,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// The caller's own stdin (the `run` command's pass-through).
+    Inherit,
+}
+
+/// What happens to the guest's stdout and stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Captured into the [`Outcome`](crate::Outcome), at most this many bytes per stream; the
+    /// excess is read and discarded, and the stream is flagged truncated.
+    Capture { max_bytes: usize },
+    /// Written straight to the caller's own stdout and stderr.
+    Inherit,
+}
+
+/// Default cap on captured output per stream: 1 MiB.
+pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::Capture {
+            max_bytes: DEFAULT_MAX_OUTPUT,
+        }
+    }
+}
+
+/// A host directory made visible to the guest at a guest path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it (e.g. `/data` or `.`).
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+impl DirGrant {
+    /// Parses `HOST[::GUEST]` the way `wasmtime run --dir` does: without `::GUEST`, the guest
+    /// path is the host path as written.
+    pub fn parse(spec: &str, read_only: bool) -> Result<Self, String> {
+        let (host, guest) = match spec.split_once("::") {
+            Some((h, g)) => (h, g),
+            None => (spec, spec),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!(
+                "invalid directory grant `{spec}`: expected HOST[::GUEST]"
+            ));
+        }
+        Ok(Self {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// One run of a template.
+#[derive(Debug, Clone, Default)]
+pub struct Task {
+    /// `argv[0]`; defaults to the template's name.
+    pub argv0: Option<String>,
+    /// Program arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// Environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Standard input.
+    pub stdin: Stdin,
+    /// Standard output and error.
+    pub output: Output,
+    /// Granted directories.
+    pub dirs: Vec<DirGrant>,
+    /// Wall-clock deadline for the whole task, after which the sandbox is killed.
+    pub timeout: Option<Duration>,
+}
+
+impl Task {
+    /// A task with no arguments, empty environment and stdin, captured output.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the program arguments (after `argv[0]`).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets stdin.
+    pub fn stdin(mut self, stdin: Stdin) -> Self {
+        self.stdin = stdin;
+        self
+    }
+
+    /// Sets how output is handled.
+    pub fn output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Grants a directory.
+    pub fn dir(mut self, grant: DirGrant) -> Self {
+        self.dirs.push(grant);
+        self
+    }
+
+    /// Sets the wall-clock deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}

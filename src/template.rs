@@ -1,0 +1,210 @@
+//! A template: a WASI preview1 command module compiled once, linked once and instantiated once,
+//! ready to be forked per task.
+
+use crate::cache::CompileCache;
+use crate::error::{Error, boxed};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// Engine-level settings shared by every task of a template.
+#[derive(Debug, Clone)]
+pub struct Config {
+    cache_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    /// Compiled code cached in [`default_dir`](crate::cache::default_dir).
+    fn default() -> Self {
+        Self {
+            cache_dir: crate::cache::default_dir(),
+        }
+    }
+}
+
+impl Config {
+    /// Settings with the default cache directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where compiled modules are cached; `None` compiles every time.
+    pub fn cache_dir(&mut self, dir: Option<PathBuf>) -> &mut Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    fn engine(&self) -> Result<Engine, Error> {
+        let mut c = wasmtime::Config::new();
+        // Wasmtime is built without `parallel-compilation` and `cache` (see Cargo.toml), so
+        // neither rayon's pool nor the cache worker thread exists. Async support lets the
+        // child drive wasmtime-wasi on a current-thread Tokio runtime, which starts no
+        // threads (the synchronous API would start a multi-threaded one).
+        c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        Engine::new(&c).map_err(|e| Error::Engine(boxed(e)))
+    }
+}
+
+/// Where a template's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Loaded, file-backed, from the compile cache.
+    Cache,
+    /// Compiled now and written to the cache.
+    CompiledAndCached,
+    /// Compiled now; no cache (disabled or unusable).
+    Compiled,
+}
+
+/// A compiled, linked and instantiated WASI command, the parent of every task's sandbox.
+///
+/// Building a template never runs guest code except a module's own `start` function.
+/// [`Zygote`](crate::Zygote) forks it per task: each child gets a copy-on-write copy of the
+/// instance, so no task can see another's memory or globals.
+pub struct Template {
+    pub(crate) name: String,
+    pub(crate) store: Store<WasiP1Ctx>,
+    pub(crate) start: TypedFunc<(), ()>,
+    code_source: CodeSource,
+}
+
+impl Template {
+    /// Builds a template from a `.wasm` (or `.wat`) file.
+    pub fn from_file(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadModule {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&path.display().to_string(), &bytes, config)
+    }
+
+    /// Builds a template from module bytes; `name` is used in messages and as `argv[0]`.
+    pub fn from_bytes(name: &str, bytes: &[u8], config: &Config) -> Result<Self, Error> {
+        let name = name.to_string();
+        check_magic(&name, bytes)?;
+        let engine = config.engine()?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .and_then(|d| CompileCache::open(d).ok());
+        let (module, code_source) = compile(&engine, &name, bytes, cache.as_ref())?;
+
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx)
+            .map_err(|e| Error::Engine(boxed(e)))?;
+        // The placeholder context has no args, env, stdio or preopens; each child swaps in its
+        // task's context before calling `_start`.
+        let mut store = Store::new(&engine, placeholder_ctx());
+        for import in module.imports() {
+            if linker.get_by_import(&mut store, &import).is_none() {
+                return Err(Error::UnknownImport {
+                    name,
+                    module: import.module().to_string(),
+                    field: import.name().to_string(),
+                });
+            }
+        }
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(f))
+                if f.params().len() == 0 && f.results().len() == 0 => {}
+            _ => return Err(Error::NoStart { name }),
+        }
+
+        let instance = block_on_ready(linker.instantiate_async(&mut store, &module))
+            .ok_or_else(|| Error::Instantiate {
+                name: name.clone(),
+                source: "the module's start function blocked during instantiation".into(),
+            })?
+            .map_err(|e| Error::Instantiate {
+                name: name.clone(),
+                source: boxed(e),
+            })?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|_| Error::NoStart { name: name.clone() })?;
+        Ok(Self {
+            name,
+            store,
+            start,
+            code_source,
+        })
+    }
+
+    /// The module's name, as given when the template was built.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn code_source(&self) -> CodeSource {
+        self.code_source
+    }
+}
+
+/// An empty WASI context: closed stdio, nothing granted.
+fn placeholder_ctx() -> WasiP1Ctx {
+    WasiCtxBuilder::new().build_p1()
+}
+
+fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
+    const CORE: [u8; 8] = *b"\0asm\x01\0\0\0";
+    if bytes.starts_with(b"\0asm") {
+        // Core modules are version 1, layer 0; components carry layer 1 in bytes 6..8.
+        if bytes.len() >= 8 && bytes[..8] != CORE && bytes[6..8] == [1, 0] {
+            return Err(Error::Component {
+                name: name.to_string(),
+            });
+        }
+        return Ok(());
+    }
+    // Not binary: accept it only if it is text (Wasmtime parses WebAssembly text).
+    let looks_textual = std::str::from_utf8(bytes).is_ok_and(|s| {
+        let t = s.trim_start();
+        t.starts_with('(') || t.starts_with(";;")
+    });
+    if looks_textual {
+        Ok(())
+    } else {
+        Err(Error::NotWasm {
+            name: name.to_string(),
+        })
+    }
+}
+
+fn compile(
+    engine: &Engine,
+    name: &str,
+    bytes: &[u8],
+    cache: Option<&CompileCache>,
+) -> Result<(Module, CodeSource), Error> {
+    if let Some(module) = cache.and_then(|c| c.load(engine, bytes)) {
+        return Ok((module, CodeSource::Cache));
+    }
+    let module = Module::new(engine, bytes).map_err(|e| Error::Compile {
+        name: name.to_string(),
+        source: boxed(e),
+    })?;
+    match cache.and_then(|c| c.store(engine, bytes, &module)) {
+        Some(mapped) => Ok((mapped, CodeSource::CompiledAndCached)),
+        None => Ok((module, CodeSource::Compiled)),
+    }
+}
+
+/// Polls a future that is expected to be ready at once (instantiation without async host
+/// calls), with a no-op waker: no runtime, no threads. `None` if it was not ready.
+fn block_on_ready<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    // A few polls cover futures that yield once internally before completing.
+    for _ in 0..16 {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+    }
+    None
+}
