@@ -1,0 +1,92 @@
+//! Shared helpers for the integration tests: the guests and the real binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Path to guest `name`'s `.wasm`, building the guest workspace once per test binary.
+pub fn guest(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(root.join("scripts/build-guests.sh"))
+            .output()
+            .expect("run scripts/build-guests.sh");
+        assert!(
+            out.status.success(),
+            "building the guests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    });
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(p.exists(), "guest {name} not built at {}", p.display());
+    p
+}
+
+/// The `zeroboot-wasm` binary, with a private compile cache so tests do not share state
+/// with the user's.
+pub fn bin() -> Command {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().expect("cache dir"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"));
+    c.env("ZEROBOOT_WASM_CACHE_DIR", cache.path());
+    c
+}
+
+/// Runs the binary with `args`, feeding `stdin`, and returns its output.
+pub fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zeroboot-wasm");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for zeroboot-wasm");
+    feeder.join().expect("stdin feeder");
+    out
+}
+
+/// Runs the binary with `args` and empty stdin.
+pub fn run(args: &[&str]) -> Output {
+    run_with_stdin(args, b"")
+}
+
+/// Runs `worker` on `module` with these request lines; returns one parsed JSON value per
+/// output line.
+pub fn worker(module: &Path, extra: &[&str], lines: &[String]) -> Vec<serde_json::Value> {
+    let mut args = vec!["worker"];
+    args.extend_from_slice(extra);
+    let m = module.to_str().expect("utf-8 path");
+    args.push(m);
+    let input = lines.join("\n") + "\n";
+    let out = run_with_stdin(&args, input.as_bytes());
+    assert!(
+        out.status.success(),
+        "worker failed: {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("worker output is UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
