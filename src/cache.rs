@@ -24,11 +24,7 @@ pub const CACHE_DIR_ENV: &str = "ZEROBOOT_WASM_CACHE_DIR";
 /// The default cache directory: `$ZEROBOOT_WASM_CACHE_DIR`, else `$XDG_CACHE_HOME/zeroboot-wasm`,
 /// else `$HOME/.cache/zeroboot-wasm`.
 pub fn default_dir() -> Option<PathBuf> {
-    let nonempty = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     nonempty(CACHE_DIR_ENV)
         .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("zeroboot-wasm")))
         .or_else(|| nonempty("HOME").map(|d| d.join(".cache").join("zeroboot-wasm")))
@@ -55,10 +51,7 @@ impl CompileCache {
     /// Opens (creating if needed) a cache directory we can trust: owned by us and not writable
     /// by anyone else. Returns an error saying why a directory is unusable.
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let meta = fs::metadata(dir)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
@@ -68,18 +61,14 @@ impl CompileCache {
                 dir.display()
             )));
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Self { dir: dir.to_path_buf() })
     }
 
     fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
         let mut sha = Sha256::new();
         sha.update(b"zeroboot-wasm ");
         sha.update(env!("CARGO_PKG_VERSION").as_bytes());
-        engine
-            .precompile_compatibility_hash()
-            .hash(&mut ShaHasher(&mut sha));
+        engine.precompile_compatibility_hash().hash(&mut ShaHasher(&mut sha));
         sha.update((bytes.len() as u64).to_le_bytes());
         sha.update(bytes);
         let hex: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -127,10 +116,6 @@ fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
     crate::sys::getrandom(&mut rnd)?;
     let name = format!(".tmp-{}-{}", std::process::id(), u64::from_le_bytes(rnd));
     let path = dir.join(name);
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
+    let f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     Ok((path, f))
 }

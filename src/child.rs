@@ -10,10 +10,13 @@
 use crate::outcome::Status;
 use crate::sys;
 use crate::task::{Stdin, Task};
+use crate::template::MemoryCap;
 use crate::template::Template;
 use crate::wire::{self, ChildReport};
 use std::os::fd::RawFd;
-use std::time::Instant;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Trap};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -49,7 +52,9 @@ pub(crate) struct ChildFds {
 ///    environment stays in the child's memory image beyond what the zygote had.
 /// 5. **Per-task WASI context**: args, env, stdio, preopened directories, and randomness drawn
 ///    from the OS in this child (never state inherited from the zygote).
-/// 6. **Run** `_start` on the instance created in the zygote.
+/// 6. **Limits, then run**: memory cap and fuel set on the store, the deadline timer armed
+///    (last, so setup time counts against the task), then `_start` on the instance created in
+///    the zygote.
 /// 7. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
 ///    `_exit`.
 pub(crate) fn enter(
@@ -58,6 +63,7 @@ pub(crate) fn enter(
     fds: ChildFds,
     zygote: libc::pid_t,
     forked_at: Instant,
+    deadline: Option<Instant>,
 ) -> ! {
     let mut report_fd = fds.report;
     let contained = sys::die_with_parent(zygote)
@@ -68,7 +74,7 @@ pub(crate) fn enter(
         Ok(()) => {
             // SAFETY: this child has a single thread (the zygote checked before forking).
             unsafe { sys::clear_environment() };
-            run_task(template, task, forked_at)
+            run_task(template, task, forked_at, deadline)
         }
         Err(e) => internal(format!("sandbox setup failed: {e}"), forked_at),
     };
@@ -86,12 +92,7 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
     // Duplicate every source above the target range first, so that placing one never
     // overwrites another that happens to be numbered 0–3.
     const ABOVE: RawFd = 10;
-    let sources = [
-        fds.stdin,
-        Some(fds.stdout),
-        Some(fds.stderr),
-        Some(fds.report),
-    ];
+    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report)];
     let mut temps = [None; 4];
     for (temp, source) in temps.iter_mut().zip(sources) {
         if let Some(fd) = source {
@@ -114,72 +115,126 @@ fn internal(message: String, forked_at: Instant) -> ChildReport {
         message: Some(message),
         setup_us: micros(forked_at.elapsed()),
         run_us: 0,
+        fuel_consumed: None,
     }
+}
+
+/// The engine whose epoch the deadline timer bumps; set once in the child, before the timer
+/// is armed, and never freed (the child ends with `_exit`).
+static DEADLINE_ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+
+/// SIGALRM handler: makes running Wasm trap at its next epoch check.
+extern "C" fn on_deadline(_sig: libc::c_int) {
+    let engine = DEADLINE_ENGINE.load(Ordering::Acquire);
+    if !engine.is_null() {
+        // SAFETY: the pointer comes from `Box::into_raw` in `arm_deadline` and is never freed;
+        // `Engine::increment_epoch` is documented as async-signal-safe (one atomic add).
+        unsafe { (*engine).increment_epoch() };
+    }
+}
+
+/// Arms the deadline: at `deadline`, SIGALRM bumps the epoch past the store's deadline of one
+/// tick. The timer repeats every 10 ms in case the guest was in a host call when it first
+/// fired (the zygote kills a child still alive after its grace).
+fn arm_deadline(template: &mut Template, deadline: Instant) -> std::io::Result<()> {
+    let engine = Box::into_raw(Box::new(template.engine.clone()));
+    DEADLINE_ENGINE.store(engine, Ordering::Release);
+    // SAFETY: `on_deadline` only loads an atomic and increments the epoch, both signal-safe.
+    unsafe { sys::on_alarm(on_deadline)? };
+    template.store.set_epoch_deadline(1);
+    template.store.epoch_deadline_trap();
+    let left = deadline.saturating_duration_since(Instant::now());
+    sys::arm_alarm(left, Duration::from_millis(10))
 }
 
 fn micros(d: std::time::Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
-/// Steps 5 and 6: build the task's WASI context and call `_start`.
-fn run_task(template: &mut Template, task: &Task, forked_at: Instant) -> ChildReport {
+/// Steps 5 and 6: build the task's WASI context, set its limits and call `_start`.
+fn run_task(
+    template: &mut Template,
+    task: &Task,
+    forked_at: Instant,
+    deadline: Option<Instant>,
+) -> ChildReport {
+    let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), forked_at);
     let ctx = match wasi_ctx(template.name(), task) {
         Ok(ctx) => ctx,
-        Err(e) => {
-            return internal(
-                format!("cannot build the task's WASI context: {e}"),
-                forked_at,
-            );
-        }
+        Err(e) => return fail("cannot build the task's WASI context", &e),
     };
-    *template.store.data_mut() = ctx;
+    let state = template.store.data_mut();
+    state.wasi = ctx;
+    state.memory = MemoryCap { max: task.max_memory, refused: None };
+    if let (Some(fuel), true) = (task.fuel, template.fuel) {
+        if let Err(e) = template.store.set_fuel(fuel) {
+            return fail("cannot set fuel", &e);
+        }
+    }
     // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
     // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            return internal(
-                format!("cannot start the task's event loop: {e}"),
-                forked_at,
-            );
-        }
+        Err(e) => return fail("cannot start the task's event loop", &e),
     };
+    if let Some(deadline) = deadline {
+        if let Err(e) = arm_deadline(template, deadline) {
+            return fail("cannot arm the deadline timer", &e);
+        }
+    }
     let setup_us = micros(forked_at.elapsed());
     let started = Instant::now();
     let result = rt.block_on(template.start.call_async(&mut template.store, ()));
     let run_us = micros(started.elapsed());
+    let fuel_consumed = match (task.fuel, template.fuel) {
+        (Some(budget), true) => {
+            template.store.get_fuel().ok().map(|left| budget.saturating_sub(left))
+        }
+        _ => None,
+    };
+    let refused = template.store.data().memory.refused;
     let (status, exit_code, message) = match result {
         Ok(()) => (Status::Exited, Some(0), None),
-        Err(e) => match e.downcast_ref::<I32Exit>() {
-            Some(exit) => (Status::Exited, Some(exit.0), None),
-            None => (Status::Trapped, None, Some(trap_message(&e))),
-        },
+        Err(e) => classify(&e, refused, task),
     };
-    ChildReport {
-        status,
-        exit_code,
-        message,
-        setup_us,
-        run_us,
+    ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed }
+}
+
+/// Sorts an error out of `_start` into a status, exit code and message.
+fn classify(
+    e: &wasmtime::Error,
+    refused: Option<usize>,
+    task: &Task,
+) -> (Status, Option<i32>, Option<String>) {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return (Status::Exited, Some(exit.0), None);
     }
+    let detail = trap_message(e);
+    let (status, why) = match (e.downcast_ref::<Trap>(), refused, task.max_memory) {
+        (Some(Trap::Interrupt), _, _) => {
+            let ms = task.timeout.map_or(0, |t| t.as_millis());
+            (Status::Timeout, format!("deadline of {ms} ms passed: guest interrupted"))
+        }
+        (Some(Trap::OutOfFuel), _, _) => {
+            let budget = task.fuel.unwrap_or(0);
+            (Status::FuelExhausted, format!("fuel budget of {budget} exhausted"))
+        }
+        (_, Some(wanted), Some(max)) => (
+            Status::MemoryLimit,
+            format!(
+                "guest tried to grow linear memory to {wanted} bytes, past its cap of {max} bytes"
+            ),
+        ),
+        _ => return (Status::Trapped, None, Some(detail)),
+    };
+    (status, None, Some(format!("{why}\n{detail}")))
 }
 
 /// The trap (root cause) first, then the context Wasmtime attached (the wasm backtrace).
 fn trap_message(e: &wasmtime::Error) -> String {
     let root = e.root_cause().to_string();
-    let context: Vec<String> = e
-        .chain()
-        .map(|c| c.to_string())
-        .filter(|c| *c != root)
-        .collect();
-    if context.is_empty() {
-        root
-    } else {
-        format!("{root}\n{}", context.join("\n"))
-    }
+    let context: Vec<String> = e.chain().map(|c| c.to_string()).filter(|c| *c != root).collect();
+    if context.is_empty() { root } else { format!("{root}\n{}", context.join("\n")) }
 }
 
 /// Randomness for WASI read from the kernel on every call, so that no state captured in the
@@ -243,11 +298,7 @@ fn wasi_ctx(name: &str, task: &Task) -> std::io::Result<WasiP1Ctx> {
     b.stdout(OutputFile::new(out));
     b.stderr(OutputFile::new(err));
     for d in &task.dirs {
-        let perms = if d.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
+        let perms = if d.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
         b.preopened_dir(&d.host, &d.guest, perms)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", d.host.display())))?;
     }

@@ -43,11 +43,7 @@ pub enum Error {
     #[error(
         "module {name} imports `{module}::{field}`, which is not provided (only wasi_snapshot_preview1 is)"
     )]
-    UnknownImport {
-        name: String,
-        module: String,
-        field: String,
-    },
+    UnknownImport { name: String, module: String, field: String },
     /// Instantiating the module (in the zygote) failed.
     #[error("cannot instantiate module {name}")]
     Instantiate {
@@ -65,6 +61,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A task asked for a fuel budget but the template was compiled without metering.
+    #[error("a fuel budget needs a template compiled with fuel metering (Config::fuel, or --fuel)")]
+    FuelNotMetered,
     /// The zygote has more than one thread: forking it could deadlock the child.
     #[error("refusing to fork: the zygote has {threads} threads, it must have exactly 1")]
     NotSingleThreaded { threads: usize },
@@ -114,6 +113,7 @@ impl Error {
                 | Error::UnknownImport { .. }
                 | Error::Instantiate { .. }
                 | Error::GrantDir { .. }
+                | Error::FuelNotMetered
         )
     }
 }

@@ -19,6 +19,7 @@
 //! otherwise): a program that has threads runs its zygote in a separate process.
 
 pub mod cache;
+mod cgroup;
 mod child;
 mod error;
 mod outcome;
@@ -30,6 +31,8 @@ mod zygote;
 
 pub use error::{BoxError, Error};
 pub use outcome::{Captured, Outcome, Status, Timings};
-pub use task::{DEFAULT_MAX_OUTPUT, DirGrant, Output, Stdin, Task};
+pub use task::{
+    DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, Output, Stdin, Task,
+};
 pub use template::{CodeSource, Config, Template};
-pub use zygote::{Zygote, ZygoteStats};
+pub use zygote::{HOST_OVERHEAD, KILL_GRACE, Zygote, ZygoteStats};

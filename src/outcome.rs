@@ -78,6 +78,11 @@ pub struct Outcome {
     pub message: Option<String>,
     /// Phase timings.
     pub timings_us: Timings,
+    /// Peak resident memory of the sandbox process (`ru_maxrss`), including pages it shares
+    /// copy-on-write with the zygote.
+    pub peak_memory_bytes: u64,
+    /// Fuel the guest consumed, when the task had a fuel budget.
+    pub fuel_consumed: Option<u64>,
 }
 
 impl Outcome {
@@ -112,6 +117,10 @@ impl Serialize for Outcome {
         }
         m.serialize_entry("message", &self.message)?;
         m.serialize_entry("timings_us", &self.timings_us)?;
+        m.serialize_entry("peak_memory_bytes", &self.peak_memory_bytes)?;
+        if let Some(f) = self.fuel_consumed {
+            m.serialize_entry("fuel_consumed", &f)?;
+        }
         m.end()
     }
 }

@@ -10,11 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a libc return value into `io::Result`, reading `errno` on `-1`.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// The result of [`fork`], seen from each side.
@@ -57,10 +53,7 @@ pub fn thread_count() -> io::Result<usize> {
 
 /// Number of memory mappings of this process (lines of `/proc/self/maps`).
 pub fn mapping_count() -> io::Result<usize> {
-    Ok(std::fs::read("/proc/self/maps")?
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count())
+    Ok(std::fs::read("/proc/self/maps")?.iter().filter(|&&b| b == b'\n').count())
 }
 
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
@@ -92,12 +85,7 @@ pub fn close_from(first: RawFd) -> io::Result<()> {
     // owns and that nothing in it will use again: the caller has moved the ones it keeps below
     // `first`.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        )
+        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0)
     };
     if ret == 0 {
         return Ok(());
@@ -105,11 +93,7 @@ pub fn close_from(first: RawFd) -> io::Result<()> {
     // Kernels before 5.9 lack close_range: close one by one up to the descriptor limit.
     // SAFETY: sysconf has no preconditions.
     let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
-    let max = if max <= 0 {
-        65536
-    } else {
-        max.min(1 << 20) as RawFd
-    };
+    let max = if max <= 0 { 65536 } else { max.min(1 << 20) as RawFd };
     for fd in first..max {
         // SAFETY: as above; EBADF for descriptors that are not open is expected and ignored.
         unsafe { libc::close(fd) };
@@ -122,15 +106,7 @@ pub fn close_from(first: RawFd) -> io::Result<()> {
 /// Async-signal-safe.
 pub fn die_with_parent(expected_parent: libc::pid_t) -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and affects only this process.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    })?;
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) })?;
     // SAFETY: getppid has no preconditions and cannot fail.
     if unsafe { libc::getppid() } != expected_parent {
         return Err(io::Error::other("parent exited before the sandbox started"));
@@ -145,11 +121,7 @@ pub fn unblock_all_signals() -> io::Result<()> {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        check(libc::pthread_sigmask(
-            libc::SIG_SETMASK,
-            &set,
-            std::ptr::null_mut(),
-        ))?;
+        check(libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()))?;
     }
     Ok(())
 }
@@ -238,12 +210,15 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
-/// `waitpid(pid, 0)`, retrying on EINTR.
-pub fn wait(pid: libc::pid_t) -> io::Result<ExitStatus> {
+/// `wait4(pid, 0)`, retrying on EINTR: the exit status and the child's peak resident set in
+/// bytes.
+pub fn wait(pid: libc::pid_t) -> io::Result<(ExitStatus, u64)> {
     let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: `status` is a valid int for the kernel to fill.
-        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: `status` and `usage` are valid for the kernel to fill.
+        let ret = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if ret == pid {
             break;
         }
@@ -252,11 +227,13 @@ pub fn wait(pid: libc::pid_t) -> io::Result<ExitStatus> {
             return Err(err);
         }
     }
-    if libc::WIFEXITED(status) {
-        Ok(ExitStatus::Code(libc::WEXITSTATUS(status)))
+    let peak = (usage.ru_maxrss.max(0) as u64) * 1024;
+    let st = if libc::WIFEXITED(status) {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
     } else {
-        Ok(ExitStatus::Signal(libc::WTERMSIG(status)))
-    }
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    };
+    Ok((st, peak))
 }
 
 /// Sends SIGKILL to `pid`. ESRCH (already gone) is not an error.
@@ -269,14 +246,8 @@ pub fn kill_hard(pid: libc::pid_t) {
 /// Blocks until one of `fds` is readable or `timeout_ms` passes (-1: no timeout). Returns the
 /// `revents` of each, in order. EINTR is reported as "nothing ready".
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<libc::c_short>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
     let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if ret < 0 {
@@ -321,4 +292,34 @@ pub unsafe fn file_from_fd(fd: RawFd) -> std::fs::File {
 pub fn getpid() -> libc::pid_t {
     // SAFETY: getpid has no preconditions and cannot fail.
     unsafe { libc::getpid() }
+}
+
+/// Installs `handler` for SIGALRM (with `SA_RESTART`, so interrupted host calls resume).
+///
+/// # Safety
+/// `handler` must be async-signal-safe.
+pub unsafe fn on_alarm(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: `sa` is fully initialised (zeroed, then the handler and an empty mask set);
+    // the handler's signal-safety is this function's contract.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// Arms a one-shot real-time timer: SIGALRM after `after`, then every `every` (zero: once).
+pub fn arm_alarm(after: std::time::Duration, every: std::time::Duration) -> io::Result<()> {
+    let tv = |d: std::time::Duration| libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    // A zero `it_value` would disarm the timer: fire after at least 1 µs.
+    let after = after.max(std::time::Duration::from_micros(1));
+    let it = libc::itimerval { it_interval: tv(every), it_value: tv(after) };
+    // SAFETY: `it` is a valid itimerval; the old value is not requested.
+    check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) }).map(drop)
 }

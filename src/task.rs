@@ -28,12 +28,14 @@ pub enum Output {
 
 /// Default cap on captured output per stream: 1 MiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+/// Default cap on a guest's linear memory (used by the command line): 1 GiB.
+pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+/// Default wall-clock deadline (used by the command line): 60 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for Output {
     fn default() -> Self {
-        Output::Capture {
-            max_bytes: DEFAULT_MAX_OUTPUT,
-        }
+        Output::Capture { max_bytes: DEFAULT_MAX_OUTPUT }
     }
 }
 
@@ -57,15 +59,9 @@ impl DirGrant {
             None => (spec, spec),
         };
         if host.is_empty() || guest.is_empty() {
-            return Err(format!(
-                "invalid directory grant `{spec}`: expected HOST[::GUEST]"
-            ));
+            return Err(format!("invalid directory grant `{spec}`: expected HOST[::GUEST]"));
         }
-        Ok(Self {
-            host: PathBuf::from(host),
-            guest: guest.to_string(),
-            read_only,
-        })
+        Ok(Self { host: PathBuf::from(host), guest: guest.to_string(), read_only })
     }
 }
 
@@ -84,8 +80,17 @@ pub struct Task {
     pub output: Output,
     /// Granted directories.
     pub dirs: Vec<DirGrant>,
-    /// Wall-clock deadline for the whole task, after which the sandbox is killed.
+    /// Wall-clock deadline for the whole task, counted from [`Zygote::run`](crate::Zygote::run).
+    /// Running Wasm is interrupted at the deadline (partial output kept); a guest blocked in a
+    /// host call is killed a short grace period later. Either way the status is `timeout`.
     pub timeout: Option<Duration>,
+    /// Cap on the guest's linear memory, in bytes; growing past it fails, and a guest that
+    /// then traps ends with status `memory_limit`.
+    pub max_memory: Option<usize>,
+    /// Instruction budget (the template must meter fuel, see
+    /// [`Config::fuel`](crate::Config::fuel)); running out ends the task with
+    /// `fuel_exhausted`.
+    pub fuel: Option<u64>,
 }
 
 impl Task {
@@ -131,6 +136,18 @@ impl Task {
     /// Sets the wall-clock deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Caps linear memory.
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Sets the fuel budget.
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
         self
     }
 }

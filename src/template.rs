@@ -15,14 +15,13 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 #[derive(Debug, Clone)]
 pub struct Config {
     cache_dir: Option<PathBuf>,
+    meter_fuel: bool,
 }
 
 impl Default for Config {
-    /// Compiled code cached in [`default_dir`](crate::cache::default_dir).
+    /// Compiled code cached in [`default_dir`](crate::cache::default_dir); no fuel metering.
     fn default() -> Self {
-        Self {
-            cache_dir: crate::cache::default_dir(),
-        }
+        Self { cache_dir: crate::cache::default_dir(), meter_fuel: false }
     }
 }
 
@@ -38,8 +37,18 @@ impl Config {
         self
     }
 
+    /// Compiles the module with fuel metering, so tasks can be given an instruction budget
+    /// ([`Task::fuel`](crate::Task::fuel)). Metered code runs slower; off by default.
+    pub fn fuel(&mut self, enable: bool) -> &mut Self {
+        self.meter_fuel = enable;
+        self
+    }
+
     fn engine(&self) -> Result<Engine, Error> {
         let mut c = wasmtime::Config::new();
+        // Deadlines: a timer in the child bumps the epoch and running Wasm traps cleanly.
+        c.epoch_interruption(true);
+        c.consume_fuel(self.meter_fuel);
         // Wasmtime is built without `parallel-compilation` and `cache` (see Cargo.toml), so
         // neither rayon's pool nor the cache worker thread exists. Async support lets the
         // child drive wasmtime-wasi on a current-thread Tokio runtime, which starts no
@@ -67,19 +76,62 @@ pub enum CodeSource {
 /// instance, so no task can see another's memory or globals.
 pub struct Template {
     pub(crate) name: String,
-    pub(crate) store: Store<WasiP1Ctx>,
+    pub(crate) engine: Engine,
+    pub(crate) store: Store<TaskState>,
     pub(crate) start: TypedFunc<(), ()>,
+    pub(crate) fuel: bool,
     code_source: CodeSource,
+}
+
+/// What a store holds: the task's WASI context and its memory cap.
+pub(crate) struct TaskState {
+    pub wasi: WasiP1Ctx,
+    pub memory: MemoryCap,
+}
+
+/// Caps linear-memory growth and remembers a refused growth, so a trap that follows can be
+/// reported as `memory_limit` rather than a generic trap.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryCap {
+    /// Largest size any memory may grow to, in bytes.
+    pub max: Option<usize>,
+    /// The size of the first growth refused, if any.
+    pub refused: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        match self.max {
+            Some(max) if desired > max => {
+                self.refused.get_or_insert(desired);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables grow in host memory; bound them like wasmtime's default instance limits.
+        Ok(desired <= 10_000_000)
+    }
 }
 
 impl Template {
     /// Builds a template from a `.wasm` (or `.wat`) file.
     pub fn from_file(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadModule {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| Error::ReadModule { path: path.to_path_buf(), source })?;
         Self::from_bytes(&path.display().to_string(), &bytes, config)
     }
 
@@ -88,18 +140,25 @@ impl Template {
         let name = name.to_string();
         check_magic(&name, bytes)?;
         let engine = config.engine()?;
-        let cache = config
-            .cache_dir
-            .as_deref()
-            .and_then(|d| CompileCache::open(d).ok());
+        let cache = config.cache_dir.as_deref().and_then(|d| CompileCache::open(d).ok());
         let (module, code_source) = compile(&engine, &name, bytes, cache.as_ref())?;
 
-        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx)
+        let mut linker: Linker<TaskState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
             .map_err(|e| Error::Engine(boxed(e)))?;
         // The placeholder context has no args, env, stdio or preopens; each child swaps in its
         // task's context before calling `_start`.
-        let mut store = Store::new(&engine, placeholder_ctx());
+        let mut store = Store::new(
+            &engine,
+            TaskState { wasi: placeholder_ctx(), memory: MemoryCap::default() },
+        );
+        store.limiter(|s| &mut s.memory);
+        // No deadline and unlimited fuel while instantiating (a module's start function runs
+        // here); each child sets its task's own.
+        store.set_epoch_deadline(NO_DEADLINE);
+        if config.meter_fuel {
+            store.set_fuel(u64::MAX).map_err(|e| Error::Engine(boxed(e)))?;
+        }
         for import in module.imports() {
             if linker.get_by_import(&mut store, &import).is_none() {
                 return Err(Error::UnknownImport {
@@ -120,19 +179,11 @@ impl Template {
                 name: name.clone(),
                 source: "the module's start function blocked during instantiation".into(),
             })?
-            .map_err(|e| Error::Instantiate {
-                name: name.clone(),
-                source: boxed(e),
-            })?;
+            .map_err(|e| Error::Instantiate { name: name.clone(), source: boxed(e) })?;
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| Error::NoStart { name: name.clone() })?;
-        Ok(Self {
-            name,
-            store,
-            start,
-            code_source,
-        })
+        Ok(Self { name, engine, store, start, fuel: config.meter_fuel, code_source })
     }
 
     /// The module's name, as given when the template was built.
@@ -140,11 +191,19 @@ impl Template {
         &self.name
     }
 
+    /// Whether tasks can be given a fuel budget ([`Config::fuel`]).
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+
     /// Whether the compiled code came from the cache.
     pub fn code_source(&self) -> CodeSource {
         self.code_source
     }
 }
+
+/// Epoch ticks that never come: the deadline of a store without a timeout.
+pub(crate) const NO_DEADLINE: u64 = 1 << 62;
 
 /// An empty WASI context: closed stdio, nothing granted.
 fn placeholder_ctx() -> WasiP1Ctx {
@@ -156,9 +215,7 @@ fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
     if bytes.starts_with(b"\0asm") {
         // Core modules are version 1, layer 0; components carry layer 1 in bytes 6..8.
         if bytes.len() >= 8 && bytes[..8] != CORE && bytes[6..8] == [1, 0] {
-            return Err(Error::Component {
-                name: name.to_string(),
-            });
+            return Err(Error::Component { name: name.to_string() });
         }
         return Ok(());
     }
@@ -167,13 +224,7 @@ fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
         let t = s.trim_start();
         t.starts_with('(') || t.starts_with(";;")
     });
-    if looks_textual {
-        Ok(())
-    } else {
-        Err(Error::NotWasm {
-            name: name.to_string(),
-        })
-    }
+    if looks_textual { Ok(()) } else { Err(Error::NotWasm { name: name.to_string() }) }
 }
 
 fn compile(
@@ -185,10 +236,8 @@ fn compile(
     if let Some(module) = cache.and_then(|c| c.load(engine, bytes)) {
         return Ok((module, CodeSource::Cache));
     }
-    let module = Module::new(engine, bytes).map_err(|e| Error::Compile {
-        name: name.to_string(),
-        source: boxed(e),
-    })?;
+    let module = Module::new(engine, bytes)
+        .map_err(|e| Error::Compile { name: name.to_string(), source: boxed(e) })?;
     match cache.and_then(|c| c.store(engine, bytes, &module)) {
         Some(mapped) => Ok((mapped, CodeSource::CompiledAndCached)),
         None => Ok((module, CodeSource::Compiled)),

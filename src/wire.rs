@@ -14,6 +14,7 @@ pub(crate) struct ChildReport {
     pub message: Option<String>,
     pub setup_us: u64,
     pub run_us: u64,
+    pub fuel_consumed: Option<u64>,
 }
 
 /// Encodes a report as one frame.
@@ -74,6 +75,7 @@ mod tests {
             message: None,
             setup_us: 1,
             run_us: 2,
+            fuel_consumed: None,
         }
     }
 

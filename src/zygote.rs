@@ -4,6 +4,7 @@
 //! and a lock held by any other thread (the allocator's, stdio's, Wasmtime's) would stay locked
 //! forever. [`Zygote::run`] checks the thread count before each fork and refuses otherwise.
 
+use crate::cgroup::MemoryCgroup;
 use crate::child::{self, ChildFds};
 use crate::error::Error;
 use crate::outcome::{Captured, Outcome, Status, Timings};
@@ -21,32 +22,35 @@ pub struct ZygoteStats {
     pub threads: usize,
     /// Memory mappings (fork copies one page-table entry range per mapping).
     pub mappings: usize,
+    /// Whether sandboxes run in a memory cgroup that bounds their host-side memory.
+    pub memory_cgroup: bool,
 }
 
-impl ZygoteStats {
-    /// Reads the current process's figures from `/proc/self`.
-    pub fn current() -> std::io::Result<Self> {
-        Ok(Self {
-            threads: sys::thread_count()?,
-            mappings: sys::mapping_count()?,
-        })
-    }
-}
+/// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
+/// allocations, copy-on-write copies of the zygote's pages), when a memory cgroup is available.
+pub const HOST_OVERHEAD: usize = 64 << 20;
 
 /// A warm template that runs each task in its own forked sandbox.
 pub struct Zygote {
     template: Template,
     pid: libc::pid_t,
+    cgroup: Option<MemoryCgroup>,
 }
 
 impl Zygote {
     /// Takes ownership of a template. The process that calls [`run`](Self::run) must stay
-    /// single-threaded.
+    /// single-threaded. Sandboxes are placed in a memory cgroup when the machine offers one.
     pub fn new(template: Template) -> Self {
-        Self {
-            template,
-            pid: sys::getpid(),
-        }
+        Self { template, pid: sys::getpid(), cgroup: MemoryCgroup::create().ok() }
+    }
+
+    /// Reads the zygote's figures (threads, mappings) from `/proc/self`.
+    pub fn stats(&self) -> std::io::Result<ZygoteStats> {
+        Ok(ZygoteStats {
+            threads: sys::thread_count()?,
+            mappings: sys::mapping_count()?,
+            memory_cgroup: self.cgroup.is_some(),
+        })
     }
 
     /// The template every task is forked from.
@@ -67,24 +71,29 @@ impl Zygote {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     let source = std::io::Error::from(std::io::ErrorKind::NotADirectory);
-                    return Err(Error::GrantDir {
-                        path: d.host.clone(),
-                        source,
-                    });
+                    return Err(Error::GrantDir { path: d.host.clone(), source });
                 }
                 Err(source) => {
-                    return Err(Error::GrantDir {
-                        path: d.host.clone(),
-                        source,
-                    });
+                    return Err(Error::GrantDir { path: d.host.clone(), source });
                 }
             }
         }
+        if task.fuel.is_some() && !self.template.meters_fuel() {
+            return Err(Error::FuelNotMetered);
+        }
+        let deadline = task.timeout.map(|t| started + t);
         let threads = sys::thread_count().map_err(Error::ThreadCount)?;
         if threads != 1 {
             return Err(Error::NotSingleThreaded { threads });
         }
 
+        if let Some(cg) = &mut self.cgroup {
+            let limit = task.max_memory.map(|m| m.saturating_add(HOST_OVERHEAD) as u64);
+            if cg.set_limit(limit).is_err() {
+                // A cgroup we cannot configure cannot bound anything: stop using it.
+                self.cgroup = None;
+            }
+        }
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
         let captured = match task.output {
             Output::Capture { max_bytes } => {
@@ -105,7 +114,7 @@ impl Zygote {
         // SAFETY: we checked just above that this process has exactly one thread, and nothing
         // between that check and here starts one.
         let pid = match unsafe { sys::fork() }.map_err(Error::Fork)? {
-            Fork::Child => child::enter(&mut self.template, task, fds, self.pid, fork_at),
+            Fork::Child => child::enter(&mut self.template, task, fds, self.pid, fork_at, deadline),
             Fork::Parent(pid) => pid,
         };
         let fork_us = micros(fork_at.elapsed());
@@ -119,8 +128,9 @@ impl Zygote {
             }
             None => (0, None, None),
         };
-        let deadline = task.timeout.map(|t| started + t);
-        let collected = match collect(pid, report_r, out_r, err_r, max_bytes, deadline) {
+        // The child interrupts its own Wasm at the deadline; past the grace, it is killed.
+        let backstop = deadline.map(|d| d + KILL_GRACE);
+        let collected = match collect(pid, report_r, out_r, err_r, max_bytes, backstop) {
             Ok(c) => c,
             Err(source) => {
                 sys::kill_hard(pid);
@@ -128,8 +138,20 @@ impl Zygote {
                 return Err(Error::Collect(source));
             }
         };
-        let status = sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
+        let (status, peak) = sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
         let mut outcome = judge(collected.report, status, collected.timed_out, task.timeout);
+        if status == ExitStatus::Signal(libc::SIGKILL) && !collected.timed_out {
+            if let Some(cg) = self.cgroup.as_mut() {
+                if cg.oom_killed_since_last() {
+                    outcome.status = Status::MemoryLimit;
+                    outcome.message = Some(format!(
+                        "sandbox killed by the kernel: host-side memory exceeded {} bytes (cgroup)",
+                        cg.limit().unwrap_or(0)
+                    ));
+                }
+            }
+        }
+        outcome.peak_memory_bytes = peak;
         outcome.stdout = collected.stdout;
         outcome.stderr = collected.stderr;
         outcome.timings_us.fork = fork_us;
@@ -137,6 +159,10 @@ impl Zygote {
         Ok(outcome)
     }
 }
+
+/// How long past its deadline a child may take to stop by itself (a guest blocked in a host
+/// call does not see the epoch) before it is killed.
+pub const KILL_GRACE: Duration = Duration::from_millis(50);
 
 fn micros(d: Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
@@ -159,11 +185,7 @@ struct Drain {
 
 impl Drain {
     fn new(fd: Option<OwnedFd>, max: usize) -> Self {
-        Self {
-            fd,
-            captured: Captured::default(),
-            max,
-        }
+        Self { fd, captured: Captured::default(), max }
     }
 
     /// Reads once; closes the stream at end of file.
@@ -200,10 +222,8 @@ fn collect(
     let mut timed_out = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let watched: Vec<&OwnedFd> = report_fd
-            .iter()
-            .chain(streams.iter().filter_map(|d| d.fd.as_ref()))
-            .collect();
+        let watched: Vec<&OwnedFd> =
+            report_fd.iter().chain(streams.iter().filter_map(|d| d.fd.as_ref())).collect();
         if watched.is_empty() {
             break;
         }
@@ -224,17 +244,11 @@ fn collect(
         };
         let revents = sys::poll_readable(&raw, timeout_ms)?;
         let ready = |fd: &OwnedFd| {
-            raw.iter()
-                .position(|&r| r == fd.as_raw_fd())
-                .is_some_and(|i| revents[i] != 0)
+            raw.iter().position(|&r| r == fd.as_raw_fd()).is_some_and(|i| revents[i] != 0)
         };
         if let Some(fd) = report_fd.as_ref().filter(|fd| ready(fd)) {
             let n = sys::read(fd, &mut buf)?;
-            let step = if n == 0 {
-                Frame::Corrupt(String::new())
-            } else {
-                frame.push(&buf[..n])
-            };
+            let step = if n == 0 { Frame::Corrupt(String::new()) } else { frame.push(&buf[..n]) };
             match step {
                 Frame::Partial => {}
                 Frame::Complete(r) => {
@@ -256,12 +270,7 @@ fn collect(
         }
     }
     let [out, err] = streams;
-    Ok(Collected {
-        report: report_result,
-        stdout: out.captured,
-        stderr: err.captured,
-        timed_out,
-    })
+    Ok(Collected { report: report_result, stdout: out.captured, stderr: err.captured, timed_out })
 }
 
 /// Decides the outcome from what the child reported and how it died.
@@ -278,6 +287,8 @@ fn judge(
         stderr: Captured::default(),
         message: None,
         timings_us: Timings::default(),
+        peak_memory_bytes: 0,
+        fuel_consumed: None,
     };
     let report = match report {
         Ok(r) => r,
@@ -289,6 +300,7 @@ fn judge(
     if let Some(r) = &report {
         o.timings_us.setup = r.setup_us;
         o.timings_us.run = r.run_us;
+        o.fuel_consumed = r.fuel_consumed;
     }
     match (report, status) {
         (Some(r), _) if !timed_out || r.status != Status::InternalError => {
@@ -299,7 +311,10 @@ fn judge(
         _ if timed_out => {
             o.status = Status::Timeout;
             let ms = timeout.map_or(0, |t| t.as_millis());
-            o.message = Some(format!("deadline of {ms} ms passed; sandbox killed"));
+            o.message = Some(format!(
+                "deadline of {ms} ms passed; sandbox killed {} ms later (blocked in a host call)",
+                KILL_GRACE.as_millis()
+            ));
         }
         (_, ExitStatus::Signal(libc::SIGSYS)) => {
             o.status = Status::SandboxViolation;

@@ -6,8 +6,10 @@ mod worker;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use zeroboot_wasm::{Config, DirGrant, Error, Status};
+use zeroboot_wasm::{Config, DirGrant, Error, Status, Task};
 
+/// Limits apply to every task unless a flag changes them: timeout 60s, linear memory 1GiB,
+/// captured output 1MiB per stream, no fuel budget.
 /// Exit codes of the command, besides the guest's own exit code.
 pub mod exit {
     /// Bad command line: unknown flag, malformed value.
@@ -37,7 +39,7 @@ Exit codes:
   66     the module file or a granted directory is missing or unreadable
   70     internal error in the runtime
   124    timeout
-  134    the guest trapped (as `wasmtime run`)
+  134    the guest trapped (as `wasmtime run`), ran out of fuel, or hit its memory cap
   137    the sandbox was killed by a signal
   159    sandbox violation (a system call the seccomp filter forbids)";
 
@@ -70,9 +72,15 @@ pub struct CommonArgs {
     /// Set an environment variable for the guest; `--env NAME` passes the host's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse::env_var)]
     env: Vec<(String, String)>,
-    /// Wall-clock deadline per task, e.g. `500ms`, `2s`.
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
-    timeout: Option<std::time::Duration>,
+    /// Wall-clock deadline per task, e.g. `500ms`, `2s`, or `none`.
+    #[arg(long, value_name = "DURATION", value_parser = parse::deadline, default_value = "60s")]
+    timeout: parse::Deadline,
+    /// Cap on the guest's linear memory, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "1GiB")]
+    max_memory: usize,
+    /// Instruction budget per task (compiles the module with fuel metering, which is slower).
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
     /// Most bytes of stdout and of stderr kept per task when output is captured.
     #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "1MiB")]
     max_output: usize,
@@ -88,6 +96,7 @@ pub struct CommonArgs {
 impl CommonArgs {
     fn config(&self) -> Config {
         let mut c = Config::new();
+        c.fuel(self.fuel.is_some());
         if self.no_cache {
             c.cache_dir(None);
         } else if let Some(d) = &self.cache_dir {
@@ -96,8 +105,17 @@ impl CommonArgs {
         c
     }
 
-    fn grants(&self) -> Vec<DirGrant> {
-        self.dirs.iter().chain(&self.dirs_ro).cloned().collect()
+    /// The task every command-line task starts from: env, grants and limits.
+    fn base_task(&self) -> Task {
+        Task {
+            env: self.env.clone(),
+            dirs: self.dirs.iter().chain(&self.dirs_ro).cloned().collect(),
+            output: zeroboot_wasm::Output::Capture { max_bytes: self.max_output },
+            timeout: self.timeout.0,
+            max_memory: Some(self.max_memory),
+            fuel: self.fuel,
+            ..Task::default()
+        }
     }
 }
 

@@ -23,12 +23,21 @@ pub fn env_var(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// An optional deadline: a duration, or `none`.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Option<Duration>);
+
+pub fn deadline(s: &str) -> Result<Deadline, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Deadline(None));
+    }
+    duration(s).map(|d| Deadline(Some(d)))
+}
+
 /// Splits `123abc` into (123, "abc").
 fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let n: f64 = s[..end].parse().ok()?;
     Some((n, s[end..].trim()))
 }

@@ -4,7 +4,7 @@ use super::{CommonArgs, exit, report_error, status_exit_code};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use zeroboot_wasm::{Output, Status, Stdin, Task, Template, Zygote};
+use zeroboot_wasm::{Output, Status, Stdin, Template, Zygote};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -20,11 +20,7 @@ pub struct RunArgs {
     #[arg(value_name = "MODULE")]
     module: PathBuf,
     /// Arguments for the guest.
-    #[arg(
-        value_name = "ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
 
@@ -33,19 +29,11 @@ pub fn main(a: RunArgs) -> i32 {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
-    let mut task = Task::new().args(a.args.iter().cloned());
+    let mut task = a.common.base_task().args(a.args.iter().cloned());
     task.argv0 = a.argv0.clone();
-    task.env = a.common.env.clone();
-    task.dirs = a.common.grants();
-    task.timeout = a.common.timeout;
-    if a.json {
-        task.output = Output::Capture {
-            max_bytes: a.common.max_output,
-        };
-        task.stdin = Stdin::Inherit;
-    } else {
+    task.stdin = Stdin::Inherit;
+    if !a.json {
         task.output = Output::Inherit;
-        task.stdin = Stdin::Inherit;
     }
     let mut zygote = Zygote::new(template);
     let outcome = match zygote.run(&task) {

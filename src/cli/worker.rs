@@ -6,17 +6,20 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{Output, Stdin, Task, Template, Zygote, ZygoteStats};
+use zeroboot_wasm::{Stdin, Task, Template, Zygote};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
-   \"timeout_ms\": 500}
+   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000}
+Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel); a
+`fuel` field needs a worker started with --fuel (the module is compiled with metering).
 Output, one JSON object per line, in input order:
   {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"killed\"|\"internal_error\"|...,
    \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
    \"stderr_truncated\": false, \"message\": null,
-   \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0}}
+   \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0},
+   \"peak_memory_bytes\": 0, \"fuel_consumed\": 0 (with a fuel budget only)}
 A stream that is not UTF-8 also gets `stdout_base64` / `stderr_base64` with the exact bytes.
 A line that is not a valid request gets {\"status\": \"invalid_request\", \"message\": ...} and
 the worker goes on. Blank lines are ignored. The worker exits 0 at end of input.";
@@ -44,6 +47,8 @@ struct Request {
     stdin: Option<String>,
     stdin_base64: Option<String>,
     timeout_ms: Option<u64>,
+    max_memory: Option<usize>,
+    fuel: Option<u64>,
 }
 
 impl Request {
@@ -68,6 +73,12 @@ impl Request {
             }
             (None, None) => Stdin::Empty,
         };
+        if let Some(bytes) = self.max_memory {
+            task.max_memory = Some(bytes);
+        }
+        if let Some(fuel) = self.fuel {
+            task.fuel = Some(fuel);
+        }
         match self.timeout_ms {
             Some(0) => return Err("timeout_ms must be positive".into()),
             Some(ms) => task.timeout = Some(Duration::from_millis(ms)),
@@ -87,15 +98,7 @@ pub fn main(a: WorkerArgs) -> i32 {
         Err(e) => return report_error(&e),
     };
     let mut zygote = Zygote::new(template);
-    let base = Task {
-        env: a.common.env.clone(),
-        dirs: a.common.grants(),
-        output: Output::Capture {
-            max_bytes: a.common.max_output,
-        },
-        timeout: a.common.timeout,
-        ..Task::default()
-    };
+    let base = a.common.base_task();
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
@@ -127,13 +130,11 @@ pub fn main(a: WorkerArgs) -> i32 {
         }
         let reply = match serde_json::from_str::<Request>(text)
             .map_err(|e| format!("line {line_no}: invalid request: {e}"))
-            .and_then(|r| {
-                r.into_task(&base)
-                    .map_err(|e| format!("line {line_no}: {e}"))
-            }) {
+            .and_then(|r| r.into_task(&base).map_err(|e| format!("line {line_no}: {e}")))
+        {
             Err(e) => error_line("invalid_request", &e),
             Ok(task) => {
-                let stats = a.stats.then(ZygoteStats::current);
+                let stats = a.stats.then(|| zygote.stats());
                 match zygote.run(&task) {
                     Ok(outcome) => {
                         let mut v = serde_json::to_value(&outcome)
@@ -147,6 +148,7 @@ pub fn main(a: WorkerArgs) -> i32 {
                         }
                         v.to_string()
                     }
+                    Err(e) if e.is_bad_input() => error_line("invalid_request", &e.one_line()),
                     Err(e) => error_line("internal_error", &e.one_line()),
                 }
             }
