@@ -14,8 +14,9 @@
 //! When no writable memory cgroup exists (no cgroupfs, no permission), sandboxes run without
 //! this bound; [`crate::ZygoteStats`] says which.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Which cgroup interface the directory speaks.
@@ -31,6 +32,10 @@ pub(crate) struct MemoryCgroup {
     dir: PathBuf,
     parent: PathBuf,
     version: Version,
+    /// The limit file and the OOM counter, opened now so they work after the zygote has left
+    /// the host's mount namespace.
+    limit_file: File,
+    events_file: File,
     limit: Option<u64>,
     written: bool,
     oom_kills: u64,
@@ -73,8 +78,27 @@ impl MemoryCgroup {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let oom_kills = read_oom_kills(&dir, version);
-        let cg = Self { dir, parent, version, limit: None, written: false, oom_kills };
+        let (limit_name, events_name) = match version {
+            Version::V1 => ("memory.limit_in_bytes", "memory.oom_control"),
+            Version::V2 => ("memory.max", "memory.events"),
+        };
+        let limit_file = OpenOptions::new().write(true).open(dir.join(limit_name))?;
+        let events_file = File::open(dir.join(events_name))?;
+        if version == Version::V2 {
+            // Without swap a limit is a limit: swapping a sandbox out would only slow it.
+            let _ = fs::write(dir.join("memory.swap.max"), "0");
+        }
+        let oom_kills = read_oom_kills(&events_file);
+        let cg = Self {
+            dir,
+            parent,
+            version,
+            limit_file,
+            events_file,
+            limit: None,
+            written: false,
+            oom_kills,
+        };
         move_self_to(&cg.dir)?;
         Ok(cg)
     }
@@ -84,17 +108,12 @@ impl MemoryCgroup {
         if self.limit == bytes && self.written {
             return Ok(());
         }
-        let (file, value) = match (self.version, bytes) {
-            (Version::V1, Some(b)) => ("memory.limit_in_bytes", b.to_string()),
-            (Version::V1, None) => ("memory.limit_in_bytes", "-1".to_string()),
-            (Version::V2, Some(b)) => ("memory.max", b.to_string()),
-            (Version::V2, None) => ("memory.max", "max".to_string()),
+        let value = match (self.version, bytes) {
+            (_, Some(b)) => b.to_string(),
+            (Version::V1, None) => "-1".to_string(),
+            (Version::V2, None) => "max".to_string(),
         };
-        fs::write(self.dir.join(file), value)?;
-        if self.version == Version::V2 {
-            // Without swap a limit is a limit: swapping a sandbox out would only slow it.
-            let _ = fs::write(self.dir.join("memory.swap.max"), "0");
-        }
+        self.limit_file.write_at(value.as_bytes(), 0)?;
         self.limit = bytes;
         self.written = true;
         Ok(())
@@ -107,7 +126,7 @@ impl MemoryCgroup {
 
     /// Whether the kernel's OOM killer has killed a process in the cgroup since the last call.
     pub(crate) fn oom_killed_since_last(&mut self) -> bool {
-        let now = read_oom_kills(&self.dir, self.version);
+        let now = read_oom_kills(&self.events_file);
         let killed = now > self.oom_kills;
         self.oom_kills = now;
         killed
@@ -142,15 +161,13 @@ fn remove_stale(parent: &Path) {
     }
 }
 
-fn read_oom_kills(dir: &Path, version: Version) -> u64 {
-    let file = match version {
-        Version::V1 => "memory.oom_control",
-        Version::V2 => "memory.events",
-    };
-    fs::read_to_string(dir.join(file))
+fn read_oom_kills(events: &File) -> u64 {
+    crate::sys::read_proc_file(events)
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
         })
         .unwrap_or(0)
 }

@@ -8,11 +8,12 @@
 //! into traps.
 
 use crate::outcome::Status;
+use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
-use crate::template::MemoryCap;
-use crate::template::Template;
+use crate::template::{MemoryCap, Template};
 use crate::wire::{self, ChildReport};
+use seccompiler::BpfProgram;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
@@ -40,42 +41,79 @@ pub(crate) struct ChildFds {
     pub report: RawFd,
 }
 
+/// A directory to preopen, as the child must open it.
+pub(crate) struct Preopen {
+    /// Path in the child's filesystem view (inside the sandbox root when confined).
+    pub path: String,
+    /// Where the guest sees it.
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Everything the zygote decided for this child before forking it.
+pub(crate) struct Plan<'a> {
+    pub zygote_pid: libc::pid_t,
+    /// The child is PID 1 of a new PID namespace (its parent's pid reads as 0).
+    pub new_pid_ns: bool,
+    pub preopens: Vec<Preopen>,
+    /// Per-sandbox hardening: a session of its own, rlimits, no capabilities, no new privileges.
+    pub harden: Option<Rlimits>,
+    pub seccomp: Option<&'a BpfProgram>,
+    pub forked_at: Instant,
+    pub deadline: Option<Instant>,
+}
+
+/// What the child runs once set up: the guest's `_start`, or (tests only) native code that
+/// probes the confinement.
+pub(crate) enum Payload {
+    Guest,
+    Probe(fn(&[String]) -> String),
+}
+
 /// Runs one task in a freshly forked child and exits. Never returns.
 ///
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
 ///    orphan running guest code.
 /// 2. **Descriptors**: stdio and the report pipe moved to 0–3, every other inherited descriptor
-///    closed (the zygote's module file, other tasks' pipes, the caller's sockets).
-/// 3. **Signal mask** emptied; dispositions kept, so Wasmtime's trap handlers stay.
-/// 4. **Environment** cleared: the guest sees only the task's `env`, and nothing of the host's
-///    environment stays in the child's memory image beyond what the zygote had.
-/// 5. **Per-task WASI context**: args, env, stdio, preopened directories, and randomness drawn
-///    from the OS in this child (never state inherited from the zygote).
-/// 6. **Limits, then run**: memory cap and fuel set on the store, the deadline timer armed
-///    (last, so setup time counts against the task), then `_start` on the instance created in
-///    the zygote.
-/// 7. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
-///    `_exit`.
+///    closed (the zygote's module file, its /proc handles, other tasks' pipes).
+/// 3. **Signals and environment**: mask emptied (dispositions kept, so Wasmtime's trap handlers
+///    stay); environment cleared.
+/// 4. **Session**: `setsid`, away from the caller's terminal and process group.
+/// 5. **Per-task state**: the WASI context (args, env, stdio, preopened directories — opened
+///    now, before the filter forbids nothing but `openat` inside them — and randomness drawn
+///    from the OS in this child), memory cap, fuel, the event loop.
+/// 6. **Rlimits**: no core dumps, few open files, the file-size cap, a CPU-time backstop.
+/// 7. **Privileges**: every capability dropped (bounding, ambient, effective, permitted,
+///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
+/// 8. **Deadline** timer armed (its handler bumps Wasmtime's epoch).
+/// 9. **Seccomp**, last: from here on only the allowlist works, and a violation reports itself.
+/// 10. **Run** `_start` on the instance created in the zygote.
+/// 11. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
+///     `_exit`.
+///
+/// Namespaces are not in this list because the zygote entered them before forking (see
+/// [`crate::namespaces`]), except the PID namespace, which the fork itself creates.
 pub(crate) fn enter(
     template: &mut Template,
     task: &Task,
     fds: ChildFds,
-    zygote: libc::pid_t,
-    forked_at: Instant,
-    deadline: Option<Instant>,
+    plan: &Plan,
+    payload: Payload,
 ) -> ! {
+    let forked_at = plan.forked_at;
     let mut report_fd = fds.report;
-    let contained = sys::die_with_parent(zygote)
+    let contained = sys::die_with_parent(if plan.new_pid_ns { 0 } else { plan.zygote_pid })
         .and_then(|()| arrange_fds(&fds))
         .inspect(|()| report_fd = REPORT)
-        .and_then(|()| sys::unblock_all_signals());
-    let report = match contained {
-        Ok(()) => {
+        .and_then(|()| sys::unblock_all_signals())
+        .and_then(|()| {
             // SAFETY: this child has a single thread (the zygote checked before forking).
             unsafe { sys::clear_environment() };
-            run_task(template, task, forked_at, deadline)
-        }
+            if plan.harden.is_some() { sys::setsid() } else { Ok(()) }
+        });
+    let report = match contained {
+        Ok(()) => run_task(template, task, plan, payload),
         Err(e) => internal(format!("sandbox setup failed: {e}"), forked_at),
     };
     sys::close(STDOUT);
@@ -151,25 +189,21 @@ fn micros(d: std::time::Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
-/// Steps 5 and 6: build the task's WASI context, set its limits and call `_start`.
-fn run_task(
-    template: &mut Template,
-    task: &Task,
-    forked_at: Instant,
-    deadline: Option<Instant>,
-) -> ChildReport {
+/// Steps 5 to 10: per-task state, hardening, deadline, seccomp, then the payload.
+fn run_task(template: &mut Template, task: &Task, plan: &Plan, payload: Payload) -> ChildReport {
+    let forked_at = plan.forked_at;
     let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), forked_at);
-    let ctx = match wasi_ctx(template.name(), task) {
+    let ctx = match wasi_ctx(template.name(), task, &plan.preopens) {
         Ok(ctx) => ctx,
         Err(e) => return fail("cannot build the task's WASI context", &e),
     };
     let state = template.store.data_mut();
     state.wasi = ctx;
     state.memory = MemoryCap { max: task.max_memory, refused: None };
-    if let (Some(fuel), true) = (task.fuel, template.fuel) {
-        if let Err(e) = template.store.set_fuel(fuel) {
-            return fail("cannot set fuel", &e);
-        }
+    if let (Some(fuel), true) = (task.fuel, template.fuel)
+        && let Err(e) = template.store.set_fuel(fuel)
+    {
+        return fail("cannot set fuel", &e);
     }
     // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
     // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
@@ -177,14 +211,34 @@ fn run_task(
         Ok(rt) => rt,
         Err(e) => return fail("cannot start the task's event loop", &e),
     };
-    if let Some(deadline) = deadline {
-        if let Err(e) = arm_deadline(template, deadline) {
-            return fail("cannot arm the deadline timer", &e);
+    if let Some(limits) = &plan.harden {
+        if let Err(e) = limits.apply() {
+            return fail("cannot set resource limits", &e);
         }
+        if let Err(e) = sys::drop_capabilities().and_then(|()| sys::set_no_new_privs()) {
+            return fail("cannot drop privileges", &e);
+        }
+    }
+    if let Some(deadline) = plan.deadline
+        && let Err(e) = arm_deadline(template, deadline)
+    {
+        return fail("cannot arm the deadline timer", &e);
+    }
+    if let Some(program) = plan.seccomp
+        && let Err(e) = crate::seccomp::install(program)
+    {
+        return fail("cannot install the seccomp filter", &e);
     }
     let setup_us = micros(forked_at.elapsed());
     let started = Instant::now();
-    let result = rt.block_on(template.start.call_async(&mut template.store, ()));
+    let result = match payload {
+        Payload::Guest => rt.block_on(template.start.call_async(&mut template.store, ())),
+        Payload::Probe(probe) => {
+            let text = probe(&task.args);
+            let _ = sys::write_all(STDOUT, text.as_bytes());
+            Ok(())
+        }
+    };
     let run_us = micros(started.elapsed());
     let fuel_consumed = match (task.fuel, template.fuel) {
         (Some(budget), true) => {
@@ -267,7 +321,7 @@ impl rand_core::TryRng for OsRandom {
     }
 }
 
-fn wasi_ctx(name: &str, task: &Task) -> std::io::Result<WasiP1Ctx> {
+fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<WasiP1Ctx> {
     let mut b = WasiCtxBuilder::new();
     b.arg(task.argv0.as_deref().unwrap_or(name));
     b.args(&task.args);
@@ -297,10 +351,10 @@ fn wasi_ctx(name: &str, task: &Task) -> std::io::Result<WasiP1Ctx> {
     let (out, err) = unsafe { (sys::file_from_fd(STDOUT), sys::file_from_fd(STDERR)) };
     b.stdout(OutputFile::new(out));
     b.stderr(OutputFile::new(err));
-    for d in &task.dirs {
+    for d in preopens {
         let perms = if d.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        b.preopened_dir(&d.host, &d.guest, perms)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", d.host.display())))?;
+        b.preopened_dir(&d.path, &d.guest, perms)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", d.guest)))?;
     }
     Ok(b.build_p1())
 }

@@ -67,6 +67,17 @@ pub enum Error {
     /// The zygote has more than one thread: forking it could deadlock the child.
     #[error("refusing to fork: the zygote has {threads} threads, it must have exactly 1")]
     NotSingleThreaded { threads: usize },
+    /// A task names a directory the (namespaced) zygote was not given.
+    #[error(
+        "directory {path} was not granted to this zygote (add it to Isolation::grants / --dir)"
+    )]
+    NotGranted { path: PathBuf },
+    /// Entering namespaces or building the sandbox root failed.
+    #[error("cannot confine the zygote")]
+    Confine(#[source] crate::namespaces::NamespaceError),
+    /// The seccomp policy could not be compiled.
+    #[error("cannot prepare the seccomp filter")]
+    Seccomp(#[source] io::Error),
     /// The zygote's thread count could not be read.
     #[error("cannot count the zygote's threads")]
     ThreadCount(#[source] io::Error),
@@ -114,6 +125,7 @@ impl Error {
                 | Error::Instantiate { .. }
                 | Error::GrantDir { .. }
                 | Error::FuelNotMetered
+                | Error::NotGranted { .. }
         )
     }
 }

@@ -22,7 +22,10 @@ pub mod cache;
 mod cgroup;
 mod child;
 mod error;
+pub mod namespaces;
 mod outcome;
+mod rlimits;
+pub mod seccomp;
 pub mod sys;
 mod task;
 mod template;
@@ -31,8 +34,10 @@ mod zygote;
 
 pub use error::{BoxError, Error};
 pub use outcome::{Captured, Outcome, Status, Timings};
+pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};
+pub use seccomp::SeccompMode;
 pub use task::{
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, Output, Stdin, Task,
 };
 pub use template::{CodeSource, Config, Template};
-pub use zygote::{HOST_OVERHEAD, KILL_GRACE, Zygote, ZygoteStats};
+pub use zygote::{HOST_OVERHEAD, Isolation, KILL_GRACE, Zygote, ZygoteStats};

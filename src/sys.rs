@@ -24,9 +24,9 @@ pub enum Fork {
 /// `fork(2)`.
 ///
 /// # Safety
-/// The calling process must be single-threaded: in the child only the calling thread exists,
-/// and any lock another thread held would stay locked forever. The caller checks
-/// [`thread_count`] first.
+/// The calling process must be single-threaded — in the child only the calling thread exists,
+/// and any lock another thread held would stay locked forever (the zygote checks its thread
+/// count first) — or the child must call only async-signal-safe functions until it exits.
 pub unsafe fn fork() -> io::Result<Fork> {
     // SAFETY: fork has no memory-safety preconditions of its own; the single-threadedness the
     // child relies on is this function's documented precondition.
@@ -34,26 +34,6 @@ pub unsafe fn fork() -> io::Result<Fork> {
         0 => Ok(Fork::Child),
         pid => Ok(Fork::Parent(pid)),
     }
-}
-
-/// Number of threads in this process, from `/proc/self/stat` (field 20).
-pub fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) may contain spaces and parentheses: fields resume after the
-    // last ')'. Field 3 is the first one after it, so num_threads (field 20) is the 18th.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))?;
-    rest.split_whitespace()
-        .nth(17)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
-}
-
-/// Number of memory mappings of this process (lines of `/proc/self/maps`).
-pub fn mapping_count() -> io::Result<usize> {
-    Ok(std::fs::read("/proc/self/maps")?.iter().filter(|&&b| b == b'\n').count())
 }
 
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
@@ -322,4 +302,209 @@ pub fn arm_alarm(after: std::time::Duration, every: std::time::Duration) -> io::
     let it = libc::itimerval { it_interval: tv(every), it_value: tv(after) };
     // SAFETY: `it` is a valid itimerval; the old value is not requested.
     check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Reads a whole `/proc` file through a descriptor opened earlier (so it keeps working after
+/// the zygote has left the host's mount namespace), from offset 0.
+pub fn read_proc_file(file: &std::fs::File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Parses the thread count (field 20) out of the text of `/proc/<pid>/stat`.
+pub fn threads_in_stat(stat: &[u8]) -> io::Result<usize> {
+    let stat = String::from_utf8_lossy(stat);
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))?;
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+}
+
+fn cstr(s: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `unshare(flags)`.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes a flag word and changes only this process's namespaces.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// `mount(2)`; `None` arguments are passed as null.
+pub fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = source.map(cstr).transpose()?;
+    let target = cstr(target)?;
+    let fstype = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    let ptr = |c: &Option<std::ffi::CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(ptr(&source), target.as_ptr(), ptr(&fstype), flags, ptr(&data).cast())
+    })
+    .map(drop)
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &str, put_old: &str) -> io::Result<()> {
+    let (new_root, put_old) = (cstr(new_root)?, cstr(put_old)?);
+    // SAFETY: both arguments are NUL-terminated strings that outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
+    check(ret as libc::c_int).map(drop)
+}
+
+/// `umount2(target, flags)`.
+pub fn umount2(target: &str, flags: libc::c_int) -> io::Result<()> {
+    let target = cstr(target)?;
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
+}
+
+/// The mount flags (`ST_*` from statvfs) of the filesystem holding `path`.
+pub fn mount_flags(path: &str) -> io::Result<libc::c_ulong> {
+    let path = cstr(path)?;
+    // SAFETY: statvfs is plain data; all-zero is a valid value for the kernel to overwrite.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; `st` is valid for writing.
+    check(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
+    Ok(st.f_flag)
+}
+
+/// `sethostname(name)` (in a UTS namespace of our own).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// `fork()` into a new PID namespace (`clone(CLONE_NEWPID | SIGCHLD)`): the child is its
+/// namespace's PID 1 and sees no other process.
+///
+/// # Safety
+/// As for [`fork`]: the calling process must be single-threaded. The raw `clone` skips
+/// glibc's fork handlers, which only matter when other threads hold locks.
+pub unsafe fn fork_new_pid_ns() -> io::Result<Fork> {
+    let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child gets a
+    // copy of this address space and continues here. Single-threadedness is the caller's
+    // contract.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match check(ret as libc::c_int)? {
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// `setsid()`: a session and process group of our own, detached from the caller's terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid has no preconditions.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Drops every capability: the bounding set (each one up to the last the kernel knows), the
+/// ambient set, then effective, permitted and inheritable (capset to zero).
+pub fn drop_capabilities() -> io::Result<()> {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; EINVAL marks the end.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(err);
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    check(unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
+    })?;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header { version: VERSION_3, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: `header` and the two-element `data` array are the layout capset(2) expects for
+    // version 3; the kernel only reads them.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    check(ret as libc::c_int).map(drop)
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: no execve can ever grant privileges again.
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: this prctl takes integers only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+}
+
+/// `setrlimit(resource, soft, hard)`.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: `lim` is a valid rlimit the kernel only reads.
+    check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// Sets `sig` to be ignored.
+pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: SIG_IGN is a valid disposition for any catchable signal.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs `handler` for SIGSYS with `SA_SIGINFO`, so it sees the number of the system call
+/// the seccomp filter refused.
+///
+/// # Safety
+/// `handler` must be async-signal-safe.
+pub unsafe fn on_sigsys(
+    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+) -> io::Result<()> {
+    // SAFETY: `sa` is fully initialised; the handler's signal-safety is the caller's contract.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        check(libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// The system call number in a SIGSYS `siginfo_t` (`si_syscall`).
+///
+/// # Safety
+/// `info` must point to the `siginfo_t` the kernel passed to a SIGSYS handler.
+pub unsafe fn sigsys_syscall(info: *const libc::siginfo_t) -> i32 {
+    // The SIGSYS member of the union: { void *call_addr; int syscall; unsigned arch; },
+    // after the three leading ints and the union's 8-byte alignment: offset 16 + 8.
+    const OFFSET: usize = 16 + std::mem::size_of::<*const libc::c_void>();
+    // SAFETY: per this function's contract `info` is a kernel-filled siginfo_t for SIGSYS, at
+    // least 128 bytes long, whose union holds the sigsys member at this offset.
+    unsafe { info.cast::<u8>().add(OFFSET).cast::<i32>().read_unaligned() }
 }

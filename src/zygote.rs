@@ -5,13 +5,18 @@
 //! forever. [`Zygote::run`] checks the thread count before each fork and refuses otherwise.
 
 use crate::cgroup::MemoryCgroup;
-use crate::child::{self, ChildFds};
+use crate::child::{self, ChildFds, Payload, Plan, Preopen};
 use crate::error::Error;
+use crate::namespaces::MountedGrant;
 use crate::outcome::{Captured, Outcome, Status, Timings};
+use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
+use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
+use crate::task::DirGrant;
 use crate::task::{Output, Stdin, Task};
 use crate::template::Template;
 use crate::wire::{ChildReport, Frame, FrameReader};
+use seccompiler::BpfProgram;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -24,38 +29,141 @@ pub struct ZygoteStats {
     pub mappings: usize,
     /// Whether sandboxes run in a memory cgroup that bounds their host-side memory.
     pub memory_cgroup: bool,
+    /// Whether the zygote (and so every sandbox) is in namespaces of its own.
+    pub namespaces: bool,
+    /// Whether sandboxes install a seccomp filter.
+    pub seccomp: bool,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
 /// allocations, copy-on-write copies of the zygote's pages), when a memory cgroup is available.
 pub const HOST_OVERHEAD: usize = 64 << 20;
 
+/// How a zygote confines its sandboxes.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    /// Enter new user, mount, network, IPC and UTS namespaces (once, in the zygote: this
+    /// confines the calling process) and give each sandbox a PID namespace of its own. The
+    /// zygote's root becomes an empty read-only tmpfs holding only [`grants`](Self::grants).
+    pub namespaces: bool,
+    /// The seccomp policy's mode.
+    pub seccomp: SeccompMode,
+    /// Largest file a guest may write (`RLIMIT_FSIZE`).
+    pub max_file_size: u64,
+    /// Host directories tasks may be granted. With namespaces, a task can only be granted one
+    /// of these (named as here), since the host filesystem is gone afterwards.
+    pub grants: Vec<DirGrant>,
+}
+
+impl Default for Isolation {
+    /// Everything on: namespaces, seccomp enforcing, 64 MiB file-size cap, no grants.
+    fn default() -> Self {
+        Self {
+            namespaces: true,
+            seccomp: SeccompMode::Enforce,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// What the zygote set up once for all its sandboxes.
+struct Confinement {
+    /// `Some` when the zygote lives in its own namespaces.
+    mounted: Option<Vec<MountedGrant>>,
+    seccomp: Option<BpfProgram>,
+    max_file_size: u64,
+}
+
 /// A warm template that runs each task in its own forked sandbox.
 pub struct Zygote {
     template: Template,
     pid: libc::pid_t,
     cgroup: Option<MemoryCgroup>,
+    /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
+    proc_stat: std::fs::File,
+    proc_maps: std::fs::File,
+    confinement: Confinement,
 }
 
 impl Zygote {
-    /// Takes ownership of a template. The process that calls [`run`](Self::run) must stay
-    /// single-threaded. Sandboxes are placed in a memory cgroup when the machine offers one.
-    pub fn new(template: Template) -> Self {
-        Self { template, pid: sys::getpid(), cgroup: MemoryCgroup::create().ok() }
+    /// A zygote whose sandboxes get the per-process layers — seccomp (enforcing), rlimits, no
+    /// capabilities, no new privileges, a session of their own — but no namespaces, so the
+    /// calling process is left as it is. The process that calls [`run`](Self::run) must stay
+    /// single-threaded.
+    pub fn new(template: Template) -> Result<Self, Error> {
+        Self::with_isolation(template, Isolation { namespaces: false, ..Isolation::default() })
+    }
+
+    /// A zygote with the given isolation. With `namespaces`, **this process** enters the new
+    /// namespaces and loses the host filesystem: call it from a process that exists to be the
+    /// zygote (as the `run` and `worker` commands do).
+    pub fn with_isolation(template: Template, isolation: Isolation) -> Result<Self, Error> {
+        let open = |path: &str| std::fs::File::open(path).map_err(Error::ThreadCount);
+        let (proc_stat, proc_maps) = (open("/proc/self/stat")?, open("/proc/self/maps")?);
+        // The cgroup is made with the host's view of /sys, before any namespace.
+        let cgroup = MemoryCgroup::create().ok();
+        let mounted = if isolation.namespaces {
+            let threads =
+                sys::threads_in_stat(&sys::read_proc_file(&proc_stat).map_err(Error::ThreadCount)?)
+                    .map_err(Error::ThreadCount)?;
+            if threads != 1 {
+                return Err(Error::NotSingleThreaded { threads });
+            }
+            Some(crate::namespaces::confine_zygote(&isolation.grants).map_err(Error::Confine)?)
+        } else {
+            None
+        };
+        let seccomp = crate::seccomp::compile(isolation.seccomp).map_err(Error::Seccomp)?;
+        let confinement = Confinement { mounted, seccomp, max_file_size: isolation.max_file_size };
+        Ok(Self { template, pid: sys::getpid(), cgroup, proc_stat, proc_maps, confinement })
     }
 
     /// Reads the zygote's figures (threads, mappings) from `/proc/self`.
     pub fn stats(&self) -> std::io::Result<ZygoteStats> {
+        let threads = sys::threads_in_stat(&sys::read_proc_file(&self.proc_stat)?)?;
+        let maps = sys::read_proc_file(&self.proc_maps)?;
         Ok(ZygoteStats {
-            threads: sys::thread_count()?,
-            mappings: sys::mapping_count()?,
+            threads,
+            mappings: maps.iter().filter(|&&b| b == b'\n').count(),
             memory_cgroup: self.cgroup.is_some(),
+            namespaces: self.confinement.mounted.is_some(),
+            seccomp: self.confinement.seccomp.is_some(),
         })
     }
 
     /// The template every task is forked from.
     pub fn template(&self) -> &Template {
         &self.template
+    }
+
+    /// Where each of the task's directories is, as the child will open it.
+    fn preopens(&self, task: &Task) -> Result<Vec<Preopen>, Error> {
+        let mut out = Vec::with_capacity(task.dirs.len());
+        for d in &task.dirs {
+            let path = match &self.confinement.mounted {
+                None => {
+                    let source = match std::fs::metadata(&d.host) {
+                        Ok(m) if m.is_dir() => None,
+                        Ok(_) => Some(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
+                        Err(e) => Some(e),
+                    };
+                    if let Some(source) = source {
+                        return Err(Error::GrantDir { path: d.host.clone(), source });
+                    }
+                    d.host.to_string_lossy().into_owned()
+                }
+                Some(mounted) => mounted
+                    .iter()
+                    .find(|g| {
+                        (g.host == d.host || g.canonical == d.host) && (d.read_only || !g.read_only)
+                    })
+                    .map(|g| g.inside.clone())
+                    .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
+            };
+            out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
+        }
+        Ok(out)
     }
 
     /// Runs `task` in a new sandbox forked from the template and returns its outcome once the
@@ -65,24 +173,30 @@ impl Zygote {
     /// granted, more than one thread in this process, no processes left); everything that
     /// happens to a started task, including its death, is an [`Outcome`].
     pub fn run(&mut self, task: &Task) -> Result<Outcome, Error> {
+        self.run_payload(task, Payload::Guest)
+    }
+
+    /// Test support: forks a sandbox through exactly the same setup as [`run`](Self::run),
+    /// then runs `probe` (native code, given the task's args) instead of the guest; what it
+    /// returns becomes the sandbox's stdout. Used to prove the confinement from the inside.
+    #[doc(hidden)]
+    pub fn run_probe(
+        &mut self,
+        task: &Task,
+        probe: fn(&[String]) -> String,
+    ) -> Result<Outcome, Error> {
+        self.run_payload(task, Payload::Probe(probe))
+    }
+
+    fn run_payload(&mut self, task: &Task, payload: Payload) -> Result<Outcome, Error> {
         let started = Instant::now();
-        for d in &task.dirs {
-            match std::fs::metadata(&d.host) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    let source = std::io::Error::from(std::io::ErrorKind::NotADirectory);
-                    return Err(Error::GrantDir { path: d.host.clone(), source });
-                }
-                Err(source) => {
-                    return Err(Error::GrantDir { path: d.host.clone(), source });
-                }
-            }
-        }
+        let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
         }
         let deadline = task.timeout.map(|t| started + t);
-        let threads = sys::thread_count().map_err(Error::ThreadCount)?;
+        let stat = sys::read_proc_file(&self.proc_stat).map_err(Error::ThreadCount)?;
+        let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
         if threads != 1 {
             return Err(Error::NotSingleThreaded { threads });
         }
@@ -109,15 +223,26 @@ impl Zygote {
             stderr: captured.as_ref().map_or(2, |c| c.4.as_raw_fd()),
             report: report_w.as_raw_fd(),
         };
+        let new_pid_ns = self.confinement.mounted.is_some();
+        let mut plan = Plan {
+            zygote_pid: self.pid,
+            new_pid_ns,
+            preopens,
+            harden: Some(Rlimits::for_task(self.confinement.max_file_size, task.timeout)),
+            seccomp: self.confinement.seccomp.as_ref(),
+            forked_at: Instant::now(),
+            deadline,
+        };
 
-        let fork_at = Instant::now();
+        plan.forked_at = Instant::now();
         // SAFETY: we checked just above that this process has exactly one thread, and nothing
         // between that check and here starts one.
-        let pid = match unsafe { sys::fork() }.map_err(Error::Fork)? {
-            Fork::Child => child::enter(&mut self.template, task, fds, self.pid, fork_at, deadline),
+        let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
+        let pid = match forked.map_err(Error::Fork)? {
+            Fork::Child => child::enter(&mut self.template, task, fds, &plan, payload),
             Fork::Parent(pid) => pid,
         };
-        let fork_us = micros(fork_at.elapsed());
+        let fork_us = micros(plan.forked_at.elapsed());
 
         // Our copies of the child's ends must be closed, or we would never see end of file.
         drop(report_w);
@@ -140,16 +265,16 @@ impl Zygote {
         };
         let (status, peak) = sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
         let mut outcome = judge(collected.report, status, collected.timed_out, task.timeout);
-        if status == ExitStatus::Signal(libc::SIGKILL) && !collected.timed_out {
-            if let Some(cg) = self.cgroup.as_mut() {
-                if cg.oom_killed_since_last() {
-                    outcome.status = Status::MemoryLimit;
-                    outcome.message = Some(format!(
-                        "sandbox killed by the kernel: host-side memory exceeded {} bytes (cgroup)",
-                        cg.limit().unwrap_or(0)
-                    ));
-                }
-            }
+        if status == ExitStatus::Signal(libc::SIGKILL)
+            && !collected.timed_out
+            && let Some(cg) = self.cgroup.as_mut()
+            && cg.oom_killed_since_last()
+        {
+            outcome.status = Status::MemoryLimit;
+            outcome.message = Some(format!(
+                "sandbox killed by the kernel: host-side memory exceeded {} bytes (cgroup)",
+                cg.limit().unwrap_or(0)
+            ));
         }
         outcome.peak_memory_bytes = peak;
         outcome.stdout = collected.stdout;
@@ -264,7 +389,7 @@ fn collect(
             }
         }
         for d in &mut streams {
-            if d.fd.as_ref().is_some_and(|fd| ready(fd)) {
+            if d.fd.as_ref().is_some_and(&ready) {
                 d.read_once(&mut buf)?;
             }
         }

@@ -1,6 +1,7 @@
 //! Command-line parsing and the `run` and `worker` commands.
 
 mod parse;
+mod probes;
 mod run;
 mod worker;
 
@@ -58,6 +59,9 @@ enum Command {
     /// Keep one warm template and run one task per JSON line read on stdin.
     #[command(after_help = worker::WORKER_HELP)]
     Worker(worker::WorkerArgs),
+    /// Test support: run a native escape probe through the full sandbox setup.
+    #[command(name = "__probe", hide = true)]
+    Probe(probes::ProbeArgs),
 }
 
 /// Options shared by `run` and `worker`.
@@ -91,6 +95,30 @@ pub struct CommonArgs {
     /// Compile the module every time; never read or write the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Seccomp policy: `enforce` ends a sandbox that makes a forbidden system call
+    /// (sandbox_violation), `log` allows and logs it to the kernel log, `off` installs none.
+    #[arg(long, value_enum, default_value = "enforce")]
+    seccomp: SeccompArg,
+    /// User, mount, network, IPC, UTS and per-sandbox PID namespaces, with an empty root
+    /// holding only the granted directories. `off` where user namespaces are unavailable.
+    #[arg(long, value_enum, default_value = "on")]
+    namespaces: OnOff,
+    /// Largest file a guest may write in a granted directory (writes past it fail with EFBIG).
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
+    max_file_size: u64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum SeccompArg {
+    Enforce,
+    Log,
+    Off,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
 }
 
 impl CommonArgs {
@@ -103,6 +131,21 @@ impl CommonArgs {
             c.cache_dir(Some(d.clone()));
         }
         c
+    }
+
+    /// Builds the zygote: this process, confined as the flags say.
+    fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
+        let isolation = zeroboot_wasm::Isolation {
+            namespaces: self.namespaces == OnOff::On,
+            seccomp: match self.seccomp {
+                SeccompArg::Enforce => zeroboot_wasm::SeccompMode::Enforce,
+                SeccompArg::Log => zeroboot_wasm::SeccompMode::Log,
+                SeccompArg::Off => zeroboot_wasm::SeccompMode::Off,
+            },
+            max_file_size: self.max_file_size,
+            grants: self.dirs.iter().chain(&self.dirs_ro).cloned().collect(),
+        };
+        zeroboot_wasm::Zygote::with_isolation(template, isolation)
     }
 
     /// The task every command-line task starts from: env, grants and limits.
@@ -134,6 +177,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Worker(args) => worker::main(args),
+        Command::Probe(args) => probes::main(args),
     }
 }
 
@@ -141,7 +185,9 @@ pub fn main() -> i32 {
 pub fn report_error(e: &Error) -> i32 {
     eprintln!("zeroboot-wasm: error: {}", e.one_line());
     match e {
-        Error::ReadModule { .. } | Error::GrantDir { .. } => exit::NO_INPUT,
+        Error::ReadModule { .. } | Error::GrantDir { .. } | Error::NotGranted { .. } => {
+            exit::NO_INPUT
+        }
         _ if e.is_bad_input() => exit::DATA,
         _ => exit::INTERNAL,
     }

@@ -77,6 +77,10 @@ pub fn size(s: &str) -> Result<usize, String> {
     Ok(bytes as usize)
 }
 
+pub fn size_u64(s: &str) -> Result<u64, String> {
+    size(s).map(|n| n as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

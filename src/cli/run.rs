@@ -4,7 +4,7 @@ use super::{CommonArgs, exit, report_error, status_exit_code};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use zeroboot_wasm::{Output, Status, Stdin, Template, Zygote};
+use zeroboot_wasm::{Output, Status, Stdin, Template};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -35,7 +35,10 @@ pub fn main(a: RunArgs) -> i32 {
     if !a.json {
         task.output = Output::Inherit;
     }
-    let mut zygote = Zygote::new(template);
+    let mut zygote = match a.common.zygote(template) {
+        Ok(z) => z,
+        Err(e) => return report_error(&e),
+    };
     let outcome = match zygote.run(&task) {
         Ok(o) => o,
         Err(e) => return report_error(&e),

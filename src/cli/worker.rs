@@ -6,7 +6,7 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{Stdin, Task, Template, Zygote};
+use zeroboot_wasm::{Stdin, Task, Template};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
@@ -97,7 +97,10 @@ pub fn main(a: WorkerArgs) -> i32 {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
-    let mut zygote = Zygote::new(template);
+    let mut zygote = match a.common.zygote(template) {
+        Ok(z) => z,
+        Err(e) => return report_error(&e),
+    };
     let base = a.common.base_task();
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
