@@ -1,0 +1,201 @@
+//! Library-level checks: the zygote refuses to fork a multi-threaded process, and templates
+//! reject bad modules with the right error.
+//!
+//! libtest runs each test on a thread of its own, so this process always has at least two
+//! threads (the main thread and the test's); the tests that need it also start a parked
+//! helper thread so the count cannot drop to one under any harness setting.
+
+mod common;
+
+use common::guest;
+use std::sync::mpsc;
+use zeroboot_wasm::*;
+
+fn config(cache: &tempfile::TempDir) -> Config {
+    let mut c = Config::new();
+    c.cache_dir(Some(cache.path().to_path_buf()));
+    c
+}
+
+/// Keeps one extra thread alive while it is in scope.
+struct ExtraThread {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExtraThread {
+    fn start() -> Self {
+        let (stop, rx) = mpsc::channel::<()>();
+        let (ready_tx, ready) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            ready_tx.send(()).expect("signal ready");
+            let _ = rx.recv();
+        });
+        ready.recv().expect("helper thread started");
+        Self { stop: Some(stop), handle: Some(handle) }
+    }
+}
+
+impl Drop for ExtraThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn live_threads() -> usize {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    rest.split_whitespace().nth(17).and_then(|f| f.parse().ok()).expect("num_threads field")
+}
+
+#[test]
+fn zygote_refuses_to_fork_a_multithreaded_process() {
+    let _extra = ExtraThread::start();
+    let before = live_threads();
+    assert!(before >= 2, "test process has {before} threads");
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let t = Template::from_file(guest("hello"), &config(&cache)).expect("template");
+    let mut z = Zygote::new(t).expect("zygote");
+    match z.run(&Task::new()) {
+        Err(Error::NotSingleThreaded { threads }) => {
+            assert!(threads >= 2, "reported {threads} threads");
+        }
+        Err(e) => panic!("expected NotSingleThreaded, got error: {}", e.one_line()),
+        Ok(o) => panic!("the zygote forked a multi-threaded process: {o:?}"),
+    }
+    // Refusing is not fatal: it keeps refusing, the same way, as long as threads exist.
+    match z.run(&Task::new().args(["again"])) {
+        Err(Error::NotSingleThreaded { threads }) => assert!(threads >= 2),
+        Err(e) => panic!("expected NotSingleThreaded, got error: {}", e.one_line()),
+        Ok(o) => panic!("the zygote forked a multi-threaded process: {o:?}"),
+    }
+}
+
+#[test]
+fn refusal_error_is_one_line_and_not_bad_input() {
+    let e = Error::NotSingleThreaded { threads: 3 };
+    let line = e.one_line();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains('3'), "{line}");
+    assert!(!e.is_bad_input(), "a threaded host is not the caller's bad input");
+}
+
+#[test]
+fn garbage_is_not_wasm() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    match Template::from_bytes("x", b"garbage", &config(&cache)) {
+        Err(Error::NotWasm { name }) => assert_eq!(name, "x"),
+        Err(e) => panic!("expected NotWasm, got {}", e.one_line()),
+        Ok(_) => panic!("garbage accepted as a module"),
+    }
+    match Template::from_bytes("bin", &[0xff, 0x00, 0x13, 0x37], &config(&cache)) {
+        Err(Error::NotWasm { .. }) => {}
+        Err(e) => panic!("expected NotWasm, got {}", e.one_line()),
+        Ok(_) => panic!("binary garbage accepted as a module"),
+    }
+    match Template::from_bytes("empty", b"", &config(&cache)) {
+        Err(Error::NotWasm { .. }) => {}
+        Err(e) => panic!("expected NotWasm, got {}", e.one_line()),
+        Ok(_) => panic!("an empty file accepted as a module"),
+    }
+}
+
+/// Builds a template from `wat` and returns the error, failing if it was accepted.
+fn reject(name: &str, bytes: &[u8]) -> Error {
+    let cache = tempfile::tempdir().expect("tempdir");
+    match Template::from_bytes(name, bytes, &config(&cache)) {
+        Err(e) => {
+            assert!(e.is_bad_input(), "{} should be bad input", e.one_line());
+            assert!(!e.one_line().contains('\n'), "{}", e.one_line());
+            e
+        }
+        Ok(_) => panic!("{name} was accepted"),
+    }
+}
+
+#[test]
+fn invalid_binary_is_a_compile_error() {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.extend_from_slice(b"\x7f\x7f\x7fgarbage");
+    let e = reject("invalid", &bytes);
+    assert!(matches!(&e, Error::Compile { name, .. } if name == "invalid"), "{e:?}");
+}
+
+#[test]
+fn component_is_rejected() {
+    let e = reject("comp", b"\0asm\x0d\0\x01\0");
+    assert!(matches!(&e, Error::Component { .. }), "{e:?}");
+}
+
+#[test]
+fn missing_start_is_no_start() {
+    let e = reject("nostart", br#"(module (func (export "foo")))"#);
+    assert!(matches!(&e, Error::NoStart { name } if name == "nostart"), "{e:?}");
+    let e = reject("typed", br#"(module (func (export "_start") (result i32) (i32.const 0)))"#);
+    assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");
+    let e = reject("memstart", br#"(module (memory (export "_start") 1))"#);
+    assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");
+}
+
+#[test]
+fn unknown_import_is_named() {
+    let e = reject("imp", br#"(module (import "env" "nope" (func)) (func (export "_start")))"#);
+    match &e {
+        Error::UnknownImport { name, module, field } => {
+            assert_eq!(name, "imp");
+            assert_eq!(module, "env");
+            assert_eq!(field, "nope");
+        }
+        other => panic!("expected UnknownImport, got {other:?}"),
+    }
+    assert!(e.one_line().contains("env::nope"), "{}", e.one_line());
+}
+
+#[test]
+fn trapping_start_function_is_an_instantiate_error() {
+    let e =
+        reject("startfn", br#"(module (func $s unreachable) (start $s) (func (export "_start")))"#);
+    assert!(matches!(&e, Error::Instantiate { .. }), "{e:?}");
+}
+
+#[test]
+fn missing_file_is_read_module() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let p = cache.path().join("absent.wasm");
+    match Template::from_file(&p, &config(&cache)) {
+        Err(Error::ReadModule { path, source }) => {
+            assert_eq!(path, p);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        Err(e) => panic!("expected ReadModule, got {}", e.one_line()),
+        Ok(_) => panic!("a missing file was accepted"),
+    }
+}
+
+#[test]
+fn good_modules_build_templates() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let t = Template::from_file(guest("hello"), &config(&cache)).expect("hello template");
+    assert_eq!(t.name(), guest("hello").display().to_string());
+    let t = Template::from_bytes("text", br#"(module (func (export "_start")))"#, &{
+        let mut c = Config::new();
+        c.cache_dir(None);
+        c
+    })
+    .expect("text template");
+    assert_eq!(t.name(), "text");
+    assert_eq!(t.code_source(), CodeSource::Compiled);
+}
+
+#[test]
+fn compile_cache_is_used_the_second_time() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let first = Template::from_file(guest("hello"), &config(&cache)).expect("template");
+    assert_eq!(first.code_source(), CodeSource::CompiledAndCached);
+    let second = Template::from_file(guest("hello"), &config(&cache)).expect("template");
+    assert_eq!(second.code_source(), CodeSource::Cache);
+}
