@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/build-guests.sh >/dev/null
-cargo test --release --all-targets "$@"
+cargo test --release "$@"

@@ -100,7 +100,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The message with all its causes on one line, `outer: inner: innermost`.
+    /// The message with all its causes on one line, `outer: inner: innermost` (line breaks
+    /// inside a cause, such as a wasm backtrace, are folded into spaces).
     pub fn one_line(&self) -> String {
         let mut s = self.to_string();
         let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
@@ -109,7 +110,7 @@ impl Error {
             s.push_str(&e.to_string());
             cur = e.source();
         }
-        s
+        s.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
     /// Whether the error is about the caller's input (module, directory) rather than the host.
@@ -126,6 +127,7 @@ impl Error {
                 | Error::GrantDir { .. }
                 | Error::FuelNotMetered
                 | Error::NotGranted { .. }
+                | Error::Confine(crate::namespaces::NamespaceError::OpenGrant { .. })
         )
     }
 }

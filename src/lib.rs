@@ -9,7 +9,7 @@
 //! use zeroboot_wasm::{Config, Template, Zygote, Task};
 //! # fn main() -> Result<(), zeroboot_wasm::Error> {
 //! let template = Template::from_file("tool.wasm", &Config::new())?;
-//! let mut zygote = Zygote::new(template);
+//! let mut zygote = Zygote::new(template)?;
 //! let outcome = zygote.run(&Task::new().args(["--help"]))?;
 //! println!("{:?}: {}", outcome.status, outcome.stdout_text());
 //! # Ok(()) }

@@ -384,13 +384,17 @@ fn granted_dir_reaches_every_task() {
 /// `proc_exit` refuses statuses of 126 and up, so this needs handling in the runtime, or the
 /// documentation narrowed.)
 #[test]
-fn exit_codes_up_to_255_pass_through() {
+fn exit_codes_up_to_125_pass_through_and_higher_ones_trap_as_in_wasmtime() {
     let out = worker(
         &guest("exit_code"),
         &[],
-        &lines(&[json!({"args": ["126"]}), json!({"args": ["255"]})]),
+        &lines(&[json!({"args": ["125"]}), json!({"args": ["126"]}), json!({"args": ["255"]})]),
     );
-    assert_eq!(out.len(), 2);
-    assert_exited(&out[0], 126);
-    assert_exited(&out[1], 255);
+    assert_eq!(out.len(), 3);
+    assert_exited(&out[0], 125);
+    for o in &out[1..] {
+        assert_eq!(o["status"], "trapped", "{o}");
+        let msg = o["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("invalid exit status"), "{msg}");
+    }
 }

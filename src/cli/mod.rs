@@ -34,7 +34,8 @@ pub mod exit {
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0-255  the guest's own exit code (status `exited`)
+  0-125  the guest's own exit code (status `exited`); WASI preview1 in Wasmtime refuses
+         proc_exit codes of 126 and above (the guest traps), as `wasmtime run` does
   2      bad command line
   65     the module is not a valid WASI preview1 command
   66     the module file or a granted directory is missing or unreadable
@@ -185,7 +186,10 @@ pub fn main() -> i32 {
 pub fn report_error(e: &Error) -> i32 {
     eprintln!("zeroboot-wasm: error: {}", e.one_line());
     match e {
-        Error::ReadModule { .. } | Error::GrantDir { .. } | Error::NotGranted { .. } => {
+        Error::ReadModule { .. }
+        | Error::GrantDir { .. }
+        | Error::NotGranted { .. }
+        | Error::Confine(zeroboot_wasm::namespaces::NamespaceError::OpenGrant { .. }) => {
             exit::NO_INPUT
         }
         _ if e.is_bad_input() => exit::DATA,

@@ -1,0 +1,252 @@
+//! Isolation in depth, proven black-box: native escape probes forked through exactly the
+//! sandbox setup a guest gets (`zeroboot-wasm __probe`), and a running sandbox inspected from
+//! outside through /proc. Tests that need user namespaces skip with a message where the machine
+//! lacks them.
+
+mod common;
+
+use common::{bin, guest, stdout};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a probe and returns its outcome.
+fn probe(flags: &[&str], probe_args: &[&str]) -> Value {
+    let out = bin().arg("__probe").args(flags).args(probe_args).output().expect("run __probe");
+    assert!(
+        out.status.success(),
+        "__probe {probe_args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout(&out).trim()).expect("probe outcome is JSON")
+}
+
+/// Whether namespaces work here; prints why a test is skipped otherwise.
+fn namespaces_available(test: &str) -> bool {
+    let out = bin().args(["__probe", "open_fds"]).output().expect("run __probe");
+    let ok = out.status.success();
+    if !ok {
+        eprintln!(
+            "SKIP {test}: this machine cannot create the sandbox namespaces: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    ok
+}
+
+fn finding(o: &Value) -> String {
+    o["stdout"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn enforce_mode_kills_each_forbidden_call_and_names_it() {
+    if !namespaces_available("enforce_mode_kills_each_forbidden_call_and_names_it") {
+        return;
+    }
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["connect_inet", &format!("127.0.0.1:{port}")], "socket"),
+        (&["connect_abstract", "zeroboot-test"], "socket"),
+        (&["execve"], "execve"),
+        (&["fork"], "clone"),
+        (&["clone"], "clone"),
+        (&["ptrace_parent", "1"], "ptrace"),
+        (&["kill_parent", "1"], "kill"),
+        (&["mount"], "mount"),
+        (&["unshare"], "unshare"),
+        (&["setuid0"], "setuid"),
+        (&["chroot"], "chroot"),
+        (&["bpf"], "bpf"),
+        (&["keyctl"], "keyctl"),
+        (&["io_uring_setup"], "io_uring_setup"),
+        (&["perf_event_open"], "perf_event_open"),
+    ];
+    for (args, syscall) in cases {
+        let o = probe(&[], args);
+        assert_eq!(o["status"], "sandbox_violation", "probe {args:?}: {o}");
+        let msg = o["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("forbidden system call {syscall} ")),
+            "probe {args:?} should name {syscall}: {msg}"
+        );
+        assert_eq!(finding(&o), "", "probe {args:?} must not get to report a finding");
+    }
+    // Nobody connected to the listener.
+    tcp.set_nonblocking(true).unwrap();
+    assert!(tcp.accept().is_err(), "a sandbox reached the loopback listener");
+}
+
+#[test]
+fn host_filesystem_proc_and_descriptors_are_out_of_reach() {
+    if !namespaces_available("host_filesystem_proc_and_descriptors_are_out_of_reach") {
+        return;
+    }
+    let o = probe(&[], &["open_passwd"]);
+    assert_eq!(o["status"], "exited");
+    assert!(finding(&o).starts_with("open_passwd: refused No such file"), "{o}");
+    let o = probe(&[], &["read_proc_environ"]);
+    assert!(finding(&o).starts_with("read_proc_environ: refused No such file"), "{o}");
+    // The root the sandbox sees is an empty tmpfs: no etc, usr, proc, dev.
+    let o = probe(&[], &["list_root"]);
+    assert_eq!(finding(&o), "list_root: allowed []", "{o}");
+    // Only stdout, stderr and the report pipe are open (stdin is closed when captured).
+    let o = probe(&[], &["open_fds"]);
+    assert_eq!(finding(&o), "open_fds: [1,2,3]", "{o}");
+}
+
+#[test]
+fn file_size_limit_stops_writes_in_a_granted_directory() {
+    if !namespaces_available("file_size_limit_stops_writes_in_a_granted_directory") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    // With namespaces the first grant is mounted at /g0 inside the sandbox root.
+    let o = probe(
+        &["--dir", &grant, "--max-file-size", "8KiB"],
+        &["write_past_fsize", "/g0/big", "100000"],
+    );
+    assert_eq!(o["status"], "exited", "{o}");
+    assert_eq!(
+        finding(&o),
+        "write_past_fsize: refused File too large (os error 27) after 8192 bytes"
+    );
+    let meta = std::fs::metadata(dir.path().join("big")).expect("file exists on the host");
+    assert_eq!(meta.len(), 8192);
+}
+
+#[test]
+fn log_mode_logs_instead_of_killing_and_other_layers_still_refuse() {
+    if !namespaces_available("log_mode_logs_instead_of_killing_and_other_layers_still_refuse") {
+        return;
+    }
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    let abstract_name = format!("zeroboot-test-{}", std::process::id());
+    let addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            abstract_name.as_bytes(),
+        )
+        .unwrap();
+    let unix = std::os::unix::net::UnixListener::bind_addr(&addr).expect("abstract listener");
+    let log = ["--seccomp", "log"];
+    let refused: &[(&[&str], &str)] = &[
+        (&["connect_inet", &format!("127.0.0.1:{port}")], "Network is unreachable"),
+        (&["connect_abstract", &abstract_name], "Connection refused"),
+        (&["execve"], "No such file or directory"),
+        (&["mount"], "Operation not permitted"),
+        (&["chroot"], "Operation not permitted"),
+        (&["ptrace_parent", "1"], "Operation not permitted"),
+        (&["open_passwd"], "No such file or directory"),
+    ];
+    for (args, why) in refused {
+        let o = probe(&log, args);
+        assert_eq!(o["status"], "exited", "probe {args:?} must be logged, not killed: {o}");
+        let f = finding(&o);
+        assert!(f.contains("refused") && f.contains(why), "probe {args:?}: {f}");
+    }
+    // Calls only seccomp stops are let through in log mode: that is what log mode is for.
+    let o = probe(&log, &["setuid0"]);
+    assert_eq!(o["status"], "exited", "{o}");
+    tcp.set_nonblocking(true).unwrap();
+    assert!(tcp.accept().is_err(), "a sandbox reached the loopback listener");
+    unix.set_nonblocking(true).unwrap();
+    assert!(unix.accept().is_err(), "a sandbox reached the abstract socket");
+}
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_running_sandbox_seen_from_outside_is_confined() {
+    if !namespaces_available("a_running_sandbox_seen_from_outside_is_confined") {
+        return;
+    }
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"))
+        .args(["worker", guest("spin").to_str().unwrap()])
+        .env("ZEROBOOT_WASM_CACHE_DIR", tempfile::tempdir().unwrap().path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start worker");
+    let mut input = worker.stdin.take().unwrap();
+    writeln!(input, "{{\"timeout_ms\": 20000}}").unwrap();
+    input.flush().unwrap();
+    // Wait until the sandbox exists and is running its guest (seccomp is installed last).
+    let start = Instant::now();
+    let sandbox = loop {
+        let kids = children(worker.id());
+        if let Some(&pid) = kids.first()
+            && status_field(pid, "Seccomp") == "2"
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status_field(sandbox, "Seccomp"), "2");
+    assert_eq!(status_field(sandbox, "NoNewPrivs"), "1");
+    assert_eq!(status_field(sandbox, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(sandbox, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(sandbox, "CapBnd"), "0000000000000000");
+    assert_eq!(status_field(sandbox, "CapAmb"), "0000000000000000");
+    for ns in ["net", "ipc", "uts", "mnt", "pid", "user"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let theirs = std::fs::read_link(format!("/proc/{sandbox}/ns/{ns}")).unwrap();
+        assert_ne!(ours, theirs, "{ns} namespace is the host's");
+    }
+    // The sandbox's uid, seen from outside, is the invoking user's (files it creates are ours).
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let uid = status_field(sandbox, "Uid");
+    assert_eq!(uid.split_whitespace().next(), Some(euid.to_string().as_str()), "Uid: {uid}");
+
+    // Closing stdin lets the worker finish the task; killing it kills the sandbox
+    // (PR_SET_PDEATHSIG), so nothing is left spinning.
+    drop(input);
+    worker.kill().unwrap();
+    let _ = worker.wait();
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{sandbox}")).exists()
+        && status_field(sandbox, "State").starts_with('R')
+    {
+        assert!(start.elapsed() < Duration::from_secs(5), "sandbox outlived its zygote");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = BufReader::new(worker.stdout.take().unwrap()).lines().count();
+}
+
+#[test]
+fn files_a_guest_creates_belong_to_the_invoking_user() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "x").unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let out = common::run(&["run", "--dir", &grant, guest("fs").to_str().unwrap(), "/data"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let meta = std::fs::metadata(dir.path().join("result.txt")).expect("guest wrote result.txt");
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid()), (euid, egid));
+}
