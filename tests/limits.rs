@@ -1,0 +1,191 @@
+//! Limits and honest outcomes: every hostile behaviour ends promptly with the status that says
+//! why, and the same warm worker then serves an ordinary task.
+
+mod common;
+
+use common::{bin, guest, worker};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn task(args: &[&str], extra: Value) -> String {
+    let mut v = json!({ "args": args });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    v.to_string()
+}
+
+fn assert_hello(o: &Value) {
+    assert_eq!(o["status"], "exited", "the next ordinary task must succeed: {o}");
+    assert_eq!(o["stdout"], "hello\n", "{o}");
+}
+
+#[test]
+fn each_hostile_task_ends_with_its_status_and_the_worker_keeps_serving() {
+    let lines = vec![
+        task(&["alloc"], json!({"max_memory": 64 << 20})),
+        task(&["hello"], json!({})),
+        task(&["spin"], json!({"timeout_ms": 200})),
+        task(&["hello"], json!({})),
+        task(&["sleep"], json!({"timeout_ms": 200})),
+        task(&["hello"], json!({})),
+        task(&["flood"], json!({"timeout_ms": 300})),
+        task(&["hello"], json!({})),
+        task(&["trap"], json!({})),
+        task(&["hello"], json!({})),
+        task(&["recurse"], json!({})),
+        task(&["hello"], json!({})),
+    ];
+    let out = worker(&guest("multi"), &["--max-output", "64KiB"], &lines);
+    assert_eq!(out.len(), lines.len());
+
+    let alloc = &out[0];
+    assert_eq!(alloc["status"], "memory_limit", "{alloc}");
+    let msg = alloc["message"].as_str().unwrap();
+    assert!(msg.contains("past its cap of 67108864 bytes"), "{msg}");
+    assert_eq!(alloc["stdout"], "allocating\n", "partial output is kept");
+
+    let spin = &out[2];
+    assert_eq!(spin["status"], "timeout", "{spin}");
+    assert!(spin["message"].as_str().unwrap().contains("guest interrupted"), "{spin}");
+    assert_eq!(spin["stdout"], "spinning\n", "partial output is kept");
+    let total = spin["timings_us"]["total"].as_u64().unwrap();
+    assert!((200_000..1_200_000).contains(&total), "timeout reported after {total} us");
+
+    // Asleep in a host call: epochs cannot reach it; the zygote kills it after the grace.
+    let sleep = &out[4];
+    assert_eq!(sleep["status"], "timeout", "{sleep}");
+    assert!(sleep["message"].as_str().unwrap().contains("blocked in a host call"), "{sleep}");
+    assert_eq!(sleep["stdout"], "sleeping\n");
+    let total = sleep["timings_us"]["total"].as_u64().unwrap();
+    assert!((200_000..1_200_000).contains(&total), "timeout reported after {total} us");
+
+    let flood = &out[6];
+    assert_eq!(flood["status"], "timeout", "{flood}");
+    assert_eq!(flood["stdout_truncated"], true);
+    assert_eq!(flood["stdout"].as_str().unwrap().len(), 64 * 1024);
+
+    let trap = &out[8];
+    assert_eq!(trap["status"], "trapped", "{trap}");
+    assert!(trap["message"].as_str().unwrap().contains("unreachable"), "{trap}");
+
+    let recurse = &out[10];
+    assert_eq!(recurse["status"], "trapped", "{recurse}");
+    assert!(recurse["message"].as_str().unwrap().contains("call stack exhausted"), "{recurse}");
+
+    for i in (1..lines.len()).step_by(2) {
+        assert_hello(&out[i]);
+    }
+}
+
+#[test]
+fn fuel_budget_ends_a_spinning_guest_deterministically() {
+    let lines = vec![
+        task(&["spin"], json!({"fuel": 1_000_000})),
+        task(&["hello"], json!({"fuel": 100_000_000})),
+        task(&["spin"], json!({"fuel": 1_000_000})),
+    ];
+    let out = worker(&guest("multi"), &["--fuel", "50000000"], &lines);
+    assert_eq!(out[0]["status"], "fuel_exhausted", "{}", out[0]);
+    assert_eq!(out[0]["fuel_consumed"], 1_000_000);
+    assert!(out[0]["message"].as_str().unwrap().contains("fuel"), "{}", out[0]);
+    assert_hello(&out[1]);
+    let used = out[1]["fuel_consumed"].as_u64().unwrap();
+    assert!(used > 0 && used < 100_000_000, "hello consumed {used}");
+    // Deterministic: the same budget, the same place.
+    assert_eq!(out[0]["stdout"], out[2]["stdout"]);
+    assert_eq!(out[2]["fuel_consumed"], 1_000_000);
+}
+
+#[test]
+fn fuel_without_a_metered_template_is_an_invalid_request() {
+    let out = worker(&guest("multi"), &[], &[task(&["hello"], json!({"fuel": 1000}))]);
+    assert_eq!(out[0]["status"], "invalid_request", "{}", out[0]);
+    assert!(out[0]["message"].as_str().unwrap().contains("fuel metering"), "{}", out[0]);
+}
+
+#[test]
+fn run_without_flags_has_safe_defaults() {
+    // The default memory cap (1 GiB) stops an allocation bomb on its own.
+    let out = common::run(&["run", "--json", guest("multi").to_str().unwrap(), "alloc"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
+    assert_eq!(v["status"], "memory_limit", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("1073741824"), "{v}");
+    assert_eq!(out.status.code(), Some(134));
+}
+
+/// The worker's own memory stays bounded however much a guest writes: it keeps at most
+/// --max-output per stream and discards the rest.
+#[test]
+fn runtime_memory_stays_bounded_under_an_output_flood() {
+    let mut w = bin()
+        .args(["worker", "--max-output", "1MiB", guest("multi").to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start worker");
+    let mut input = w.stdin.take().unwrap();
+    let mut output = BufReader::new(w.stdout.take().unwrap());
+    writeln!(input, "{}", task(&["flood"], json!({"timeout_ms": 1500}))).unwrap();
+    input.flush().unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["stdout_truncated"], true);
+    // Read the worker's peak RSS while it is still alive.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.id())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    drop(input);
+    let _ = w.wait();
+    eprintln!("worker peak RSS under a 1.5 s flood: {hwm_kb} KiB");
+    assert!(hwm_kb < 64 * 1024, "worker peak RSS {hwm_kb} KiB under a flood");
+}
+
+/// A sandbox that dies from outside (here SIGKILL) is reported as `killed`, never hangs the
+/// caller, and the worker serves the next task.
+#[test]
+fn a_sandbox_killed_from_outside_is_reported_as_killed() {
+    let mut w = bin()
+        .args(["worker", guest("multi").to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start worker");
+    let mut input = w.stdin.take().unwrap();
+    let mut output = BufReader::new(w.stdout.take().unwrap());
+    writeln!(input, "{}", task(&["spin"], json!({"timeout_ms": 20000}))).unwrap();
+    input.flush().unwrap();
+    let start = Instant::now();
+    let child = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", w.id(), w.id()))
+            .unwrap_or_default();
+        if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no sandbox appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: kill takes plain integers; `child` is the worker's sandbox.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], "killed", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("SIGKILL"), "{v}");
+    assert!(start.elapsed() < Duration::from_secs(5), "the kill took too long to report");
+    writeln!(input, "{}", task(&["hello"], json!({}))).unwrap();
+    drop(input);
+    line.clear();
+    output.read_line(&mut line).unwrap();
+    assert_hello(&serde_json::from_str(&line).unwrap());
+    let _ = w.wait();
+}
