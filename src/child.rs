@@ -12,7 +12,7 @@ use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
 use crate::template::{MemoryCap, Template};
-use crate::wire::{self, ChildReport};
+use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -42,6 +42,7 @@ pub(crate) struct ChildFds {
 }
 
 /// A directory to preopen, as the child must open it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Preopen {
     /// Path in the child's filesystem view (inside the sandbox root when confined).
     pub path: String,
@@ -50,24 +51,42 @@ pub(crate) struct Preopen {
     pub read_only: bool,
 }
 
-/// Everything the zygote decided for this child before forking it.
+/// What the zygote decided for this child before forking it, whatever its task.
 pub(crate) struct Plan<'a> {
     pub zygote_pid: libc::pid_t,
     /// The child is PID 1 of a new PID namespace (its parent's pid reads as 0).
     pub new_pid_ns: bool,
-    pub preopens: Vec<Preopen>,
     /// Per-sandbox hardening: a session of its own, rlimits, no capabilities, no new privileges.
     pub harden: Option<Rlimits>,
     pub seccomp: Option<&'a BpfProgram>,
     pub forked_at: Instant,
-    pub deadline: Option<Instant>,
 }
 
 /// What the child runs once set up: the guest's `_start`, or (tests only) native code that
 /// probes the confinement.
+#[derive(Clone, Copy)]
 pub(crate) enum Payload {
     Guest,
     Probe(fn(&[String]) -> String),
+}
+
+/// How the child learns its task.
+pub(crate) enum Assignment<'a> {
+    /// Known at fork (on-demand): in this copy of the zygote's memory.
+    Now { task: &'a Task, preopens: Vec<Preopen>, deadline: Option<Instant>, payload: Payload },
+    /// Handed over later on fd 0 (a pre-forked pool child, already sandboxed).
+    Later,
+}
+
+/// A task ready to run in the child.
+struct Ready {
+    task: Task,
+    preopens: Vec<Preopen>,
+    deadline: Option<Instant>,
+    payload: Payload,
+    linger: bool,
+    /// When setup counts from: the fork (on-demand) or the hand-over (pool).
+    since: Instant,
 }
 
 /// Runs one task in a freshly forked child and exits. Never returns.
@@ -75,35 +94,38 @@ pub(crate) enum Payload {
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
 ///    orphan running guest code.
-/// 2. **Descriptors**: stdio and the report pipe moved to 0–3, every other inherited descriptor
-///    closed (the zygote's module file, its /proc handles, other tasks' pipes).
+/// 2. **Descriptors**: stdio (or, in a pool child, the task channel as fd 0) and the report
+///    pipe moved to 0–3; every other inherited descriptor closed (the zygote's module file, its
+///    /proc handles, other sandboxes' pipes).
 /// 3. **Signals and environment**: mask emptied (dispositions kept, so Wasmtime's trap handlers
 ///    stay); environment cleared.
 /// 4. **Session**: `setsid`, away from the caller's terminal and process group.
-/// 5. **Per-task state**: the WASI context (args, env, stdio, preopened directories — opened
-///    now, before the filter forbids nothing but `openat` inside them — and randomness drawn
-///    from the OS in this child), memory cap, fuel, the event loop.
+/// 5. **Event loop and deadline handler** prepared while `rt_sigaction` is still allowed.
 /// 6. **Rlimits**: no core dumps, few open files, the file-size cap, a CPU-time backstop.
 /// 7. **Privileges**: every capability dropped (bounding, ambient, effective, permitted,
 ///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
-/// 8. **Deadline** timer armed (its handler bumps Wasmtime's epoch).
-/// 9. **Seccomp**, last: from here on only the allowlist works, and a violation reports itself.
-/// 10. **Run** `_start` on the instance created in the zygote.
-/// 11. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
+/// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
+///    violation reports itself.
+/// 9. **The task**: already in memory, or (pool) read from fd 0 — so a pre-forked child waits
+///    fully sandboxed.
+/// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
+///     `openat`, and randomness drawn from the OS in this child — never state inherited from
+///     the zygote), memory cap, fuel; the deadline timer armed.
+/// 11. **Run** `_start` on the instance created in the zygote.
+/// 12. **Report**: close stdout/stderr so the zygote sees end of file, write one framed report,
 ///     `_exit`.
 ///
 /// Namespaces are not in this list because the zygote entered them before forking (see
 /// [`crate::namespaces`]), except the PID namespace, which the fork itself creates.
 pub(crate) fn enter(
     template: &mut Template,
-    task: &Task,
     fds: ChildFds,
     plan: &Plan,
-    payload: Payload,
+    assignment: Assignment,
 ) -> ! {
     let forked_at = plan.forked_at;
     let mut report_fd = fds.report;
-    let contained = sys::die_with_parent(if plan.new_pid_ns { 0 } else { plan.zygote_pid })
+    let setup = sys::die_with_parent(if plan.new_pid_ns { 0 } else { plan.zygote_pid })
         .and_then(|()| arrange_fds(&fds))
         .inspect(|()| report_fd = REPORT)
         .and_then(|()| sys::unblock_all_signals())
@@ -111,10 +133,16 @@ pub(crate) fn enter(
             // SAFETY: this child has a single thread (the zygote checked before forking).
             unsafe { sys::clear_environment() };
             if plan.harden.is_some() { sys::setsid() } else { Ok(()) }
-        });
-    let report = match contained {
-        Ok(()) => run_task(template, task, plan, payload),
-        Err(e) => internal(format!("sandbox setup failed: {e}"), forked_at),
+        })
+        .map_err(|e| format!("sandbox setup failed: {e}"))
+        .and_then(|()| restrain(template, plan))
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at)?)));
+    let (report, linger) = match setup {
+        Ok((rt, ready)) => {
+            let linger = ready.linger;
+            (run_task(template, &rt, ready), linger)
+        }
+        Err(e) => (internal(e, forked_at), false),
     };
     sys::close(STDOUT);
     sys::close(STDERR);
@@ -122,7 +150,85 @@ pub(crate) fn enter(
         Ok(()) => 0,
         Err(_) => 70,
     };
+    if linger {
+        // Stay mapped for the zygote's memory measurement until it closes the channel.
+        let mut byte = [0u8; 1];
+        // SAFETY: fd 0 is the task channel; reading into a one-byte stack buffer.
+        while unsafe { libc::read(STDIN, byte.as_mut_ptr().cast(), 1) } > 0 {}
+    }
     sys::exit_now(code)
+}
+
+/// Steps 5–8: the event loop and deadline handler, rlimits, privileges, seccomp.
+fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runtime, String> {
+    // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
+    // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the task's event loop: {e}"))?;
+    prepare_deadline(template).map_err(|e| format!("cannot prepare the deadline timer: {e}"))?;
+    if let Some(limits) = &plan.harden {
+        limits.apply().map_err(|e| format!("cannot set resource limits: {e}"))?;
+        sys::drop_capabilities()
+            .and_then(|()| sys::set_no_new_privs())
+            .map_err(|e| format!("cannot drop privileges: {e}"))?;
+    }
+    if let Some(program) = plan.seccomp {
+        crate::seccomp::install(program)
+            .map_err(|e| format!("cannot install the seccomp filter: {e}"))?;
+    }
+    Ok(rt)
+}
+
+/// Step 9: the task, from memory or from the channel on fd 0.
+fn receive(assignment: Assignment, forked_at: Instant) -> Result<Ready, String> {
+    match assignment {
+        Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
+            task: task.clone(),
+            preopens,
+            deadline,
+            payload,
+            linger: false,
+            since: forked_at,
+        }),
+        Assignment::Later => {
+            let mut reader = wire::FrameReader::default();
+            let mut buf = vec![0u8; 64 * 1024];
+            let frame: TaskFrame = loop {
+                // SAFETY: fd 0 is the task channel; `buf` is a valid writable buffer.
+                let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    // The zygote closed the channel without a task: it is shutting down.
+                    sys::exit_now(0);
+                }
+                match reader.push(&buf[..n as usize]) {
+                    wire::Frame::Partial => continue,
+                    wire::Frame::Complete(f) => break f,
+                    wire::Frame::Corrupt(e) => return Err(format!("corrupt task frame: {e}")),
+                }
+            };
+            let since = Instant::now();
+            let task = Task {
+                argv0: frame.argv0,
+                args: frame.args,
+                env: frame.env,
+                stdin: Stdin::Bytes(frame.stdin),
+                timeout: frame.timeout_us.map(Duration::from_micros),
+                max_memory: frame.max_memory,
+                fuel: frame.fuel,
+                ..Task::default()
+            };
+            Ok(Ready {
+                task,
+                preopens: frame.preopens,
+                deadline: frame.remaining_us.map(|us| since + Duration::from_micros(us)),
+                payload: Payload::Guest,
+                linger: frame.linger,
+                since,
+            })
+        }
+    }
 }
 
 /// Moves the child's descriptors to 0–3 and closes everything else.
@@ -146,12 +252,12 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
     sys::close_from(REPORT + 1)
 }
 
-fn internal(message: String, forked_at: Instant) -> ChildReport {
+fn internal(message: String, since: Instant) -> ChildReport {
     ChildReport {
         status: Status::InternalError,
         exit_code: None,
         message: Some(message),
-        setup_us: micros(forked_at.elapsed()),
+        setup_us: micros(since.elapsed()),
         run_us: 0,
         fuel_consumed: None,
     }
@@ -171,14 +277,18 @@ extern "C" fn on_deadline(_sig: libc::c_int) {
     }
 }
 
+/// Installs the deadline handler (while `rt_sigaction` is still allowed) for this engine.
+fn prepare_deadline(template: &Template) -> std::io::Result<()> {
+    let engine = Box::into_raw(Box::new(template.engine.clone()));
+    DEADLINE_ENGINE.store(engine, Ordering::Release);
+    // SAFETY: `on_deadline` only loads an atomic and increments the epoch, both signal-safe.
+    unsafe { sys::on_alarm(on_deadline) }
+}
+
 /// Arms the deadline: at `deadline`, SIGALRM bumps the epoch past the store's deadline of one
 /// tick. The timer repeats every 10 ms in case the guest was in a host call when it first
 /// fired (the zygote kills a child still alive after its grace).
 fn arm_deadline(template: &mut Template, deadline: Instant) -> std::io::Result<()> {
-    let engine = Box::into_raw(Box::new(template.engine.clone()));
-    DEADLINE_ENGINE.store(engine, Ordering::Release);
-    // SAFETY: `on_deadline` only loads an atomic and increments the epoch, both signal-safe.
-    unsafe { sys::on_alarm(on_deadline)? };
     template.store.set_epoch_deadline(1);
     template.store.epoch_deadline_trap();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -189,11 +299,11 @@ fn micros(d: std::time::Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
-/// Steps 5 to 10: per-task state, hardening, deadline, seccomp, then the payload.
-fn run_task(template: &mut Template, task: &Task, plan: &Plan, payload: Payload) -> ChildReport {
-    let forked_at = plan.forked_at;
-    let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), forked_at);
-    let ctx = match wasi_ctx(template.name(), task, &plan.preopens) {
+/// Steps 10–11: per-task state, the deadline, then the payload.
+fn run_task(template: &mut Template, rt: &tokio::runtime::Runtime, ready: Ready) -> ChildReport {
+    let Ready { task, preopens, deadline, payload, since, .. } = ready;
+    let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), since);
+    let ctx = match wasi_ctx(template.name(), &task, &preopens) {
         Ok(ctx) => ctx,
         Err(e) => return fail("cannot build the task's WASI context", &e),
     };
@@ -205,31 +315,12 @@ fn run_task(template: &mut Template, task: &Task, plan: &Plan, payload: Payload)
     {
         return fail("cannot set fuel", &e);
     }
-    // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
-    // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail("cannot start the task's event loop", &e),
-    };
-    if let Some(limits) = &plan.harden {
-        if let Err(e) = limits.apply() {
-            return fail("cannot set resource limits", &e);
-        }
-        if let Err(e) = sys::drop_capabilities().and_then(|()| sys::set_no_new_privs()) {
-            return fail("cannot drop privileges", &e);
-        }
-    }
-    if let Some(deadline) = plan.deadline
+    if let Some(deadline) = deadline
         && let Err(e) = arm_deadline(template, deadline)
     {
         return fail("cannot arm the deadline timer", &e);
     }
-    if let Some(program) = plan.seccomp
-        && let Err(e) = crate::seccomp::install(program)
-    {
-        return fail("cannot install the seccomp filter", &e);
-    }
-    let setup_us = micros(forked_at.elapsed());
+    let setup_us = micros(since.elapsed());
     let started = Instant::now();
     let result = match payload {
         Payload::Guest => rt.block_on(template.start.call_async(&mut template.store, ())),
@@ -249,7 +340,7 @@ fn run_task(template: &mut Template, task: &Task, plan: &Plan, payload: Payload)
     let refused = template.store.data().memory.refused;
     let (status, exit_code, message) = match result {
         Ok(()) => (Status::Exited, Some(0), None),
-        Err(e) => classify(&e, refused, task),
+        Err(e) => classify(&e, refused, &task),
     };
     ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed }
 }

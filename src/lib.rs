@@ -22,6 +22,7 @@ pub mod cache;
 mod cgroup;
 mod child;
 mod error;
+mod flight;
 pub mod namespaces;
 mod outcome;
 mod rlimits;

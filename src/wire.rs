@@ -2,9 +2,11 @@
 //! on a pipe of its own. Never a sentinel in the guest's output streams.
 
 use crate::outcome::Status;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Largest report accepted; a bigger length prefix means a corrupt frame.
-pub(crate) const MAX_FRAME: usize = 1 << 20;
+pub(crate) const MAX_FRAME: usize = 64 << 20;
 
 /// What the child knows when the guest is done.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -17,17 +19,34 @@ pub(crate) struct ChildReport {
     pub fuel_consumed: Option<u64>,
 }
 
-/// Encodes a report as one frame.
-pub(crate) fn encode(report: &ChildReport) -> Vec<u8> {
-    // Serialising this plain struct cannot fail; fall back to an empty object if it ever did.
-    let body = serde_json::to_vec(report).unwrap_or_else(|_| b"{}".to_vec());
+/// A task handed to a pre-forked child (zygote → child, on the child's fd 0).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TaskFrame {
+    pub argv0: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    pub preopens: Vec<crate::child::Preopen>,
+    pub max_memory: Option<usize>,
+    pub fuel: Option<u64>,
+    /// The task's whole timeout (for messages) and what is left of it at hand-over.
+    pub timeout_us: Option<u64>,
+    pub remaining_us: Option<u64>,
+    /// Stay alive after reporting until the zygote closes the channel (memory measurements).
+    pub linger: bool,
+}
+
+/// Encodes a message as one frame.
+pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail; fall back to an empty object if it ever did.
+    let body = serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec());
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
     frame.extend_from_slice(&body);
     frame
 }
 
-/// Accumulates bytes from the report pipe until a whole frame has arrived.
+/// Accumulates bytes from a pipe until a whole frame has arrived.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -35,17 +54,17 @@ pub(crate) struct FrameReader {
 
 /// Result of feeding bytes to a [`FrameReader`].
 #[derive(Debug)]
-pub(crate) enum Frame {
+pub(crate) enum Frame<T> {
     /// More bytes needed.
     Partial,
-    /// A complete, decoded report.
-    Complete(ChildReport),
+    /// A complete, decoded message.
+    Complete(T),
     /// The frame is malformed.
     Corrupt(String),
 }
 
 impl FrameReader {
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Frame {
+    pub(crate) fn push<T: DeserializeOwned>(&mut self, bytes: &[u8]) -> Frame<T> {
         self.buf.extend_from_slice(bytes);
         if self.buf.len() < 4 {
             return Frame::Partial;
@@ -84,7 +103,7 @@ mod tests {
         let frame = encode(&report());
         let mut r = FrameReader::default();
         for (i, b) in frame.iter().enumerate() {
-            match r.push(std::slice::from_ref(b)) {
+            match r.push::<ChildReport>(std::slice::from_ref(b)) {
                 Frame::Partial => assert!(i + 1 < frame.len(), "complete frame reported partial"),
                 Frame::Complete(got) => {
                     assert_eq!(i + 1, frame.len(), "frame completed early");
@@ -99,7 +118,7 @@ mod tests {
     #[test]
     fn oversized_length_is_corrupt() {
         let mut r = FrameReader::default();
-        assert!(matches!(r.push(&u32::MAX.to_le_bytes()), Frame::Corrupt(_)));
+        assert!(matches!(r.push::<ChildReport>(&u32::MAX.to_le_bytes()), Frame::Corrupt(_)));
     }
 
     #[test]
@@ -107,6 +126,6 @@ mod tests {
         let mut r = FrameReader::default();
         let mut f = 3u32.to_le_bytes().to_vec();
         f.extend_from_slice(b"{{{");
-        assert!(matches!(r.push(&f), Frame::Corrupt(_)));
+        assert!(matches!(r.push::<ChildReport>(&f), Frame::Corrupt(_)));
     }
 }

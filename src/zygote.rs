@@ -5,8 +5,9 @@
 //! forever. [`Zygote::run`] checks the thread count before each fork and refuses otherwise.
 
 use crate::cgroup::MemoryCgroup;
-use crate::child::{self, ChildFds, Payload, Plan, Preopen};
+use crate::child::{self, Assignment, ChildFds, Payload, Plan, Preopen};
 use crate::error::Error;
+use crate::flight::{self, Flight};
 use crate::namespaces::MountedGrant;
 use crate::outcome::{Captured, Outcome, Status, Timings};
 use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
@@ -15,8 +16,9 @@ use crate::sys::{self, ExitStatus, Fork};
 use crate::task::DirGrant;
 use crate::task::{Output, Stdin, Task};
 use crate::template::Template;
-use crate::wire::{ChildReport, Frame, FrameReader};
+use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,9 @@ pub struct Zygote {
     template: Template,
     pid: libc::pid_t,
     cgroup: Option<MemoryCgroup>,
+    pool: VecDeque<Idle>,
+    pool_size: usize,
+    lingering: Vec<Flight>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
     proc_maps: std::fs::File,
@@ -116,7 +121,17 @@ impl Zygote {
         };
         let seccomp = crate::seccomp::compile(isolation.seccomp).map_err(Error::Seccomp)?;
         let confinement = Confinement { mounted, seccomp, max_file_size: isolation.max_file_size };
-        Ok(Self { template, pid: sys::getpid(), cgroup, proc_stat, proc_maps, confinement })
+        Ok(Self {
+            template,
+            pid: sys::getpid(),
+            cgroup,
+            pool: VecDeque::new(),
+            pool_size: 0,
+            lingering: Vec::new(),
+            proc_stat,
+            proc_maps,
+            confinement,
+        })
     }
 
     /// Reads the zygote's figures (threads, mappings) from `/proc/self`.
@@ -166,14 +181,85 @@ impl Zygote {
         Ok(out)
     }
 
-    /// Runs `task` in a new sandbox forked from the template and returns its outcome once the
-    /// child has been reaped.
+    /// Runs `task` in a sandbox — a pre-forked one from the pool when there is one and the
+    /// task can use it, else one forked now — and returns its outcome once the child has been
+    /// reaped.
     ///
     /// Returns `Err` only when the task could not be started (a directory that cannot be
     /// granted, more than one thread in this process, no processes left); everything that
     /// happens to a started task, including its death, is an [`Outcome`].
     pub fn run(&mut self, task: &Task) -> Result<Outcome, Error> {
-        self.run_payload(task, Payload::Guest)
+        let started = Instant::now();
+        let flight = self.launch(task, Payload::Guest, started, false)?;
+        let outcome = self.land(flight)?;
+        Ok(outcome)
+    }
+
+    /// Runs many tasks with up to `concurrency` sandboxes alive at once; outcomes come back
+    /// in the order of `tasks`. Each task's `total` counts from its own start.
+    pub fn run_many(&mut self, tasks: &[Task], concurrency: usize) -> Vec<Result<Outcome, Error>> {
+        let mut results: Vec<Option<Result<Outcome, Error>>> = tasks.iter().map(|_| None).collect();
+        let mut flying: Vec<(usize, Flight)> = Vec::new();
+        let mut next = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while next < tasks.len() || !flying.is_empty() {
+            while next < tasks.len() && flying.len() < concurrency.max(1) {
+                match self.launch(&tasks[next], Payload::Guest, Instant::now(), false) {
+                    Ok(f) => flying.push((next, f)),
+                    Err(e) => results[next] = Some(Err(e)),
+                }
+                next += 1;
+            }
+            if flying.is_empty() {
+                continue;
+            }
+            let mut set: Vec<&mut Flight> = flying.iter_mut().map(|(_, f)| f).collect();
+            if let Err(e) = flight::drive(&mut set, &mut buf) {
+                for (i, f) in flying.drain(..) {
+                    f.abandon();
+                    results[i] =
+                        Some(Err(Error::Collect(std::io::Error::new(e.kind(), e.to_string()))));
+                }
+                continue;
+            }
+            let mut i = 0;
+            while i < flying.len() {
+                if flying[i].1.done() {
+                    let (idx, f) = flying.swap_remove(i);
+                    results[idx] = Some(self.land(f));
+                } else {
+                    i += 1;
+                }
+            }
+            self.refill();
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Fork(std::io::Error::other("task not run")))))
+            .collect()
+    }
+
+    /// Keeps `size` sandboxes forked ahead of time, fully confined and waiting for a task
+    /// (0 disables the pool). They are forked now and after each task, off its critical path.
+    pub fn set_pool_size(&mut self, size: usize) {
+        self.pool_size = size;
+        while self.pool.len() > size {
+            if let Some(idle) = self.pool.pop_front() {
+                idle.dismiss();
+            }
+        }
+        self.refill();
+    }
+
+    /// Forks pool children until the pool is full; stops quietly at the first failure (the
+    /// next task then forks on demand).
+    pub fn refill(&mut self) {
+        while self.pool.len() < self.pool_size {
+            match self.prefork() {
+                Ok(idle) => self.pool.push_back(idle),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Test support: forks a sandbox through exactly the same setup as [`run`](Self::run),
@@ -185,22 +271,50 @@ impl Zygote {
         task: &Task,
         probe: fn(&[String]) -> String,
     ) -> Result<Outcome, Error> {
-        self.run_payload(task, Payload::Probe(probe))
+        let flight = self.launch(task, Payload::Probe(probe), Instant::now(), false)?;
+        self.land(flight)
     }
 
-    fn run_payload(&mut self, task: &Task, payload: Payload) -> Result<Outcome, Error> {
-        let started = Instant::now();
+    /// Bench support: runs `tasks` on pool children that stay alive after reporting, returning
+    /// their pids; `dismiss_lingering` lets them exit.
+    #[doc(hidden)]
+    pub fn run_lingering(&mut self, tasks: &[Task]) -> Result<Vec<libc::pid_t>, Error> {
+        let mut flights = Vec::new();
+        for t in tasks {
+            if self.pool.is_empty() {
+                let idle = self.prefork()?;
+                self.pool.push_back(idle);
+            }
+            flights.push(self.launch(t, Payload::Guest, Instant::now(), true)?);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut set: Vec<&mut Flight> = flights.iter_mut().filter(|f| !f.reported()).collect();
+            if set.is_empty() {
+                break;
+            }
+            flight::drive(&mut set, &mut buf).map_err(Error::Collect)?;
+        }
+        let pids = flights.iter().map(|f| f.pid).collect();
+        self.lingering.extend(flights);
+        Ok(pids)
+    }
+
+    /// Bench support: lets lingering children exit and reaps them.
+    #[doc(hidden)]
+    pub fn dismiss_lingering(&mut self) {
+        for f in self.lingering.drain(..) {
+            f.abandon();
+        }
+    }
+
+    /// Checks that a fork is possible now: the task is valid and we are single-threaded.
+    fn preflight(&mut self, task: &Task) -> Result<Vec<Preopen>, Error> {
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
         }
-        let deadline = task.timeout.map(|t| started + t);
-        let stat = sys::read_proc_file(&self.proc_stat).map_err(Error::ThreadCount)?;
-        let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
-        if threads != 1 {
-            return Err(Error::NotSingleThreaded { threads });
-        }
-
+        self.check_single_threaded()?;
         if let Some(cg) = &mut self.cgroup {
             let limit = task.max_memory.map(|m| m.saturating_add(HOST_OVERHEAD) as u64);
             if cg.set_limit(limit).is_err() {
@@ -208,65 +322,170 @@ impl Zygote {
                 self.cgroup = None;
             }
         }
+        Ok(preopens)
+    }
+
+    fn check_single_threaded(&self) -> Result<(), Error> {
+        let stat = sys::read_proc_file(&self.proc_stat).map_err(Error::ThreadCount)?;
+        let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
+        if threads != 1 {
+            return Err(Error::NotSingleThreaded { threads });
+        }
+        Ok(())
+    }
+
+    /// Forks (clones) a child that runs `enter` with `assignment`.
+    fn fork_child(
+        &mut self,
+        fds: ChildFds,
+        timeout: Option<Duration>,
+        assignment: Assignment,
+    ) -> Result<(libc::pid_t, Instant), Error> {
+        let new_pid_ns = self.confinement.mounted.is_some();
+        let plan = Plan {
+            zygote_pid: self.pid,
+            new_pid_ns,
+            harden: Some(Rlimits::for_task(self.confinement.max_file_size, timeout)),
+            seccomp: self.confinement.seccomp.as_ref(),
+            forked_at: Instant::now(),
+        };
+        // SAFETY: the caller checked that this process has exactly one thread, and nothing
+        // between that check and here starts one.
+        let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
+        match forked.map_err(Error::Fork)? {
+            Fork::Child => child::enter(&mut self.template, fds, &plan, assignment),
+            Fork::Parent(pid) => Ok((pid, plan.forked_at)),
+        }
+    }
+
+    /// Forks a pool child: confined, waiting for its task on a pipe.
+    fn prefork(&mut self) -> Result<Idle, Error> {
+        self.check_single_threaded()?;
+        let (task_r, task_w) = sys::pipe().map_err(Error::Pipe)?;
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
-        let captured = match task.output {
-            Output::Capture { max_bytes } => {
+        let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
+        let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
+        let fds = ChildFds {
+            stdin: Some(task_r.as_raw_fd()),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            report: report_w.as_raw_fd(),
+        };
+        let (pid, _) = self.fork_child(fds, None, Assignment::Later)?;
+        Ok(Idle { pid, task_w, report_r, out_r, err_r })
+    }
+
+    /// Starts `task`: hands it to a pool child, or forks one for it.
+    fn launch(
+        &mut self,
+        task: &Task,
+        payload: Payload,
+        started: Instant,
+        linger: bool,
+    ) -> Result<Flight, Error> {
+        let preopens = self.preflight(task)?;
+        let deadline = task.timeout.map(|t| started + t);
+        let max_bytes = match task.output {
+            Output::Capture { max_bytes } => Some(max_bytes),
+            Output::Inherit => None,
+        };
+        let poolable = matches!(payload, Payload::Guest)
+            && max_bytes.is_some()
+            && !matches!(task.stdin, Stdin::Inherit);
+        if poolable && let Some(idle) = self.pool.pop_front() {
+            let frame = TaskFrame {
+                argv0: Some(task.argv0.clone().unwrap_or_else(|| self.template.name().to_string())),
+                args: task.args.clone(),
+                env: task.env.clone(),
+                stdin: match &task.stdin {
+                    Stdin::Bytes(b) => b.clone(),
+                    _ => Vec::new(),
+                },
+                preopens,
+                max_memory: task.max_memory,
+                fuel: task.fuel,
+                timeout_us: task.timeout.map(|t| t.as_micros() as u64),
+                remaining_us: deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64),
+                linger,
+            };
+            let Idle { pid, task_w, report_r, out_r, err_r } = idle;
+            let sent = sys::write_all(task_w.as_raw_fd(), &wire::encode(&frame));
+            let mut flight = Flight::new(
+                pid,
+                started,
+                0,
+                task.timeout,
+                deadline,
+                report_r,
+                Some(out_r),
+                Some(err_r),
+                max_bytes.unwrap_or(0),
+            );
+            if linger {
+                flight.keep_channel(task_w);
+            }
+            if let Err(e) = sent {
+                flight.abandon();
+                return Err(Error::Collect(e));
+            }
+            return Ok(flight);
+        }
+
+        let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
+        let captured = match max_bytes {
+            Some(_) => {
                 let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
                 let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
-                Some((max_bytes, out_r, out_w, err_r, err_w))
+                Some((out_r, out_w, err_r, err_w))
             }
-            Output::Inherit => None,
+            None => None,
         };
         let fds = ChildFds {
             stdin: matches!(task.stdin, Stdin::Inherit).then_some(0),
-            stdout: captured.as_ref().map_or(1, |c| c.2.as_raw_fd()),
-            stderr: captured.as_ref().map_or(2, |c| c.4.as_raw_fd()),
+            stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
+            stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
             report: report_w.as_raw_fd(),
         };
-        let new_pid_ns = self.confinement.mounted.is_some();
-        let mut plan = Plan {
-            zygote_pid: self.pid,
-            new_pid_ns,
-            preopens,
-            harden: Some(Rlimits::for_task(self.confinement.max_file_size, task.timeout)),
-            seccomp: self.confinement.seccomp.as_ref(),
-            forked_at: Instant::now(),
-            deadline,
-        };
-
-        plan.forked_at = Instant::now();
-        // SAFETY: we checked just above that this process has exactly one thread, and nothing
-        // between that check and here starts one.
-        let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
-        let pid = match forked.map_err(Error::Fork)? {
-            Fork::Child => child::enter(&mut self.template, task, fds, &plan, payload),
-            Fork::Parent(pid) => pid,
-        };
-        let fork_us = micros(plan.forked_at.elapsed());
-
+        let assignment = Assignment::Now { task, preopens, deadline, payload };
+        let (pid, forked_at) = self.fork_child(fds, task.timeout, assignment)?;
+        let fork_us = micros(forked_at.elapsed());
         // Our copies of the child's ends must be closed, or we would never see end of file.
         drop(report_w);
-        let (max_bytes, out_r, err_r) = match captured {
-            Some((max, out_r, out_w, err_r, err_w)) => {
+        let (out_r, err_r) = match captured {
+            Some((out_r, out_w, err_r, err_w)) => {
                 drop((out_w, err_w));
-                (max, Some(out_r), Some(err_r))
+                (Some(out_r), Some(err_r))
             }
-            None => (0, None, None),
+            None => (None, None),
         };
-        // The child interrupts its own Wasm at the deadline; past the grace, it is killed.
-        let backstop = deadline.map(|d| d + KILL_GRACE);
-        let collected = match collect(pid, report_r, out_r, err_r, max_bytes, backstop) {
-            Ok(c) => c,
-            Err(source) => {
-                sys::kill_hard(pid);
-                let _ = sys::wait(pid);
-                return Err(Error::Collect(source));
+        Ok(Flight::new(
+            pid,
+            started,
+            fork_us,
+            task.timeout,
+            deadline,
+            report_r,
+            out_r,
+            err_r,
+            max_bytes.unwrap_or(0),
+        ))
+    }
+
+    /// Drives `flight` to its end (if not yet done), reaps it and decides its outcome.
+    fn land(&mut self, mut flight: Flight) -> Result<Outcome, Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while !flight.done() {
+            if let Err(e) = flight::drive(&mut [&mut flight], &mut buf) {
+                flight.abandon();
+                return Err(Error::Collect(e));
             }
-        };
-        let (status, peak) = sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
-        let mut outcome = judge(collected.report, status, collected.timed_out, task.timeout);
-        if status == ExitStatus::Signal(libc::SIGKILL)
-            && !collected.timed_out
+        }
+        let pid = flight.pid;
+        let landed = flight.reap().map_err(|source| Error::Wait { pid, source })?;
+        let mut outcome = landed.outcome;
+        if landed.status == ExitStatus::Signal(libc::SIGKILL)
+            && !landed.timed_out
             && let Some(cg) = self.cgroup.as_mut()
             && cg.oom_killed_since_last()
         {
@@ -276,12 +495,33 @@ impl Zygote {
                 cg.limit().unwrap_or(0)
             ));
         }
-        outcome.peak_memory_bytes = peak;
-        outcome.stdout = collected.stdout;
-        outcome.stderr = collected.stderr;
-        outcome.timings_us.fork = fork_us;
-        outcome.timings_us.total = micros(started.elapsed());
         Ok(outcome)
+    }
+}
+
+/// A pre-forked, confined child waiting for its task.
+struct Idle {
+    pid: libc::pid_t,
+    task_w: OwnedFd,
+    report_r: OwnedFd,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+}
+
+impl Idle {
+    /// Closes its channel (it exits) and reaps it.
+    fn dismiss(self) {
+        drop(self.task_w);
+        let _ = sys::wait(self.pid);
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        self.dismiss_lingering();
+        for idle in self.pool.drain(..) {
+            idle.dismiss();
+        }
     }
 }
 
@@ -289,117 +529,12 @@ impl Zygote {
 /// call does not see the epoch) before it is killed.
 pub const KILL_GRACE: Duration = Duration::from_millis(50);
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
-/// What the zygote read from a child.
-struct Collected {
-    report: Result<Option<ChildReport>, String>,
-    stdout: Captured,
-    stderr: Captured,
-    timed_out: bool,
-}
-
-/// One stream being drained: kept up to a cap, the rest read and dropped.
-struct Drain {
-    fd: Option<OwnedFd>,
-    captured: Captured,
-    max: usize,
-}
-
-impl Drain {
-    fn new(fd: Option<OwnedFd>, max: usize) -> Self {
-        Self { fd, captured: Captured::default(), max }
-    }
-
-    /// Reads once; closes the stream at end of file.
-    fn read_once(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-        let Some(fd) = &self.fd else { return Ok(()) };
-        let n = sys::read(fd, buf)?;
-        if n == 0 {
-            self.fd = None;
-            return Ok(());
-        }
-        let room = self.max.saturating_sub(self.captured.bytes.len());
-        let keep = n.min(room);
-        self.captured.bytes.extend_from_slice(&buf[..keep]);
-        self.captured.truncated |= keep < n;
-        Ok(())
-    }
-}
-
-/// Reads the report and (when captured) the output streams until the child has closed them,
-/// killing the child if the deadline passes first. Memory stays bounded by the caps however
-/// much the guest writes; cost is linear in what it writes.
-fn collect(
-    pid: libc::pid_t,
-    report: OwnedFd,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    max_bytes: usize,
-    deadline: Option<Instant>,
-) -> std::io::Result<Collected> {
-    let mut frame = FrameReader::default();
-    let mut report_result: Result<Option<ChildReport>, String> = Ok(None);
-    let mut report_fd = Some(report);
-    let mut streams = [Drain::new(stdout, max_bytes), Drain::new(stderr, max_bytes)];
-    let mut timed_out = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let watched: Vec<&OwnedFd> =
-            report_fd.iter().chain(streams.iter().filter_map(|d| d.fd.as_ref())).collect();
-        if watched.is_empty() {
-            break;
-        }
-        let raw: Vec<_> = watched.iter().map(|fd| fd.as_raw_fd()).collect();
-        let timeout_ms = match deadline {
-            Some(d) if !timed_out => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    sys::kill_hard(pid);
-                    timed_out = true;
-                    -1
-                } else {
-                    // Round up so the deadline has passed when poll returns.
-                    (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
-                }
-            }
-            _ => -1,
-        };
-        let revents = sys::poll_readable(&raw, timeout_ms)?;
-        let ready = |fd: &OwnedFd| {
-            raw.iter().position(|&r| r == fd.as_raw_fd()).is_some_and(|i| revents[i] != 0)
-        };
-        if let Some(fd) = report_fd.as_ref().filter(|fd| ready(fd)) {
-            let n = sys::read(fd, &mut buf)?;
-            let step = if n == 0 { Frame::Corrupt(String::new()) } else { frame.push(&buf[..n]) };
-            match step {
-                Frame::Partial => {}
-                Frame::Complete(r) => {
-                    report_result = Ok(Some(r));
-                    report_fd = None;
-                }
-                // End of file before a whole frame: no report (the child died first).
-                Frame::Corrupt(e) if e.is_empty() => report_fd = None,
-                Frame::Corrupt(e) => {
-                    report_result = Err(e);
-                    report_fd = None;
-                }
-            }
-        }
-        for d in &mut streams {
-            if d.fd.as_ref().is_some_and(&ready) {
-                d.read_once(&mut buf)?;
-            }
-        }
-    }
-    let [out, err] = streams;
-    Ok(Collected { report: report_result, stdout: out.captured, stderr: err.captured, timed_out })
-}
-
 /// Decides the outcome from what the child reported and how it died.
-fn judge(
+pub(crate) fn judge(
     report: Result<Option<ChildReport>, String>,
     status: ExitStatus,
     timed_out: bool,
