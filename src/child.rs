@@ -260,6 +260,7 @@ fn internal(message: String, since: Instant) -> ChildReport {
         setup_us: micros(since.elapsed()),
         run_us: 0,
         fuel_consumed: None,
+        peak_rss: 0,
     }
 }
 
@@ -342,7 +343,8 @@ fn run_task(template: &mut Template, rt: &tokio::runtime::Runtime, ready: Ready)
         Ok(()) => (Status::Exited, Some(0), None),
         Err(e) => classify(&e, refused, &task),
     };
-    ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed }
+    let peak_rss = sys::peak_rss();
+    ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed, peak_rss }
 }
 
 /// Sorts an error out of `_start` into a status, exit code and message.

@@ -152,10 +152,25 @@ impl Flight {
         let _ = sys::wait(self.pid);
     }
 
-    /// Reaps the child and decides the outcome.
-    pub(crate) fn reap(mut self) -> std::io::Result<Landed> {
+    /// Decides the outcome. With a report in hand the child's exit status adds nothing, so
+    /// the outcome does not wait for its teardown (unmapping everything it inherited): a child
+    /// not yet gone is pushed on `zombies`, to be reaped later. Without a report, the way it
+    /// died is the outcome, so it is reaped now.
+    pub(crate) fn land(mut self, zombies: &mut Vec<libc::pid_t>) -> std::io::Result<Landed> {
         drop(self.channel.take());
-        let (status, peak) = sys::wait(self.pid)?;
+        let reported = matches!(&self.report, Ok(Some(_)));
+        let (status, peak) = if reported && !self.timed_out {
+            let peak = self.report.as_ref().ok().and_then(Option::as_ref).map_or(0, |r| r.peak_rss);
+            match sys::try_wait(self.pid)? {
+                Some((status, _)) => (status, peak),
+                None => {
+                    zombies.push(self.pid);
+                    (ExitStatus::Code(0), peak)
+                }
+            }
+        } else {
+            sys::wait(self.pid)?
+        };
         let [out, err] = self.streams;
         let mut outcome = judge(self.report, status, self.timed_out, self.timeout);
         outcome.peak_memory_bytes = peak;

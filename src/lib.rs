@@ -18,6 +18,8 @@
 //! The process calling [`Zygote::run`] must be single-threaded (the call checks and refuses
 //! otherwise): a program that has threads runs its zygote in a separate process.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cache;
 mod cgroup;
 mod child;

@@ -81,6 +81,7 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("sigaltstack", libc::SYS_sigaltstack),
     ("getrandom", libc::SYS_getrandom),
     ("setitimer", libc::SYS_setitimer),
+    ("getrusage", libc::SYS_getrusage),
     ("getpid", libc::SYS_getpid),
     ("gettid", libc::SYS_gettid),
     ("exit", libc::SYS_exit),
@@ -242,7 +243,7 @@ extern "C" fn on_violation(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: 
     let name = syscall_name(nr).unwrap_or("unknown");
     let _ = write!(
         body,
-        "{{\"status\":\"sandbox_violation\",\"exit_code\":null,\"message\":\"forbidden system call {name} (number {nr}) stopped by seccomp\",\"setup_us\":0,\"run_us\":0,\"fuel_consumed\":null}}"
+        "{{\"status\":\"sandbox_violation\",\"exit_code\":null,\"message\":\"forbidden system call {name} (number {nr}) stopped by seccomp\",\"setup_us\":0,\"run_us\":0,\"fuel_consumed\":null,\"peak_rss\":0}}"
     );
     let mut frame = [0u8; 260];
     frame[..4].copy_from_slice(&(body.len as u32).to_le_bytes());

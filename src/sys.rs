@@ -193,14 +193,37 @@ pub enum ExitStatus {
 /// `wait4(pid, 0)`, retrying on EINTR: the exit status and the child's peak resident set in
 /// bytes.
 pub fn wait(pid: libc::pid_t) -> io::Result<(ExitStatus, u64)> {
+    wait4(pid, 0).map(|r| r.unwrap_or((ExitStatus::Code(0), 0)))
+}
+
+/// `wait4(pid, WNOHANG)`: `None` while the child is still running (or tearing down).
+pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<(ExitStatus, u64)>> {
+    wait4(pid, libc::WNOHANG)
+}
+
+/// This process's own peak resident set, in bytes (`getrusage`).
+pub fn peak_rss() -> u64 {
+    // SAFETY: rusage is plain data; all-zero is a valid value for the kernel to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid for writing.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    (usage.ru_maxrss.max(0) as u64) * 1024
+}
+
+fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(ExitStatus, u64)>> {
     let mut status = 0;
     // SAFETY: rusage is plain data; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: `status` and `usage` are valid for the kernel to fill.
-        let ret = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let ret = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
         if ret == pid {
             break;
+        }
+        if ret == 0 {
+            return Ok(None);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
@@ -213,7 +236,7 @@ pub fn wait(pid: libc::pid_t) -> io::Result<(ExitStatus, u64)> {
     } else {
         ExitStatus::Signal(libc::WTERMSIG(status))
     };
-    Ok((st, peak))
+    Ok(Some((st, peak)))
 }
 
 /// Sends SIGKILL to `pid`. ESRCH (already gone) is not an error.
@@ -507,4 +530,15 @@ pub unsafe fn sigsys_syscall(info: *const libc::siginfo_t) -> i32 {
     // SAFETY: per this function's contract `info` is a kernel-filled siginfo_t for SIGSYS, at
     // least 128 bytes long, whose union holds the sigsys member at this offset.
     unsafe { info.cast::<u8>().add(OFFSET).cast::<i32>().read_unaligned() }
+}
+
+/// Opens `path` relative to the directory `dir` (`openat`), read-only.
+pub fn open_at(dir: &std::fs::File, path: &str) -> io::Result<std::fs::File> {
+    let path = cstr(path)?;
+    // SAFETY: `dir` is an open directory; `path` is NUL-terminated and outlives the call.
+    let fd = check(unsafe {
+        libc::openat(dir.as_raw_fd(), path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }

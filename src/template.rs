@@ -77,6 +77,8 @@ pub enum CodeSource {
 pub struct Template {
     pub(crate) name: String,
     pub(crate) engine: Engine,
+    pub(crate) module: Module,
+    pub(crate) linker: Linker<TaskState>,
     pub(crate) store: Store<TaskState>,
     pub(crate) start: TypedFunc<(), ()>,
     pub(crate) fuel: bool,
@@ -183,7 +185,16 @@ impl Template {
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| Error::NoStart { name: name.clone() })?;
-        Ok(Self { name, engine, store, start, fuel: config.meter_fuel, code_source })
+        Ok(Self {
+            name,
+            engine,
+            module,
+            linker,
+            store,
+            start,
+            fuel: config.meter_fuel,
+            code_source,
+        })
     }
 
     /// The module's name, as given when the template was built.
@@ -206,7 +217,7 @@ impl Template {
 pub(crate) const NO_DEADLINE: u64 = 1 << 62;
 
 /// An empty WASI context: closed stdio, nothing granted.
-fn placeholder_ctx() -> WasiP1Ctx {
+pub(crate) fn placeholder_ctx() -> WasiP1Ctx {
     WasiCtxBuilder::new().build_p1()
 }
 

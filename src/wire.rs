@@ -17,6 +17,9 @@ pub(crate) struct ChildReport {
     pub setup_us: u64,
     pub run_us: u64,
     pub fuel_consumed: Option<u64>,
+    /// The child's peak resident set in bytes, measured just before reporting.
+    #[serde(default)]
+    pub peak_rss: u64,
 }
 
 /// A task handed to a pre-forked child (zygote → child, on the child's fd 0).
@@ -95,6 +98,7 @@ mod tests {
             setup_us: 1,
             run_us: 2,
             fuel_consumed: None,
+            peak_rss: 0,
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Zygote {
     cgroup: Option<MemoryCgroup>,
     pool: VecDeque<Idle>,
     pool_size: usize,
+    /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
+    zombies: Vec<libc::pid_t>,
     lingering: Vec<Flight>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
@@ -127,6 +129,7 @@ impl Zygote {
             cgroup,
             pool: VecDeque::new(),
             pool_size: 0,
+            zombies: Vec::new(),
             lingering: Vec::new(),
             proc_stat,
             proc_maps,
@@ -254,6 +257,7 @@ impl Zygote {
     /// Forks pool children until the pool is full; stops quietly at the first failure (the
     /// next task then forks on demand).
     pub fn refill(&mut self) {
+        self.reap_zombies(false);
         while self.pool.len() < self.pool_size {
             match self.prefork() {
                 Ok(idle) => self.pool.push_back(idle),
@@ -308,8 +312,20 @@ impl Zygote {
         }
     }
 
+    /// Reaps sandboxes that reported before they were gone (`block`: wait for each).
+    fn reap_zombies(&mut self, block: bool) {
+        self.zombies.retain(|&pid| {
+            let done = if block { sys::wait(pid).map(Some) } else { sys::try_wait(pid) };
+            // Keep only those still running; an error (already reaped) drops it too.
+            matches!(done, Ok(None))
+        });
+    }
+
     /// Checks that a fork is possible now: the task is valid and we are single-threaded.
     fn preflight(&mut self, task: &Task) -> Result<Vec<Preopen>, Error> {
+        if self.zombies.len() > 64 {
+            self.reap_zombies(false);
+        }
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
@@ -482,7 +498,8 @@ impl Zygote {
             }
         }
         let pid = flight.pid;
-        let landed = flight.reap().map_err(|source| Error::Wait { pid, source })?;
+        let landed =
+            flight.land(&mut self.zombies).map_err(|source| Error::Wait { pid, source })?;
         let mut outcome = landed.outcome;
         if landed.status == ExitStatus::Signal(libc::SIGKILL)
             && !landed.timed_out
@@ -518,6 +535,7 @@ impl Idle {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
+        self.reap_zombies(true);
         self.dismiss_lingering();
         for idle in self.pool.drain(..) {
             idle.dismiss();

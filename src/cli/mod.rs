@@ -60,6 +60,11 @@ enum Command {
     /// Keep one warm template and run one task per JSON line read on stdin.
     #[command(after_help = worker::WORKER_HELP)]
     Worker(worker::WorkerArgs),
+    /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
+    Bench(BenchArgs),
+    /// Benchmark support: load and run a module in this fresh process (a cold start).
+    #[command(name = "__cold", hide = true)]
+    Cold { module: PathBuf },
     /// Test support: run a native escape probe through the full sandbox setup.
     #[command(name = "__probe", hide = true)]
     Probe(probes::ProbeArgs),
@@ -179,6 +184,8 @@ pub fn main() -> i32 {
         Command::Run(args) => run::main(args),
         Command::Worker(args) => worker::main(args),
         Command::Probe(args) => probes::main(args),
+        Command::Bench(args) => bench_main(args),
+        Command::Cold { module } => zeroboot_wasm::bench::cold_main(&module),
     }
 }
 
@@ -206,5 +213,46 @@ pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
         Status::SandboxViolation => exit::SANDBOX_VIOLATION,
         Status::Killed => exit::KILLED,
         Status::InternalError => exit::INTERNAL,
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Tasks per measurement.
+    #[arg(long, default_value = "2000")]
+    tasks: usize,
+    /// Sandboxes in flight for the throughput figures (default: the number of cores).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+    /// `off` measures without namespaces (seccomp, rlimits and capability drop stay).
+    #[arg(long, value_enum, default_value = "on")]
+    namespaces: OnOff,
+    /// The WASI command to run (default: a bundled hello in WebAssembly text).
+    module: Option<PathBuf>,
+}
+
+fn bench_main(a: BenchArgs) -> i32 {
+    let cfg = zeroboot_wasm::bench::BenchConfig {
+        tasks: a.tasks,
+        concurrency: a
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        module: a.module,
+        binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("zeroboot-wasm")),
+        namespaces: a.namespaces == OnOff::On,
+    };
+    match zeroboot_wasm::bench::run(&cfg) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            0
+        }
+        Ok(r) => {
+            print!("{}", zeroboot_wasm::bench::table(&r));
+            0
+        }
+        Err(e) => report_error(&e),
     }
 }

@@ -31,6 +31,10 @@ pub struct WorkerArgs {
     /// Add the zygote's thread and mapping counts, read just before each fork, to each outcome.
     #[arg(long)]
     stats: bool,
+    /// Sandboxes kept forked ahead of time, fully confined and waiting for a task, so a task
+    /// does not wait for a fork (0: fork each sandbox when its task arrives).
+    #[arg(long, value_name = "K", default_value = "2")]
+    pool: usize,
     /// The WASI preview1 command module (`.wasm`, or `.wat` text).
     #[arg(value_name = "MODULE")]
     module: PathBuf,
@@ -102,6 +106,7 @@ pub fn main(a: WorkerArgs) -> i32 {
         Err(e) => return report_error(&e),
     };
     let base = a.common.base_task();
+    zygote.set_pool_size(a.pool);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
@@ -160,5 +165,7 @@ pub fn main(a: WorkerArgs) -> i32 {
         if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
             return 0;
         }
+        // The next sandbox is forked after the reply is out, off the next task's critical path.
+        zygote.refill();
     }
 }

@@ -1,0 +1,493 @@
+//! The benchmark: every figure beside its baselines, measured in one run on one guest.
+//!
+//! - `floor`: fork + `_exit` + `waitpid` of this very process — the machine's floor for any
+//!   fork-per-task design.
+//! - `in_process`: new `Store`, instantiate, run `_start` in this process — the lower bound
+//!   without OS isolation.
+//! - `cold_process`: a fresh process per task that loads the compiled module from the cache
+//!   and runs it (what `wasmtime run` does).
+//! - `on_demand`: our path, forking a confined sandbox when the task arrives.
+//! - `pool`: our path with pre-forked, already-confined sandboxes.
+//!
+//! Latency is per task, from hand-over to outcome in hand (child reaped). Throughput is tasks
+//! per second at concurrency 1 and at `concurrency` (default: the number of cores).
+//! Per-sandbox memory is measured from `smaps_rollup` of N live sandboxes after they ran the
+//! guest: M(N) = PSS of the zygote and its sandboxes, and the marginal cost is
+//! (M(N2) − M(N1)) / (N2 − N1).
+
+use crate::error::{Error, boxed};
+use crate::template::{MemoryCap, TaskState};
+use crate::{Isolation, Output, Stdin, Task, Template, Zygote, sys};
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// A WASI command that writes one line: the bundled default guest (no build needed).
+pub const HELLO_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from a zeroboot-wasm sandbox\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 35))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Tasks per measurement.
+    pub tasks: usize,
+    /// The "full" concurrency (default: cores).
+    pub concurrency: usize,
+    /// The module (`None`: the bundled hello).
+    pub module: Option<PathBuf>,
+    /// Our binary, for `cold_process` (`zeroboot-wasm __cold MODULE`).
+    pub binary: PathBuf,
+    /// Confine with namespaces (else only the per-sandbox layers).
+    pub namespaces: bool,
+}
+
+/// Latency and throughput of one way of running the task.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Figures {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// Tasks per second at concurrency 1.
+    pub per_s: f64,
+    /// Tasks per second at the full concurrency (`None` where not measured).
+    pub per_s_concurrent: Option<f64>,
+    pub samples: usize,
+}
+
+impl Figures {
+    fn from(mut lat_us: Vec<f64>, elapsed: Duration) -> Self {
+        lat_us.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| {
+            let i = ((lat_us.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            lat_us.get(i.min(lat_us.len().saturating_sub(1))).copied().unwrap_or(0.0)
+        };
+        Self {
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: lat_us.last().copied().unwrap_or(0.0),
+            per_s: lat_us.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            per_s_concurrent: None,
+            samples: lat_us.len(),
+        }
+    }
+}
+
+/// The zygote as it forks.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ZygoteShape {
+    pub mappings: usize,
+    pub rss_kb: u64,
+    pub private_dirty_kb: u64,
+    pub anonymous_kb: u64,
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+/// Everything one run measures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BenchReport {
+    pub floor: Figures,
+    pub in_process: Figures,
+    pub cold_process: Figures,
+    pub on_demand: Figures,
+    pub pool: Figures,
+    pub marginal_private_dirty_kb: f64,
+    pub marginal_pss_kb: f64,
+    pub zygote: ZygoteShape,
+    pub concurrency: usize,
+    pub tasks: usize,
+    pub module: String,
+    pub isolation: String,
+    pub machine: Machine,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Runs every measurement. This process becomes the zygote (and, with namespaces, is
+/// confined) part-way through: call it from a process that exists for the benchmark.
+pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
+    let machine = machine();
+    let (name, template) = match &cfg.module {
+        Some(p) => (p.display().to_string(), Template::from_file(p, &crate::Config::new())?),
+        None => (
+            "hello (bundled WAT)".to_string(),
+            Template::from_bytes("hello.wat", HELLO_WAT.as_bytes(), &crate::Config::new())?,
+        ),
+    };
+    // The cold processes load the same module from the cache, as `wasmtime run` would.
+    let module_path = match &cfg.module {
+        Some(p) => p.clone(),
+        None => {
+            let p = std::env::temp_dir()
+                .join(format!("zeroboot-bench-hello-{}.wat", std::process::id()));
+            std::fs::write(&p, HELLO_WAT)
+                .map_err(|source| Error::ReadModule { path: p.clone(), source })?;
+            p
+        }
+    };
+    let proc_dir = File::open("/proc").map_err(Error::ThreadCount)?;
+    let c = cfg.concurrency.max(1);
+    let n = cfg.tasks.max(10);
+
+    let floor = measure_floor(n, c)?;
+    let in_process = measure_in_process(&template, n)?;
+    let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c);
+    if cfg.module.is_none() {
+        let _ = std::fs::remove_file(&module_path);
+    }
+
+    let isolation = Isolation { namespaces: cfg.namespaces, ..Isolation::default() };
+    let isolation_name = if cfg.namespaces {
+        "namespaces + seccomp + rlimits + no caps"
+    } else {
+        "seccomp + rlimits + no caps"
+    };
+    let mut zygote = Zygote::with_isolation(template, isolation)?;
+    let task = Task::new().output(Output::Capture { max_bytes: 1 << 20 }).stdin(Stdin::Empty);
+    let tasks: Vec<Task> = (0..n).map(|_| task.clone()).collect();
+
+    zygote.set_pool_size(0);
+    let on_demand = measure_zygote(&mut zygote, &tasks, c, false)?;
+    zygote.set_pool_size(c + 1);
+    let pool = measure_zygote(&mut zygote, &tasks, c, true)?;
+    zygote.set_pool_size(0);
+
+    let shape = zygote_shape(&proc_dir);
+    let (n1, n2) = (4, 16);
+    let m1 = live_memory(&mut zygote, &proc_dir, n1, &task)?;
+    let m2 = live_memory(&mut zygote, &proc_dir, n2, &task)?;
+    let per = (n2 - n1) as f64;
+    Ok(BenchReport {
+        floor,
+        in_process,
+        cold_process,
+        on_demand,
+        pool,
+        marginal_private_dirty_kb: (m2.1 - m1.1) as f64 / per,
+        marginal_pss_kb: (m2.0 - m1.0) as f64 / per,
+        zygote: shape,
+        concurrency: c,
+        tasks: n,
+        module: name,
+        isolation: isolation_name.to_string(),
+        machine,
+    })
+}
+
+fn measure_floor(n: usize, c: usize) -> Result<Figures, Error> {
+    let fork_exit = || -> Result<libc::pid_t, Error> {
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        match unsafe { sys::fork() }.map_err(Error::Fork)? {
+            sys::Fork::Child => sys::exit_now(0),
+            sys::Fork::Parent(pid) => Ok(pid),
+        }
+    };
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let pid = fork_exit()?;
+        sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
+        lat.push(us(t.elapsed()));
+    }
+    let mut f = Figures::from(lat, t0.elapsed());
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let batch = c.min(n - done);
+        let pids: Vec<_> = (0..batch).map(|_| fork_exit()).collect::<Result<_, _>>()?;
+        for pid in pids {
+            sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
+        }
+        done += batch;
+    }
+    f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
+    Ok(f)
+}
+
+fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
+    let pre = template
+        .linker
+        .instantiate_pre(&template.module)
+        .map_err(|e| Error::Instantiate { name: template.name.clone(), source: boxed(e) })?;
+    // A current-thread runtime starts no thread, so this process can still fork afterwards.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::Engine(e.into()))?;
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let ctx = WasiCtxBuilder::new()
+            .stdout(MemoryOutputPipe::new(1 << 20))
+            .stderr(MemoryOutputPipe::new(1 << 20))
+            .build_p1();
+        let mut store =
+            Store::new(&template.engine, TaskState { wasi: ctx, memory: MemoryCap::default() });
+        store.set_epoch_deadline(crate::template::NO_DEADLINE);
+        let result = rt.block_on(async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        });
+        if let Err(e) = result
+            && e.downcast_ref::<wasmtime_wasi::I32Exit>().is_none_or(|x| x.0 != 0)
+        {
+            return Err(Error::Instantiate { name: template.name.clone(), source: boxed(e) });
+        }
+        lat.push(us(t.elapsed()));
+    }
+    Ok(Figures::from(lat, t0.elapsed()))
+}
+
+fn measure_cold(binary: &std::path::Path, module: &std::path::Path, n: usize, c: usize) -> Figures {
+    use std::process::{Command, Stdio};
+    let spawn = || {
+        Command::new(binary)
+            .arg("__cold")
+            .arg(module)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    // One warm-up run fills the compile cache.
+    if let Ok(mut ch) = spawn() {
+        let _ = ch.wait();
+    }
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        if let Ok(mut ch) = spawn() {
+            let _ = ch.wait();
+        }
+        lat.push(us(t.elapsed()));
+    }
+    let mut f = Figures::from(lat, t0.elapsed());
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let batch = c.min(n - done);
+        let kids: Vec<_> = (0..batch).filter_map(|_| spawn().ok()).collect();
+        for mut k in kids {
+            let _ = k.wait();
+        }
+        done += batch;
+    }
+    f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
+    f
+}
+
+fn measure_zygote(
+    zygote: &mut Zygote,
+    tasks: &[Task],
+    c: usize,
+    pooled: bool,
+) -> Result<Figures, Error> {
+    let mut lat = Vec::with_capacity(tasks.len());
+    let t0 = Instant::now();
+    for t in tasks {
+        let o = zygote.run(t)?;
+        if o.status != crate::Status::Exited {
+            return Err(Error::Collect(std::io::Error::other(format!(
+                "benchmark task ended {}: {}",
+                o.status.as_str(),
+                o.message.unwrap_or_default()
+            ))));
+        }
+        lat.push(o.timings_us.total as f64);
+        if pooled {
+            zygote.refill();
+        }
+    }
+    let mut f = Figures::from(lat, t0.elapsed());
+    let t0 = Instant::now();
+    let results = zygote.run_many(tasks, c);
+    let elapsed = t0.elapsed();
+    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        return Err(e);
+    }
+    f.per_s_concurrent = Some(tasks.len() as f64 / elapsed.as_secs_f64());
+    Ok(f)
+}
+
+/// `(Pss, Private_Dirty)` in kB from a `smaps_rollup` text.
+fn rollup(text: &str) -> (u64, u64, u64, u64) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Pss:"), field("Private_Dirty:"), field("Rss:"), field("Anonymous:"))
+}
+
+fn read_at(dir: &File, path: &str) -> String {
+    sys::open_at(dir, path)
+        .and_then(|f| sys::read_proc_file(&f))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn zygote_shape(proc_dir: &File) -> ZygoteShape {
+    let pid = std::process::id();
+    let maps = read_at(proc_dir, &format!("{pid}/maps"));
+    let (_, dirty, rss, anon) = rollup(&read_at(proc_dir, &format!("{pid}/smaps_rollup")));
+    ZygoteShape {
+        mappings: maps.lines().count(),
+        rss_kb: rss,
+        private_dirty_kb: dirty,
+        anonymous_kb: anon,
+    }
+}
+
+/// Total PSS and private dirty (kB) of the zygote and `n` live sandboxes that ran the guest.
+fn live_memory(
+    zygote: &mut Zygote,
+    proc_dir: &File,
+    n: usize,
+    task: &Task,
+) -> Result<(u64, u64), Error> {
+    let tasks: Vec<Task> = (0..n).map(|_| task.clone()).collect();
+    let pids = zygote.run_lingering(&tasks)?;
+    let mut pss = rollup(&read_at(proc_dir, &format!("{}/smaps_rollup", std::process::id()))).0;
+    let mut dirty = 0;
+    for pid in pids {
+        let (p, d, _, _) = rollup(&read_at(proc_dir, &format!("{pid}/smaps_rollup")));
+        pss += p;
+        dirty += d;
+    }
+    zygote.dismiss_lingering();
+    Ok((pss, dirty))
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let mem_kb: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        kernel,
+    }
+}
+
+/// The human-readable table, with ratios to `floor` and to `in_process`.
+pub fn table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    s.push_str(&format!(
+        "zeroboot-wasm bench: {} tasks of {}, isolation: {}\nmachine: {} ({} cores, {} GiB), Linux {}\n\n",
+        r.tasks, r.module, r.isolation, m.cpu, m.cores, m.memory_gib, m.kernel
+    ));
+    s.push_str(&format!(
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}   {:>8} {:>11}\n",
+        "",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "per_s c=1",
+        format!("per_s c={}", r.concurrency),
+        "×floor",
+        "×in_process"
+    ));
+    for (name, f) in [
+        ("floor", &r.floor),
+        ("in_process", &r.in_process),
+        ("cold_process", &r.cold_process),
+        ("on_demand", &r.on_demand),
+        ("pool", &r.pool),
+    ] {
+        let conc = f.per_s_concurrent.map_or("-".to_string(), |v| format!("{v:.0}"));
+        s.push_str(&format!(
+            "{:<13} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10}   {:>8.2} {:>11.2}\n",
+            name,
+            f.p50_us,
+            f.p99_us,
+            f.p999_us,
+            f.max_us,
+            f.per_s,
+            conc,
+            f.p50_us / r.floor.p50_us.max(1e-9),
+            f.p50_us / r.in_process.p50_us.max(1e-9),
+        ));
+    }
+    s.push_str(&format!(
+        "\nper sandbox (live, after running the guest): private dirty {:.0} kB, PSS {:.0} kB\n",
+        r.marginal_private_dirty_kb, r.marginal_pss_kb
+    ));
+    s.push_str(&format!(
+        "zygote at fork: {} mappings, RSS {} kB, private dirty {} kB, anonymous {} kB\n",
+        r.zygote.mappings, r.zygote.rss_kb, r.zygote.private_dirty_kb, r.zygote.anonymous_kb
+    ));
+    s.push_str(&format!(
+        "cold_process / on_demand p50: {:.1}×; pool concurrent throughput / floor concurrent: {:.0}%\n",
+        r.cold_process.p50_us / r.on_demand.p50_us.max(1e-9),
+        100.0 * r.pool.per_s_concurrent.unwrap_or(0.0) / r.floor.per_s_concurrent.unwrap_or(1.0).max(1e-9),
+    ));
+    s
+}
+
+/// `zeroboot-wasm __cold MODULE`: what `wasmtime run` does, in this fresh process — load the
+/// compiled module (from the cache), instantiate, run `_start` with stdout passed through.
+/// Returns the exit code.
+pub fn cold_main(module: &std::path::Path) -> i32 {
+    let mut template = match Template::from_file(module, &crate::Config::new()) {
+        Ok(t) => t,
+        Err(_) => return 65,
+    };
+    let out = std::io::stdout();
+    let ctx = WasiCtxBuilder::new()
+        .stdout(wasmtime_wasi::cli::OutputFile::new(
+            match std::os::fd::AsFd::as_fd(&out).try_clone_to_owned() {
+                Ok(fd) => File::from(fd),
+                Err(_) => return 70,
+            },
+        ))
+        .build_p1();
+    template.store.data_mut().wasi = ctx;
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+        return 70;
+    };
+    match rt.block_on(template.start.call_async(&mut template.store, ())) {
+        Ok(()) => 0,
+        Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(134, |x| x.0),
+    }
+}
