@@ -27,9 +27,6 @@ fn bench_json_reports_every_figure() {
     assert!(v["marginal_pss_kb"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["zygote"]["mappings"].as_u64().unwrap() > 0);
     assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
-    // Forking a warm template beats starting a process that loads the module.
-    assert!(
-        v["cold_process"]["p50_us"].as_f64() > v["on_demand"]["p50_us"].as_f64(),
-        "cold start should be slower than a fork of the warm template: {v}"
-    );
+    // No assertion on the figures themselves: timing targets are checked by running the
+    // benchmark on a quiet machine, not by tests on a shared one.
 }
