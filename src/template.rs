@@ -185,6 +185,7 @@ impl Template {
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| Error::NoStart { name: name.clone() })?;
+        prewarm(&engine);
         Ok(Self {
             name,
             engine,
@@ -210,6 +211,21 @@ impl Template {
     /// Whether the compiled code came from the cache.
     pub fn code_source(&self) -> CodeSource {
         self.code_source
+    }
+}
+
+/// Calls into Wasm once, in a throwaway store, so Wasmtime's lazily created per-thread state
+/// (its signal stack, thread-local trap state) exists before the zygote forks: every sandbox
+/// inherits it instead of creating it (an mmap, an mprotect and a sigaltstack per task).
+/// Failure only loses the optimisation.
+fn prewarm(engine: &Engine) {
+    let Ok(module) = Module::new(engine, "(module (func (export \"warm\")))") else { return };
+    let mut store = Store::new(engine, ());
+    store.set_epoch_deadline(NO_DEADLINE);
+    if let Ok(instance) = wasmtime::Instance::new(&mut store, &module, &[])
+        && let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, "warm")
+    {
+        let _ = f.call(&mut store, ());
     }
 }
 

@@ -330,7 +330,6 @@ impl Zygote {
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
         }
-        self.check_single_threaded()?;
         if let Some(cg) = &mut self.cgroup {
             let limit = task.max_memory.map(|m| m.saturating_add(HOST_OVERHEAD) as u64);
             if cg.set_limit(limit).is_err() {
@@ -357,6 +356,7 @@ impl Zygote {
         timeout: Option<Duration>,
         assignment: Assignment,
     ) -> Result<(libc::pid_t, Instant), Error> {
+        self.check_single_threaded()?;
         let new_pid_ns = self.confinement.mounted.is_some();
         let plan = Plan {
             zygote_pid: self.pid,
@@ -365,7 +365,7 @@ impl Zygote {
             seccomp: self.confinement.seccomp.as_ref(),
             forked_at: Instant::now(),
         };
-        // SAFETY: the caller checked that this process has exactly one thread, and nothing
+        // SAFETY: we checked just above that this process has exactly one thread, and nothing
         // between that check and here starts one.
         let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
         match forked.map_err(Error::Fork)? {
@@ -376,7 +376,6 @@ impl Zygote {
 
     /// Forks a pool child: confined, waiting for its task on a pipe.
     fn prefork(&mut self) -> Result<Idle, Error> {
-        self.check_single_threaded()?;
         let (task_r, task_w) = sys::pipe().map_err(Error::Pipe)?;
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
         let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;

@@ -6,10 +6,7 @@ use serde_json::Value;
 
 #[test]
 fn bench_json_reports_every_figure() {
-    let out = common::bin()
-        .args(["bench", "--tasks", "30", "--json"])
-        .output()
-        .expect("run bench");
+    let out = common::bin().args(["bench", "--tasks", "30", "--json"]).output().expect("run bench");
     assert!(out.status.success(), "bench failed: {}", common::stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("bench prints JSON");
     for key in ["floor", "in_process", "cold_process", "on_demand", "pool"] {
