@@ -111,6 +111,10 @@ pub struct BenchReport {
     pub pool: Figures,
     pub marginal_private_dirty_kb: f64,
     pub marginal_pss_kb: f64,
+    /// Installing the seccomp filter in a fresh child (p50 µs): the largest single step of an
+    /// on-demand sandbox's setup (the kernel emulates the filter for every system call number
+    /// to build its action cache).
+    pub seccomp_install_us: f64,
     pub zygote: ZygoteShape,
     pub concurrency: usize,
     pub tasks: usize,
@@ -150,6 +154,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     let n = cfg.tasks.max(10);
 
     let floor = measure_floor(n, c)?;
+    let seccomp_install_us = measure_seccomp_install(50)?;
     let in_process = measure_in_process(&template, n)?;
     let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c);
     if cfg.module.is_none() {
@@ -185,6 +190,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         pool,
         marginal_private_dirty_kb: (m2.1 - m1.1) as f64 / per,
         marginal_pss_kb: (m2.0 - m1.0) as f64 / per,
+        seccomp_install_us,
         zygote: shape,
         concurrency: c,
         tasks: n,
@@ -223,6 +229,43 @@ fn measure_floor(n: usize, c: usize) -> Result<Figures, Error> {
     }
     f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
     Ok(f)
+}
+
+fn measure_seccomp_install(n: usize) -> Result<f64, Error> {
+    let program = crate::seccomp::compile(crate::SeccompMode::Enforce)
+        .map_err(Error::Seccomp)?
+        .ok_or_else(|| Error::Seccomp(std::io::Error::other("no filter")))?;
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (r, w) = sys::pipe().map_err(Error::Pipe)?;
+        // SAFETY: this process is single-threaded here (nothing before the zygote starts a
+        // thread); the child only installs the filter, writes 8 bytes and exits.
+        match unsafe { sys::fork() }.map_err(Error::Fork)? {
+            sys::Fork::Child => {
+                // The filter lets the child write only to fds 1–3: report on fd 3.
+                if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 3).is_err() {
+                    sys::exit_now(1);
+                }
+                let t = Instant::now();
+                let ok =
+                    sys::set_no_new_privs().is_ok() && crate::seccomp::install(&program).is_ok();
+                let us = if ok { t.elapsed().as_micros() as u64 } else { u64::MAX };
+                let _ = sys::write_all(3, &us.to_le_bytes());
+                sys::exit_now(0)
+            }
+            sys::Fork::Parent(pid) => {
+                drop(w);
+                let mut b = [0u8; 8];
+                let n = sys::read(&r, &mut b).map_err(Error::Collect)?;
+                sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
+                let us = u64::from_le_bytes(b);
+                if n == 8 && us != u64::MAX {
+                    lat.push(us as f64);
+                }
+            }
+        }
+    }
+    Ok(Figures::from(lat, Duration::from_secs(1)).p50_us)
 }
 
 fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
@@ -452,6 +495,10 @@ pub fn table(r: &BenchReport) -> String {
     s.push_str(&format!(
         "\nper sandbox (live, after running the guest): private dirty {:.0} kB, PSS {:.0} kB\n",
         r.marginal_private_dirty_kb, r.marginal_pss_kb
+    ));
+    s.push_str(&format!(
+        "seccomp filter install in a fresh child: {:.0} µs (p50)\n",
+        r.seccomp_install_us
     ));
     s.push_str(&format!(
         "zygote at fork: {} mappings, RSS {} kB, private dirty {} kB, anonymous {} kB\n",
