@@ -12,8 +12,9 @@
 //! Cost: attaching the filter takes ~200 µs per sandbox on the development VM (`zeroboot-wasm
 //! bench` prints it), nearly all of it fixed per filter rather than per instruction: a filter a
 //! third as long cost the same, and two stacked filters (coarse, then fine) cost 1.4× one. It
-//! is the kernel's work for any new filter (the BPF JIT's executable allocation), which is why
-//! the pre-forked pool attaches it before the task arrives.
+//! is the kernel's fixed work for any new filter (most likely the BPF JIT allocating executable
+//! memory; the JIT is always on in this kernel, so that could not be checked), which is why the
+//! pre-forked pool attaches it before the task arrives.
 //!
 //! A refused call raises SIGSYS (`SECCOMP_RET_TRAP`); the handler installed here writes a
 //! `sandbox_violation` report naming the call, then exits. Since `rt_sigaction` is denied,
