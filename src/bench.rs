@@ -156,7 +156,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     let floor = measure_floor(n, c)?;
     let seccomp_install_us = measure_seccomp_install(50)?;
     let in_process = measure_in_process(&template, n)?;
-    let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c);
+    let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c)?;
     if cfg.module.is_none() {
         let _ = std::fs::remove_file(&module_path);
     }
@@ -200,6 +200,37 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     })
 }
 
+/// Runs `n` jobs one at a time (latency, throughput at concurrency 1), then `n` more in
+/// batches of `c` started together (throughput at concurrency `c`). `start` begins a job,
+/// `finish` waits for it.
+fn one_then_batched<H>(
+    n: usize,
+    c: usize,
+    mut start: impl FnMut() -> Result<H, Error>,
+    mut finish: impl FnMut(H) -> Result<(), Error>,
+) -> Result<Figures, Error> {
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        finish(start()?)?;
+        lat.push(us(t.elapsed()));
+    }
+    let mut f = Figures::from(lat, t0.elapsed());
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let batch = c.min(n - done);
+        let jobs: Vec<H> = (0..batch).map(|_| start()).collect::<Result<_, _>>()?;
+        for job in jobs {
+            finish(job)?;
+        }
+        done += batch;
+    }
+    f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
+    Ok(f)
+}
+
 fn measure_floor(n: usize, c: usize) -> Result<Figures, Error> {
     let fork_exit = || -> Result<libc::pid_t, Error> {
         // SAFETY: the child only calls _exit, which is async-signal-safe.
@@ -208,27 +239,8 @@ fn measure_floor(n: usize, c: usize) -> Result<Figures, Error> {
             sys::Fork::Parent(pid) => Ok(pid),
         }
     };
-    let mut lat = Vec::with_capacity(n);
-    let t0 = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        let pid = fork_exit()?;
-        sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
-        lat.push(us(t.elapsed()));
-    }
-    let mut f = Figures::from(lat, t0.elapsed());
-    let t0 = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let batch = c.min(n - done);
-        let pids: Vec<_> = (0..batch).map(|_| fork_exit()).collect::<Result<_, _>>()?;
-        for pid in pids {
-            sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
-        }
-        done += batch;
-    }
-    f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
-    Ok(f)
+    let reap = |pid| sys::wait(pid).map(drop).map_err(|source| Error::Wait { pid, source });
+    one_then_batched(n, c, fork_exit, reap)
 }
 
 fn measure_seccomp_install(n: usize) -> Result<f64, Error> {
@@ -304,7 +316,12 @@ fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
     Ok(Figures::from(lat, t0.elapsed()))
 }
 
-fn measure_cold(binary: &std::path::Path, module: &std::path::Path, n: usize, c: usize) -> Figures {
+fn measure_cold(
+    binary: &std::path::Path,
+    module: &std::path::Path,
+    n: usize,
+    c: usize,
+) -> Result<Figures, Error> {
     use std::process::{Command, Stdio};
     let spawn = || {
         Command::new(binary)
@@ -314,33 +331,11 @@ fn measure_cold(binary: &std::path::Path, module: &std::path::Path, n: usize, c:
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map_err(Error::Fork)
     };
     // One warm-up run fills the compile cache.
-    if let Ok(mut ch) = spawn() {
-        let _ = ch.wait();
-    }
-    let mut lat = Vec::with_capacity(n);
-    let t0 = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        if let Ok(mut ch) = spawn() {
-            let _ = ch.wait();
-        }
-        lat.push(us(t.elapsed()));
-    }
-    let mut f = Figures::from(lat, t0.elapsed());
-    let t0 = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let batch = c.min(n - done);
-        let kids: Vec<_> = (0..batch).filter_map(|_| spawn().ok()).collect();
-        for mut k in kids {
-            let _ = k.wait();
-        }
-        done += batch;
-    }
-    f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
-    f
+    spawn()?.wait().map_err(Error::Fork)?;
+    one_then_batched(n, c, spawn, |mut child| child.wait().map(drop).map_err(Error::Fork))
 }
 
 fn measure_zygote(

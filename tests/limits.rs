@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{bin, guest, worker};
+use common::{guest, spawn_worker, worker};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 fn task(args: &[&str], extra: Value) -> String {
@@ -120,15 +119,8 @@ fn run_without_flags_has_safe_defaults() {
 /// --max-output per stream and discards the rest.
 #[test]
 fn runtime_memory_stays_bounded_under_an_output_flood() {
-    let mut w = bin()
-        .args(["worker", "--max-output", "1MiB", guest("multi").to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start worker");
-    let mut input = w.stdin.take().unwrap();
-    let mut output = BufReader::new(w.stdout.take().unwrap());
+    let (mut w, mut input, mut output) =
+        spawn_worker(&["--max-output", "1MiB", guest("multi").to_str().unwrap()]);
     writeln!(input, "{}", task(&["flood"], json!({"timeout_ms": 1500}))).unwrap();
     input.flush().unwrap();
     let mut line = String::new();
@@ -152,15 +144,7 @@ fn runtime_memory_stays_bounded_under_an_output_flood() {
 /// caller, and the worker serves the next task.
 #[test]
 fn a_sandbox_killed_from_outside_is_reported_as_killed() {
-    let mut w = bin()
-        .args(["worker", guest("multi").to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start worker");
-    let mut input = w.stdin.take().unwrap();
-    let mut output = BufReader::new(w.stdout.take().unwrap());
+    let (mut w, mut input, mut output) = spawn_worker(&[guest("multi").to_str().unwrap()]);
     writeln!(input, "{}", task(&["spin"], json!({"timeout_ms": 20000}))).unwrap();
     input.flush().unwrap();
     let start = Instant::now();

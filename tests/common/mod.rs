@@ -90,3 +90,21 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A running `worker` driven line by line: (process, its stdin, its stdout).
+pub fn spawn_worker(
+    args: &[&str],
+) -> (std::process::Child, std::process::ChildStdin, std::io::BufReader<std::process::ChildStdout>)
+{
+    let mut w = bin()
+        .arg("worker")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start worker");
+    let input = w.stdin.take().expect("stdin");
+    let output = std::io::BufReader::new(w.stdout.take().expect("stdout"));
+    (w, input, output)
+}
