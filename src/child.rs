@@ -15,7 +15,7 @@ use crate::template::{MemoryCap, Template};
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
@@ -267,14 +267,35 @@ fn internal(message: String, since: Instant) -> ChildReport {
 /// The engine whose epoch the deadline timer bumps; set once in the child, before the timer
 /// is armed, and never freed (the child ends with `_exit`).
 static DEADLINE_ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+/// The report to send if the deadline passes while the guest sits in a host call: framed
+/// when the timer is armed (allocation is not allowed in the handler), never freed.
+static HOST_CALL_TIMEOUT_FRAME: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+/// How many times the deadline timer has fired.
+static DEADLINE_FIRED: AtomicU32 = AtomicU32::new(0);
+/// Set once `_start` has returned: a late timer must not report over the real outcome.
+static GUEST_DONE: AtomicBool = AtomicBool::new(false);
 
-/// SIGALRM handler: makes running Wasm trap at its next epoch check.
+/// SIGALRM handler. First firing: bump the epoch, so running Wasm traps at its next epoch
+/// check (microseconds later) and reports `timeout` itself with its partial output. A second
+/// firing (the timer repeats every 10 ms) means the guest did not return to Wasm: it is blocked
+/// in a host call (a sleep, a read). Then the handler sends the prepared `timeout` report and
+/// exits, rather than leaving the zygote to kill it after the grace.
 extern "C" fn on_deadline(_sig: libc::c_int) {
     let engine = DEADLINE_ENGINE.load(Ordering::Acquire);
     if !engine.is_null() {
-        // SAFETY: the pointer comes from `Box::into_raw` in `arm_deadline` and is never freed;
-        // `Engine::increment_epoch` is documented as async-signal-safe (one atomic add).
+        // SAFETY: the pointer comes from `Box::into_raw` in `prepare_deadline` and is never
+        // freed; `Engine::increment_epoch` is documented as async-signal-safe (an atomic add).
         unsafe { (*engine).increment_epoch() };
+    }
+    let fired = DEADLINE_FIRED.fetch_add(1, Ordering::AcqRel);
+    let frame = HOST_CALL_TIMEOUT_FRAME.load(Ordering::Acquire);
+    if fired >= 1 && !frame.is_null() && !GUEST_DONE.load(Ordering::Acquire) {
+        // SAFETY: the frame was leaked by `arm_deadline` and is never freed or changed.
+        let bytes = unsafe { &*frame };
+        sys::close(STDOUT);
+        sys::close(STDERR);
+        let _ = sys::write_all(REPORT, bytes);
+        sys::exit_now(0);
     }
 }
 
@@ -289,7 +310,26 @@ fn prepare_deadline(template: &Template) -> std::io::Result<()> {
 /// Arms the deadline: at `deadline`, SIGALRM bumps the epoch past the store's deadline of one
 /// tick. The timer repeats every 10 ms in case the guest was in a host call when it first
 /// fired (the zygote kills a child still alive after its grace).
-fn arm_deadline(template: &mut Template, deadline: Instant) -> std::io::Result<()> {
+fn arm_deadline(
+    template: &mut Template,
+    task: &Task,
+    deadline: Instant,
+    since: Instant,
+) -> std::io::Result<()> {
+    let ms = task.timeout.map_or(0, |t| t.as_millis());
+    let report = ChildReport {
+        status: Status::Timeout,
+        exit_code: None,
+        message: Some(format!(
+            "deadline of {ms} ms passed while the guest was blocked in a host call; sandbox stopped"
+        )),
+        setup_us: micros(since.elapsed()),
+        run_us: micros(deadline.saturating_duration_since(Instant::now())),
+        fuel_consumed: None,
+        peak_rss: 0,
+    };
+    HOST_CALL_TIMEOUT_FRAME
+        .store(Box::into_raw(Box::new(wire::encode(&report))), Ordering::Release);
     template.store.set_epoch_deadline(1);
     template.store.epoch_deadline_trap();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -317,14 +357,18 @@ fn run_task(template: &mut Template, rt: &tokio::runtime::Runtime, ready: Ready)
         return fail("cannot set fuel", &e);
     }
     if let Some(deadline) = deadline
-        && let Err(e) = arm_deadline(template, deadline)
+        && let Err(e) = arm_deadline(template, &task, deadline, since)
     {
         return fail("cannot arm the deadline timer", &e);
     }
     let setup_us = micros(since.elapsed());
     let started = Instant::now();
     let result = match payload {
-        Payload::Guest => rt.block_on(template.start.call_async(&mut template.store, ())),
+        Payload::Guest => {
+            let r = rt.block_on(template.start.call_async(&mut template.store, ()));
+            GUEST_DONE.store(true, Ordering::Release);
+            r
+        }
         Payload::Probe(probe) => {
             let text = probe(&task.args);
             let _ = sys::write_all(STDOUT, text.as_bytes());
