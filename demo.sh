@@ -34,12 +34,13 @@ for _ in 1 2 3 4 5; do echo '{}'; done | "$zb" worker "$guests/random.wasm" \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     o=json.loads(l); t=o["timings_us"]
-    print(o["status"], o["stdout"].strip()[:32]+"…", "fork %dus, run %dus, total %dus" % (t["fork"], t["run"], t["total"]))'
+    how = "pre-forked sandbox" if t["fork"] == 0 else "forked in %dus" % t["fork"]
+    print(o["status"], o["stdout"].strip()[:32]+"…", "%s, guest ran %dus, total %dus" % (how, t["run"], t["total"]))'
 
 step "Hostile guests end with an honest status; the worker keeps serving" \
      "spin with a 300ms deadline; then a malformed line between two hello tasks"
 printf '%s\n' '{"timeout_ms": 300}' > "$work/spin.jsonl"
-"$zb" worker "$guests/spin.wasm" < "$work/spin.jsonl" | python3 -c 'import json,sys; o=json.loads(sys.stdin.readline()); print("spin:", o["status"], "-", o["message"], "| partial stdout:", o["stdout"].strip())'
+"$zb" worker "$guests/spin.wasm" < "$work/spin.jsonl" | python3 -c 'import json,sys; o=json.loads(sys.stdin.readline()); print("spin:", o["status"], "-", o["message"].splitlines()[0], "| partial stdout:", o["stdout"].strip())'
 printf '%s\n' '{}' 'not json' '{}' | "$zb" worker "$guests/hello.wasm" | python3 -c 'import json,sys
 for l in sys.stdin:
     o=json.loads(l); print("hello worker:", o["status"], "-", (o.get("stdout") or o.get("message")).strip())'
