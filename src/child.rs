@@ -194,7 +194,8 @@ fn receive(assignment: Assignment, forked_at: Instant) -> Result<Ready, String> 
         }),
         Assignment::Later => {
             let mut reader = wire::FrameReader::default();
-            let mut buf = vec![0u8; 64 * 1024];
+            // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.
+            let mut buf = [0u8; 4096];
             let frame: TaskFrame = loop {
                 // SAFETY: fd 0 is the task channel; `buf` is a valid writable buffer.
                 let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
