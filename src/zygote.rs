@@ -185,8 +185,8 @@ impl Zygote {
     }
 
     /// Runs `task` in a sandbox — a pre-forked one from the pool when there is one and the
-    /// task can use it, else one forked now — and returns its outcome once the child has been
-    /// reaped.
+    /// task can use it, else one forked now — and returns its outcome as soon as the report
+    /// and output are in hand (a child that reported is reaped later, off the task's path).
     ///
     /// Returns `Err` only when the task could not be started (a directory that cannot be
     /// granted, more than one thread in this process, no processes left); everything that
