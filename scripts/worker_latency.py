@@ -4,7 +4,7 @@
 Usage: scripts/worker_latency.py MODULE.wasm [N] [extra worker flags...]
 Prints p50/p99/max of the timings each outcome carries (fork, setup, run, total, in µs) and
 the zygote's thread and mapping counts at fork. `total` is measured by the zygote from the task
-being handed to it to the outcome in hand with the child reaped.
+being handed to it to the outcome in hand (report and output collected).
 """
 import json
 import subprocess

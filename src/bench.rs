@@ -9,7 +9,8 @@
 //! - `on_demand`: our path, forking a confined sandbox when the task arrives.
 //! - `pool`: our path with pre-forked, already-confined sandboxes.
 //!
-//! Latency is per task, from hand-over to outcome in hand (child reaped). Throughput is tasks
+//! Latency is per task, from hand-over to outcome in hand (report and output collected; the
+//! child's teardown is reaped afterwards). Throughput is tasks
 //! per second at concurrency 1 and at `concurrency` (default: the number of cores).
 //! Per-sandbox memory is measured from `smaps_rollup` of N live sandboxes after they ran the
 //! guest: M(N) = PSS of the zygote and its sandboxes, and the marginal cost is

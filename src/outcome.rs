@@ -50,7 +50,8 @@ pub struct Timings {
     pub setup: u64,
     /// The guest's `_start`, measured in the child.
     pub run: u64,
-    /// From the task being handed to the zygote to the outcome in hand, the child reaped.
+    /// From the task being handed to the zygote to the outcome in hand: report and output
+    /// collected (a child that reported is reaped afterwards, off the task's path).
     pub total: u64,
 }
 
