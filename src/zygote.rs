@@ -96,8 +96,9 @@ pub struct Zygote {
 impl Zygote {
     /// A zygote whose sandboxes get the per-process layers — seccomp (enforcing), rlimits, no
     /// capabilities, no new privileges, a session of their own — but no namespaces, so the
-    /// calling process is left as it is. The process that calls [`run`](Self::run) must stay
-    /// single-threaded.
+    /// calling process keeps its view of the system. (It does move into a memory cgroup of
+    /// its own, where one can be created, so that its sandboxes are born there.) The process
+    /// that calls [`run`](Self::run) must stay single-threaded.
     pub fn new(template: Template) -> Result<Self, Error> {
         Self::with_isolation(template, Isolation { namespaces: false, ..Isolation::default() })
     }
