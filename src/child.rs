@@ -14,6 +14,7 @@ use crate::task::{Stdin, Task};
 use crate::template::{MemoryCap, Template};
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
+use std::borrow::Cow;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -79,8 +80,9 @@ pub(crate) enum Assignment<'a> {
 }
 
 /// A task ready to run in the child.
-struct Ready {
-    task: Task,
+struct Ready<'a> {
+    /// Borrowed from the zygote's memory (on-demand) or decoded from the channel (pool).
+    task: Cow<'a, Task>,
     preopens: Vec<Preopen>,
     deadline: Option<Instant>,
     payload: Payload,
@@ -182,10 +184,10 @@ fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runt
 }
 
 /// Step 9: the task, from memory or from the channel on fd 0.
-fn receive(assignment: Assignment, forked_at: Instant) -> Result<Ready, String> {
+fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, String> {
     match assignment {
         Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
-            task: task.clone(),
+            task: Cow::Borrowed(task),
             preopens,
             deadline,
             payload,
@@ -221,7 +223,7 @@ fn receive(assignment: Assignment, forked_at: Instant) -> Result<Ready, String> 
                 ..Task::default()
             };
             Ok(Ready {
-                task,
+                task: Cow::Owned(task),
                 preopens: frame.preopens,
                 deadline: frame.remaining_us.map(|us| since + Duration::from_micros(us)),
                 payload: Payload::Guest,
@@ -342,7 +344,11 @@ fn micros(d: std::time::Duration) -> u64 {
 }
 
 /// Steps 10–11: per-task state, the deadline, then the payload.
-fn run_task(template: &mut Template, rt: &tokio::runtime::Runtime, ready: Ready) -> ChildReport {
+fn run_task(
+    template: &mut Template,
+    rt: &tokio::runtime::Runtime,
+    ready: Ready<'_>,
+) -> ChildReport {
     let Ready { task, preopens, deadline, payload, since, .. } = ready;
     let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), since);
     let ctx = match wasi_ctx(template.name(), &task, &preopens) {

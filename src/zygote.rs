@@ -195,8 +195,7 @@ impl Zygote {
     pub fn run(&mut self, task: &Task) -> Result<Outcome, Error> {
         let started = Instant::now();
         let flight = self.launch(task, Payload::Guest, started, false)?;
-        let outcome = self.land(flight)?;
-        Ok(outcome)
+        self.land(flight)
     }
 
     /// Runs many tasks with up to `concurrency` sandboxes alive at once; outcomes come back
