@@ -512,8 +512,12 @@ pub fn table(r: &BenchReport) -> String {
 /// compiled module (from the cache), instantiate, run `_start` with stdout passed through.
 /// Returns the exit code.
 pub fn cold_main(module: &std::path::Path) -> i32 {
-    let mut template = match Template::from_file(module, &crate::Config::new()) {
+    let template = match Template::from_file(module, &crate::Config::new()) {
         Ok(t) => t,
+        Err(_) => return 65,
+    };
+    let mut warm = match template.instantiate(&crate::InitLimits::default()) {
+        Ok(w) => w,
         Err(_) => return 65,
     };
     let out = std::io::stdout();
@@ -525,11 +529,11 @@ pub fn cold_main(module: &std::path::Path) -> i32 {
             },
         ))
         .build_p1();
-    template.store.data_mut().wasi = ctx;
+    warm.store.data_mut().wasi = ctx;
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
         return 70;
     };
-    match rt.block_on(template.start.call_async(&mut template.store, ())) {
+    match rt.block_on(warm.start.call_async(&mut warm.store, ())) {
         Ok(()) => 0,
         Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(134, |x| x.0),
     }

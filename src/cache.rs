@@ -99,13 +99,22 @@ impl CompileCache {
     /// Writes `module`'s compiled form, then loads it back file-backed. Returns `None` (the
     /// caller keeps its in-memory module) if either step fails.
     pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], module: &Module) -> Option<Module> {
-        let path = self.path_for(engine, bytes);
-        let data = module.serialize().ok()?;
-        let mut tmp = tempfile_in(&self.dir).ok()?;
-        tmp.1.write_all(&data).ok()?;
-        tmp.1.sync_all().ok()?;
-        fs::rename(&tmp.0, &path).ok()?;
+        self.write(engine, bytes, module).ok()?;
         self.load(engine, bytes)
+    }
+
+    /// Writes `module`'s compiled form (a temporary file, then an atomic rename), without
+    /// loading it back: what the compiler process does before it exits.
+    pub(crate) fn write(&self, engine: &Engine, bytes: &[u8], module: &Module) -> io::Result<()> {
+        let path = self.path_for(engine, bytes);
+        let data = module.serialize().map_err(|e| io::Error::other(format!("{e:#}")))?;
+        let (tmp_path, mut tmp) = tempfile_in(&self.dir)?;
+        let written = tmp.write_all(&data).and_then(|()| tmp.sync_all());
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp_path, &path)) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        Ok(())
     }
 }
 

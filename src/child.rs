@@ -11,7 +11,7 @@ use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
-use crate::template::{MemoryCap, Template};
+use crate::template::{Template, Warm};
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
@@ -120,7 +120,8 @@ struct Ready<'a> {
 /// Namespaces are not in this list because the zygote entered them before forking (see
 /// [`crate::namespaces`]), except the PID namespace, which the fork itself creates.
 pub(crate) fn enter(
-    template: &mut Template,
+    template: &Template,
+    warm: &mut Warm,
     fds: ChildFds,
     plan: &Plan,
     assignment: Assignment,
@@ -142,7 +143,7 @@ pub(crate) fn enter(
     let (report, linger) = match setup {
         Ok((rt, ready)) => {
             let linger = ready.linger;
-            (run_task(template, &rt, ready), linger)
+            (run_task(template, warm, &rt, ready), linger)
         }
         Err(e) => (internal(e, forked_at), false),
     };
@@ -162,7 +163,7 @@ pub(crate) fn enter(
 }
 
 /// Steps 5–8: the event loop and deadline handler, rlimits, privileges, seccomp.
-fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runtime, String> {
+fn restrain(template: &Template, plan: &Plan) -> Result<tokio::runtime::Runtime, String> {
     // A current-thread runtime starts no threads. It drives wasmtime-wasi's async host calls
     // (timers for `poll_oneoff`); file I/O runs inline (`allow_blocking_current_thread`).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -307,14 +308,14 @@ fn prepare_deadline(template: &Template) -> std::io::Result<()> {
     let engine = Box::into_raw(Box::new(template.engine.clone()));
     DEADLINE_ENGINE.store(engine, Ordering::Release);
     // SAFETY: `on_deadline` only loads an atomic and increments the epoch, both signal-safe.
-    unsafe { sys::on_alarm(on_deadline) }
+    unsafe { sys::on_alarm(on_deadline) }.map(drop)
 }
 
 /// Arms the deadline: at `deadline`, SIGALRM bumps the epoch past the store's deadline of one
 /// tick. The timer repeats every 10 ms in case the guest was in a host call when it first
 /// fired (the zygote kills a child still alive after its grace).
 fn arm_deadline(
-    template: &mut Template,
+    warm: &mut Warm,
     task: &Task,
     deadline: Instant,
     since: Instant,
@@ -333,8 +334,8 @@ fn arm_deadline(
     };
     HOST_CALL_TIMEOUT_FRAME
         .store(Box::into_raw(Box::new(wire::encode(&report))), Ordering::Release);
-    template.store.set_epoch_deadline(1);
-    template.store.epoch_deadline_trap();
+    warm.store.set_epoch_deadline(1);
+    warm.store.epoch_deadline_trap();
     let left = deadline.saturating_duration_since(Instant::now());
     sys::arm_alarm(left, Duration::from_millis(10))
 }
@@ -345,7 +346,8 @@ fn micros(d: std::time::Duration) -> u64 {
 
 /// Steps 10–11: per-task state, the deadline, then the payload.
 fn run_task(
-    template: &mut Template,
+    template: &Template,
+    warm: &mut Warm,
     rt: &tokio::runtime::Runtime,
     ready: Ready<'_>,
 ) -> ChildReport {
@@ -355,16 +357,37 @@ fn run_task(
         Ok(ctx) => ctx,
         Err(e) => return fail("cannot build the task's WASI context", &e),
     };
-    let state = template.store.data_mut();
+    let state = warm.store.data_mut();
     state.wasi = ctx;
-    state.memory = MemoryCap { max: task.max_memory, refused: None };
+    state.memory.max = task.max_memory;
+    state.memory.refused = None;
+    // The instance may already hold more memory than this task may have: the zygote
+    // instantiated it under its own (larger) cap, or its start function grew it. Such a task
+    // ends before any of its code runs.
+    let held = state.memory.largest;
+    if let Some(max) = task.max_memory
+        && held > max
+    {
+        return ChildReport {
+            status: Status::MemoryLimit,
+            exit_code: None,
+            message: Some(format!(
+                "the instance already holds {held} bytes of linear memory (from instantiation), \
+                 past this task's cap of {max} bytes; the guest was not run"
+            )),
+            setup_us: micros(since.elapsed()),
+            run_us: 0,
+            fuel_consumed: None,
+            peak_rss: sys::peak_rss(),
+        };
+    }
     if let (Some(fuel), true) = (task.fuel, template.fuel)
-        && let Err(e) = template.store.set_fuel(fuel)
+        && let Err(e) = warm.store.set_fuel(fuel)
     {
         return fail("cannot set fuel", &e);
     }
     if let Some(deadline) = deadline
-        && let Err(e) = arm_deadline(template, &task, deadline, since)
+        && let Err(e) = arm_deadline(warm, &task, deadline, since)
     {
         return fail("cannot arm the deadline timer", &e);
     }
@@ -372,7 +395,7 @@ fn run_task(
     let started = Instant::now();
     let result = match payload {
         Payload::Guest => {
-            let r = rt.block_on(template.start.call_async(&mut template.store, ()));
+            let r = rt.block_on(warm.start.call_async(&mut warm.store, ()));
             GUEST_DONE.store(true, Ordering::Release);
             r
         }
@@ -384,12 +407,10 @@ fn run_task(
     };
     let run_us = micros(started.elapsed());
     let fuel_consumed = match (task.fuel, template.fuel) {
-        (Some(budget), true) => {
-            template.store.get_fuel().ok().map(|left| budget.saturating_sub(left))
-        }
+        (Some(budget), true) => warm.store.get_fuel().ok().map(|left| budget.saturating_sub(left)),
         _ => None,
     };
-    let refused = template.store.data().memory.refused;
+    let refused = warm.store.data().memory.refused;
     let (status, exit_code, message) = match result {
         Ok(()) => (Status::Exited, Some(0), None),
         Err(e) => classify(&e, refused, &task),

@@ -2,12 +2,19 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A boxed error from Wasmtime (whose own error type does not implement `std::error::Error`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub(crate) fn boxed(e: wasmtime::Error) -> BoxError {
     e.into_boxed_dyn_error()
+}
+
+/// A Wasmtime error and its causes as one text, `outer: inner: innermost`, for errors that
+/// cross a process boundary as bytes.
+pub(crate) fn chain_text(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
 }
 
 /// Why a template could not be built or a task could not be started.
@@ -51,6 +58,45 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The module's `start` function (run while instantiating) passed the load deadline.
+    #[error(
+        "module {name} did not finish instantiating within {} ms: its start function was stopped",
+        timeout.as_millis()
+    )]
+    InitTimeout { name: String, timeout: Duration },
+    /// Instantiating the module needed more linear memory than the cap: a declared initial
+    /// size, or a growth in the `start` function, past it.
+    #[error(
+        "module {name} needs {wanted} bytes of linear memory while instantiating, past its cap of {max} bytes"
+    )]
+    InitMemoryLimit { name: String, wanted: usize, max: usize },
+    /// The module's `start` function used up the load's fuel budget.
+    #[error("module {name} exhausted its fuel budget of {fuel} while instantiating")]
+    InitFuel { name: String, fuel: u64 },
+    /// The SIGALRM timer that bounds instantiation could not be set up or restored.
+    #[error("cannot arm the instantiation deadline")]
+    InitTimer(#[source] io::Error),
+    /// Compiling the module did not finish within its time bound; the compiler was killed.
+    #[error(
+        "compiling module {name} took longer than {} ms: the compiler process was killed",
+        timeout.as_millis()
+    )]
+    CompileTimeout { name: String, timeout: Duration },
+    /// Compiling the module needed more memory than its bound.
+    #[error("compiling module {name} needed more than {max_memory} bytes of memory")]
+    CompileMemoryLimit { name: String, max_memory: u64 },
+    /// The compiler process could not be started or talked to, or died without a verdict.
+    #[error("cannot compile module {name} in a child process")]
+    CompileProcess {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A module must be compiled, in a forked child, but this process has other threads.
+    #[error(
+        "refusing to fork the compiler: this process has {threads} threads, it must have exactly 1 (or compile in process: Config::compile_limits(None))"
+    )]
+    CompileNotSingleThreaded { threads: usize },
     /// The engine rejected its configuration.
     #[error("cannot configure the WebAssembly engine")]
     Engine(#[source] BoxError),
@@ -124,6 +170,11 @@ impl Error {
                 | Error::NoStart { .. }
                 | Error::UnknownImport { .. }
                 | Error::Instantiate { .. }
+                | Error::InitTimeout { .. }
+                | Error::InitMemoryLimit { .. }
+                | Error::InitFuel { .. }
+                | Error::CompileTimeout { .. }
+                | Error::CompileMemoryLimit { .. }
                 | Error::GrantDir { .. }
                 | Error::FuelNotMetered
                 | Error::NotGranted { .. }

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod cache;
 mod cgroup;
 mod child;
+mod compile;
 mod error;
 mod flight;
 pub mod namespaces;
@@ -35,6 +36,7 @@ mod template;
 mod wire;
 mod zygote;
 
+pub use compile::{CompileLimits, DEFAULT_COMPILE_MAX_MEMORY, DEFAULT_COMPILE_TIMEOUT};
 pub use error::{BoxError, Error};
 pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};
@@ -42,5 +44,5 @@ pub use seccomp::SeccompMode;
 pub use task::{
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, Output, Stdin, Task,
 };
-pub use template::{CodeSource, Config, Template};
+pub use template::{CodeSource, Config, InitLimits, Template};
 pub use zygote::{HOST_OVERHEAD, Isolation, KILL_GRACE, Zygote, ZygoteStats};

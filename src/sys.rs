@@ -297,21 +297,43 @@ pub fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
-/// Installs `handler` for SIGALRM (with `SA_RESTART`, so interrupted host calls resume).
+/// A signal's disposition as it was before we changed it, to put back with
+/// [`restore_alarm`].
+pub struct SavedAction(libc::sigaction);
+
+/// Installs `handler` for SIGALRM (with `SA_RESTART`, so interrupted host calls resume) and
+/// returns the disposition it replaced.
 ///
 /// # Safety
 /// `handler` must be async-signal-safe.
-pub unsafe fn on_alarm(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
-    // SAFETY: `sa` is fully initialised (zeroed, then the handler and an empty mask set);
-    // the handler's signal-safety is this function's contract.
+pub unsafe fn on_alarm(handler: extern "C" fn(libc::c_int)) -> io::Result<SavedAction> {
+    // SAFETY: `sa` is fully initialised (zeroed, then the handler and an empty mask set) and
+    // `old` is plain data for the kernel to fill; the handler's signal-safety is this
+    // function's contract.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
+        let mut old: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
-        check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()))?;
+        check(libc::sigaction(libc::SIGALRM, &sa, &mut old))?;
+        Ok(SavedAction(old))
     }
-    Ok(())
+}
+
+/// Puts back the SIGALRM disposition [`on_alarm`] replaced.
+pub fn restore_alarm(saved: &SavedAction) -> io::Result<()> {
+    // SAFETY: `saved` holds a disposition the kernel itself returned for SIGALRM, so it is
+    // valid to install again; the old value is not requested.
+    check(unsafe { libc::sigaction(libc::SIGALRM, &saved.0, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Stops the real-time timer [`arm_alarm`] started (no SIGALRM after this returns).
+pub fn disarm_alarm() -> io::Result<()> {
+    let zero = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let it = libc::itimerval { it_interval: zero, it_value: zero };
+    // SAFETY: `it` is a valid itimerval; an all-zero value disarms the timer.
+    check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) }).map(drop)
 }
 
 /// Arms a one-shot real-time timer: SIGALRM after `after`, then every `every` (zero: once).

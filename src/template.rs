@@ -1,13 +1,14 @@
-//! A template: a WASI preview1 command module compiled once, linked once and instantiated once,
-//! ready to be forked per task.
+//! A template: a WASI preview1 command module compiled once (in a bounded child process) and
+//! linked once; the zygote instantiates it once, confined and under a task's limits
+//! ([`InitLimits`]), and forks the instance per task.
 
 use crate::cache::CompileCache;
+use crate::compile::CompileLimits;
 use crate::error::{Error, boxed};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::Duration;
+use wasmtime::{Engine, Linker, Module, Store, Trap, TypedFunc};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -16,12 +17,18 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 pub struct Config {
     cache_dir: Option<PathBuf>,
     meter_fuel: bool,
+    compile: Option<CompileLimits>,
 }
 
 impl Default for Config {
-    /// Compiled code cached in [`default_dir`](crate::cache::default_dir); no fuel metering.
+    /// Compiled code cached in [`default_dir`](crate::cache::default_dir); no fuel metering;
+    /// modules compiled in a child process under the default [`CompileLimits`].
     fn default() -> Self {
-        Self { cache_dir: crate::cache::default_dir(), meter_fuel: false }
+        Self {
+            cache_dir: crate::cache::default_dir(),
+            meter_fuel: false,
+            compile: Some(CompileLimits::default()),
+        }
     }
 }
 
@@ -44,9 +51,20 @@ impl Config {
         self
     }
 
+    /// How an untrusted module is compiled: `Some` (the default) in a forked child process,
+    /// killed past its time bound and refused memory past its memory bound — which needs the
+    /// calling process to be single-threaded when a module is not in the cache
+    /// ([`Error::CompileNotSingleThreaded`] otherwise); `None` in this process, unbounded: for
+    /// modules the caller trusts, or a caller with threads.
+    pub fn compile_limits(&mut self, limits: Option<CompileLimits>) -> &mut Self {
+        self.compile = limits;
+        self
+    }
+
     fn engine(&self) -> Result<Engine, Error> {
         let mut c = wasmtime::Config::new();
-        // Deadlines: a timer in the child bumps the epoch and running Wasm traps cleanly.
+        // Deadlines: a timer bumps the epoch and running Wasm traps cleanly (in the child for a
+        // task, in the zygote while a module's start function runs).
         c.epoch_interruption(true);
         c.consume_fuel(self.meter_fuel);
         // Wasmtime is built without `parallel-compilation` and `cache` (see Cargo.toml), so
@@ -69,20 +87,61 @@ pub enum CodeSource {
     Compiled,
 }
 
-/// A compiled, linked and instantiated WASI command, the parent of every task's sandbox.
+/// The limits a module's own code runs under while it is instantiated in the zygote: its
+/// `start` function, its data and element initialisers, its declared memories.
 ///
-/// Building a template never runs guest code except a module's own `start` function.
-/// [`Zygote`](crate::Zygote) forks it per task: each child gets a copy-on-write copy of the
-/// instance, so no task can see another's memory or globals.
+/// They are a task's limits, enforced the same way: a deadline (epoch interruption, armed by a
+/// SIGALRM timer), fuel when the template meters it, and the linear-memory cap, which applies
+/// to a memory's declared initial size as well as to every growth. A module that passes one
+/// fails to load ([`Error::InitTimeout`], [`Error::InitMemoryLimit`], [`Error::InitFuel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitLimits {
+    /// Wall-clock deadline for instantiation; `None` for none.
+    pub timeout: Option<Duration>,
+    /// Largest size, in bytes, any linear memory may have; `None` for no cap.
+    pub max_memory: Option<usize>,
+    /// Fuel budget (needs [`Config::fuel`]); `None`: unlimited fuel.
+    pub fuel: Option<u64>,
+}
+
+impl Default for InitLimits {
+    /// The command line's task defaults: [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT),
+    /// [`DEFAULT_MAX_MEMORY`](crate::DEFAULT_MAX_MEMORY), no fuel budget.
+    fn default() -> Self {
+        Self {
+            timeout: Some(crate::task::DEFAULT_TIMEOUT),
+            max_memory: Some(crate::task::DEFAULT_MAX_MEMORY),
+            fuel: None,
+        }
+    }
+}
+
+impl InitLimits {
+    /// The limits of `task`: its timeout, memory cap and fuel budget.
+    pub fn of_task(task: &crate::Task) -> Self {
+        Self { timeout: task.timeout, max_memory: task.max_memory, fuel: task.fuel }
+    }
+}
+
+/// A compiled and linked WASI command, checked (its imports are provided, it exports
+/// `_start`), not yet instantiated: building one runs no guest code.
+///
+/// [`Zygote`](crate::Zygote) instantiates it — after confining itself, under
+/// [`InitLimits`] — and forks the instance per task: each child gets a copy-on-write copy, so
+/// no task can see another's memory or globals.
 pub struct Template {
     pub(crate) name: String,
     pub(crate) engine: Engine,
     pub(crate) module: Module,
     pub(crate) linker: Linker<TaskState>,
-    pub(crate) store: Store<TaskState>,
-    pub(crate) start: TypedFunc<(), ()>,
     pub(crate) fuel: bool,
     code_source: CodeSource,
+}
+
+/// A template's instance, created in the zygote: what each sandbox inherits and runs.
+pub(crate) struct Warm {
+    pub store: Store<TaskState>,
+    pub start: TypedFunc<(), ()>,
 }
 
 /// What a store holds: the task's WASI context and its memory cap.
@@ -99,6 +158,9 @@ pub(crate) struct MemoryCap {
     pub max: Option<usize>,
     /// The size of the first growth refused, if any.
     pub refused: Option<usize>,
+    /// The largest size any memory has been allowed (its initial size included): a memory's
+    /// size now, since memories never shrink.
+    pub largest: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -108,12 +170,17 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Wasmtime asks here for a memory's initial size too (current 0), when it is created
+        // at instantiation: a declared minimum past the cap fails to instantiate.
         match self.max {
             Some(max) if desired > max => {
                 self.refused.get_or_insert(desired);
                 Ok(false)
             }
-            _ => Ok(true),
+            _ => {
+                self.largest = self.largest.max(desired);
+                Ok(true)
+            }
         }
     }
 
@@ -129,7 +196,8 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 }
 
 impl Template {
-    /// Builds a template from a `.wasm` (or `.wat`) file.
+    /// Compiles (or loads from the cache) a `.wasm` (or `.wat`) file and checks it is a WASI
+    /// command. Runs none of its code.
     pub fn from_file(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
@@ -137,30 +205,23 @@ impl Template {
         Self::from_bytes(&path.display().to_string(), &bytes, config)
     }
 
-    /// Builds a template from module bytes; `name` is used in messages and as `argv[0]`.
+    /// Compiles (or loads from the cache) module bytes and checks them; `name` is used in
+    /// messages and as `argv[0]`. Runs none of the module's code.
     pub fn from_bytes(name: &str, bytes: &[u8], config: &Config) -> Result<Self, Error> {
         let name = name.to_string();
         check_magic(&name, bytes)?;
         let engine = config.engine()?;
         let cache = config.cache_dir.as_deref().and_then(|d| CompileCache::open(d).ok());
-        let (module, code_source) = compile(&engine, &name, bytes, cache.as_ref())?;
+        let (module, code_source) = compile(&engine, &name, bytes, cache.as_ref(), config)?;
 
         let mut linker: Linker<TaskState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
             .map_err(|e| Error::Engine(boxed(e)))?;
-        // The placeholder context has no args, env, stdio or preopens; each child swaps in its
-        // task's context before calling `_start`.
+        // A store only to look imports up in; nothing is instantiated in it.
         let mut store = Store::new(
             &engine,
             TaskState { wasi: placeholder_ctx(), memory: MemoryCap::default() },
         );
-        store.limiter(|s| &mut s.memory);
-        // No deadline and unlimited fuel while instantiating (a module's start function runs
-        // here); each child sets its task's own.
-        store.set_epoch_deadline(NO_DEADLINE);
-        if config.meter_fuel {
-            store.set_fuel(u64::MAX).map_err(|e| Error::Engine(boxed(e)))?;
-        }
         for import in module.imports() {
             if linker.get_by_import(&mut store, &import).is_none() {
                 return Err(Error::UnknownImport {
@@ -175,27 +236,7 @@ impl Template {
                 if f.params().len() == 0 && f.results().len() == 0 => {}
             _ => return Err(Error::NoStart { name }),
         }
-
-        let instance = block_on_ready(linker.instantiate_async(&mut store, &module))
-            .ok_or_else(|| Error::Instantiate {
-                name: name.clone(),
-                source: "the module's start function blocked during instantiation".into(),
-            })?
-            .map_err(|e| Error::Instantiate { name: name.clone(), source: boxed(e) })?;
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(|_| Error::NoStart { name: name.clone() })?;
-        prewarm(&engine);
-        Ok(Self {
-            name,
-            engine,
-            module,
-            linker,
-            store,
-            start,
-            fuel: config.meter_fuel,
-            code_source,
-        })
+        Ok(Self { name, engine, module, linker, fuel: config.meter_fuel, code_source })
     }
 
     /// The module's name, as given when the template was built.
@@ -211,6 +252,130 @@ impl Template {
     /// Whether the compiled code came from the cache.
     pub fn code_source(&self) -> CodeSource {
         self.code_source
+    }
+
+    /// Instantiates the module in this process — running its `start` function and
+    /// initialisers — under `limits`, then warms Wasmtime's per-thread state for forking.
+    ///
+    /// With a timeout, SIGALRM is this process's for the duration (its previous disposition
+    /// is put back afterwards); the caller must not use `ITIMER_REAL` meanwhile.
+    pub(crate) fn instantiate(&self, limits: &InitLimits) -> Result<Warm, Error> {
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(Error::FuelNotMetered);
+        }
+        let name = || self.name.clone();
+        // The placeholder context has no args, env, stdio or preopens; each child swaps in its
+        // task's context before calling `_start`.
+        let cap = MemoryCap { max: limits.max_memory, ..MemoryCap::default() };
+        let mut store =
+            Store::new(&self.engine, TaskState { wasi: placeholder_ctx(), memory: cap });
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(NO_DEADLINE);
+        if self.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| Error::Engine(boxed(e)))?;
+        }
+        // A current-thread runtime starts no thread; it drives a start function's host calls
+        // (a WASI sleep, say), and its timer bounds a start function blocked in one.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Engine(e.into()))?;
+        let timer = match limits.timeout {
+            Some(timeout) => {
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_trap();
+                Some(InitTimer::arm(&self.engine, timeout).map_err(Error::InitTimer)?)
+            }
+            None => None,
+        };
+        let instantiating = self.linker.instantiate_async(&mut store, &self.module);
+        let result = rt.block_on(async {
+            match limits.timeout {
+                Some(t) => tokio::time::timeout(t, instantiating).await.ok(),
+                None => Some(instantiating.await),
+            }
+        });
+        if let Some(timer) = timer {
+            timer.disarm().map_err(Error::InitTimer)?;
+        }
+        drop(rt);
+        let refused = store.data().memory.refused;
+        let timed_out =
+            || Error::InitTimeout { name: name(), timeout: limits.timeout.unwrap_or_default() };
+        let instance = match result {
+            None => return Err(timed_out()),
+            Some(Ok(instance)) => instance,
+            Some(Err(e)) => {
+                return Err(match (e.downcast_ref::<Trap>(), refused, limits.max_memory) {
+                    (Some(Trap::Interrupt), _, _) => timed_out(),
+                    (Some(Trap::OutOfFuel), _, _) => {
+                        Error::InitFuel { name: name(), fuel: limits.fuel.unwrap_or(u64::MAX) }
+                    }
+                    (_, Some(wanted), Some(max)) => {
+                        Error::InitMemoryLimit { name: name(), wanted, max }
+                    }
+                    _ => Error::Instantiate { name: name(), source: boxed(e) },
+                });
+            }
+        };
+        // No deadline and unlimited fuel until a child sets its task's own.
+        store.set_epoch_deadline(NO_DEADLINE);
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|_| Error::NoStart { name: name() })?;
+        prewarm(&self.engine);
+        Ok(Warm { store, start })
+    }
+}
+
+/// The engine whose epoch the instantiation timer bumps, while one is armed.
+static INIT_ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+
+/// SIGALRM handler while a module is instantiated: bumps the epoch, so a start function
+/// running Wasm traps at its next epoch check. It does nothing else.
+extern "C" fn on_init_deadline(_sig: libc::c_int) {
+    let engine = INIT_ENGINE.load(Ordering::Acquire);
+    if !engine.is_null() {
+        // SAFETY: the pointer comes from `Box::into_raw` in `InitTimer::arm` and is freed only
+        // by `InitTimer::disarm` after the timer is stopped and this handler uninstalled;
+        // `Engine::increment_epoch` is documented as async-signal-safe (an atomic add).
+        unsafe { (*engine).increment_epoch() };
+    }
+}
+
+/// The ITIMER_REAL timer and SIGALRM handler bounding one instantiation (the zygote has one
+/// thread, so no timer thread).
+struct InitTimer {
+    saved: crate::sys::SavedAction,
+}
+
+impl InitTimer {
+    /// Installs the handler, then fires it after `timeout` and every 10 ms after that (a
+    /// start function may be between epoch checks, or in a host call, at the first one).
+    fn arm(engine: &Engine, timeout: Duration) -> std::io::Result<Self> {
+        let engine = Box::into_raw(Box::new(engine.clone()));
+        INIT_ENGINE.store(engine, Ordering::Release);
+        // SAFETY: `on_init_deadline` only loads an atomic and increments the epoch, both
+        // async-signal-safe.
+        let timer = Self { saved: unsafe { crate::sys::on_alarm(on_init_deadline) }? };
+        if let Err(e) = crate::sys::arm_alarm(timeout, Duration::from_millis(10)) {
+            let _ = timer.disarm();
+            return Err(e);
+        }
+        Ok(timer)
+    }
+
+    /// Stops the timer, puts the previous SIGALRM disposition back, frees the engine handle.
+    fn disarm(self) -> std::io::Result<()> {
+        crate::sys::disarm_alarm()?;
+        crate::sys::restore_alarm(&self.saved)?;
+        let engine = INIT_ENGINE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !engine.is_null() {
+            // SAFETY: made by `Box::into_raw` in `arm`; the handler that read it can no longer
+            // run (timer stopped, handler replaced), and the swap above took the only copy.
+            drop(unsafe { Box::from_raw(engine) });
+        }
+        Ok(())
     }
 }
 
@@ -255,9 +420,13 @@ fn compile(
     name: &str,
     bytes: &[u8],
     cache: Option<&CompileCache>,
+    config: &Config,
 ) -> Result<(Module, CodeSource), Error> {
     if let Some(module) = cache.and_then(|c| c.load(engine, bytes)) {
         return Ok((module, CodeSource::Cache));
+    }
+    if let Some(limits) = &config.compile {
+        return crate::compile::compile_in_child(engine, name, bytes, cache, limits);
     }
     let module = Module::new(engine, bytes)
         .map_err(|e| Error::Compile { name: name.to_string(), source: boxed(e) })?;
@@ -265,18 +434,4 @@ fn compile(
         Some(mapped) => Ok((mapped, CodeSource::CompiledAndCached)),
         None => Ok((module, CodeSource::Compiled)),
     }
-}
-
-/// Polls a future that is expected to be ready at once (instantiation without async host
-/// calls), with a no-op waker: no runtime, no threads. `None` if it was not ready.
-fn block_on_ready<F: Future>(fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    // A few polls cover futures that yield once internally before completing.
-    for _ in 0..16 {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return Some(v);
-        }
-    }
-    None
 }

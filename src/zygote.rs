@@ -15,7 +15,7 @@ use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
 use crate::task::DirGrant;
 use crate::task::{Output, Stdin, Task};
-use crate::template::Template;
+use crate::template::{InitLimits, Template, Warm};
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
 use std::collections::VecDeque;
@@ -55,6 +55,9 @@ pub struct Isolation {
     /// Host directories tasks may be granted. With namespaces, a task can only be granted one
     /// of these (named as here), since the host filesystem is gone afterwards.
     pub grants: Vec<DirGrant>,
+    /// Limits on instantiating the template (its `start` function, initialisers, declared
+    /// memories), which happens after the namespaces are entered.
+    pub init: InitLimits,
 }
 
 impl Default for Isolation {
@@ -65,6 +68,7 @@ impl Default for Isolation {
             seccomp: SeccompMode::Enforce,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             grants: Vec::new(),
+            init: InitLimits::default(),
         }
     }
 }
@@ -80,6 +84,8 @@ struct Confinement {
 /// A warm template that runs each task in its own forked sandbox.
 pub struct Zygote {
     template: Template,
+    /// The template's instance, created here after confinement; every sandbox's copy.
+    warm: Warm,
     pid: libc::pid_t,
     cgroup: Option<MemoryCgroup>,
     pool: VecDeque<Idle>,
@@ -106,6 +112,12 @@ impl Zygote {
     /// A zygote with the given isolation. With `namespaces`, **this process** enters the new
     /// namespaces and loses the host filesystem: call it from a process that exists to be the
     /// zygote (as the `run` and `worker` commands do).
+    ///
+    /// The order is fixed: confine this process (namespaces), compile the seccomp policy, and
+    /// only then instantiate the template — the first time any of the module's code runs —
+    /// under [`Isolation::init`]. A module whose start function passes those limits is an
+    /// error ([`Error::InitTimeout`], [`Error::InitMemoryLimit`], [`Error::InitFuel`]), never
+    /// a hang. SIGALRM is this process's while it instantiates.
     pub fn with_isolation(template: Template, isolation: Isolation) -> Result<Self, Error> {
         let open = |path: &str| std::fs::File::open(path).map_err(Error::ThreadCount);
         let (proc_stat, proc_maps) = (open("/proc/self/stat")?, open("/proc/self/maps")?);
@@ -124,8 +136,13 @@ impl Zygote {
         };
         let seccomp = crate::seccomp::compile(isolation.seccomp).map_err(Error::Seccomp)?;
         let confinement = Confinement { mounted, seccomp, max_file_size: isolation.max_file_size };
+        // Only now does any of the module's own code run — its start function, its
+        // initialisers — in this process confined as far as it will be (namespaces entered
+        // above), under the same deadline, fuel and memory cap as a task.
+        let warm = template.instantiate(&isolation.init)?;
         Ok(Self {
             template,
+            warm,
             pid: sys::getpid(),
             cgroup,
             pool: VecDeque::new(),
@@ -369,7 +386,7 @@ impl Zygote {
         // between that check and here starts one.
         let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
         match forked.map_err(Error::Fork)? {
-            Fork::Child => child::enter(&mut self.template, fds, &plan, assignment),
+            Fork::Child => child::enter(&self.template, &mut self.warm, fds, &plan, assignment),
             Fork::Parent(pid) => Ok((pid, plan.forked_at)),
         }
     }

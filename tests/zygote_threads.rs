@@ -11,9 +11,12 @@ use common::guest;
 use std::sync::mpsc;
 use zeroboot_wasm::*;
 
+/// Compiles in this (multi-threaded) test process: a compiler child cannot be forked from it.
+/// The guests here are our own.
 fn config(cache: &tempfile::TempDir) -> Config {
     let mut c = Config::new();
     c.cache_dir(Some(cache.path().to_path_buf()));
+    c.compile_limits(None);
     c
 }
 
@@ -157,9 +160,39 @@ fn unknown_import_is_named() {
 
 #[test]
 fn trapping_start_function_is_an_instantiate_error() {
-    let e =
-        reject("startfn", br#"(module (func $s unreachable) (start $s) (func (export "_start")))"#);
-    assert!(matches!(&e, Error::Instantiate { .. }), "{e:?}");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let wat = br#"(module (func $s unreachable) (start $s) (func (export "_start")))"#;
+    // Building the template runs none of the module's code; the zygote instantiates it.
+    let t = Template::from_bytes("startfn", wat, &config(&cache)).expect("template");
+    match Zygote::new(t) {
+        Err(e) => {
+            assert!(e.is_bad_input(), "{} should be bad input", e.one_line());
+            assert!(matches!(&e, Error::Instantiate { .. }), "{e:?}");
+        }
+        Ok(_) => panic!("a trapping start function was instantiated"),
+    }
+}
+
+#[test]
+fn compiling_in_a_child_refuses_a_multithreaded_process() {
+    let _extra = ExtraThread::start();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::new();
+    c.cache_dir(Some(cache.path().to_path_buf()));
+    match Template::from_bytes("text", br#"(module (func (export "_start")))"#, &c) {
+        Err(Error::CompileNotSingleThreaded { threads }) => assert!(threads >= 2),
+        Err(e) => panic!("expected CompileNotSingleThreaded, got {}", e.one_line()),
+        Ok(_) => panic!("a compiler child was forked from a multi-threaded process"),
+    }
+    // Compiled in process once, the module is then loaded from the cache without a child.
+    c.compile_limits(None);
+    let t = Template::from_bytes("text", br#"(module (func (export "_start")))"#, &c)
+        .expect("in-process compile");
+    assert_eq!(t.code_source(), CodeSource::CompiledAndCached);
+    c.compile_limits(Some(CompileLimits::default()));
+    let t = Template::from_bytes("text", br#"(module (func (export "_start")))"#, &c)
+        .expect("cached load");
+    assert_eq!(t.code_source(), CodeSource::Cache);
 }
 
 #[test]
@@ -184,6 +217,7 @@ fn good_modules_build_templates() {
     let t = Template::from_bytes("text", br#"(module (func (export "_start")))"#, &{
         let mut c = Config::new();
         c.cache_dir(None);
+        c.compile_limits(None);
         c
     })
     .expect("text template");

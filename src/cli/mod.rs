@@ -16,7 +16,8 @@ pub mod exit {
     /// Bad command line: unknown flag, malformed value.
     pub const USAGE: i32 = 2;
     /// The module is not a valid WASI command (not WebAssembly, invalid, no `_start`,
-    /// unknown import).
+    /// unknown import), or it is hostile: its start function or instantiation passed the
+    /// limits (timeout, memory cap, fuel), or compiling it passed the compile bounds.
     pub const DATA: i32 = 65;
     /// The module file or a granted directory is missing or unreadable.
     pub const NO_INPUT: i32 = 66;
@@ -37,7 +38,9 @@ Exit codes:
   0-125  the guest's own exit code (status `exited`); WASI preview1 in Wasmtime refuses
          proc_exit codes of 126 and above (the guest traps), as `wasmtime run` does
   2      bad command line
-  65     the module is not a valid WASI preview1 command
+  65     the module is not a valid WASI preview1 command, or loading it passed a limit:
+         its start function ran past --timeout or --fuel, it needs more linear memory
+         than --max-memory, or compiling it passed --compile-timeout/--compile-max-memory
   66     the module file or a granted directory is missing or unreadable
   70     internal error in the runtime
   124    timeout
@@ -112,6 +115,13 @@ pub struct CommonArgs {
     /// Largest file a guest may write in a granted directory (writes past it fail with EFBIG).
     #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
     max_file_size: u64,
+    /// Wall-clock bound on compiling the module (in a child process, killed past it); a
+    /// cached module is not compiled.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "60s")]
+    compile_timeout: std::time::Duration,
+    /// Memory bound on the compiler process (`RLIMIT_DATA`).
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "2GiB")]
+    compile_max_memory: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -131,6 +141,10 @@ impl CommonArgs {
     fn config(&self) -> Config {
         let mut c = Config::new();
         c.fuel(self.fuel.is_some());
+        c.compile_limits(Some(zeroboot_wasm::CompileLimits {
+            timeout: self.compile_timeout,
+            max_memory: self.compile_max_memory,
+        }));
         if self.no_cache {
             c.cache_dir(None);
         } else if let Some(d) = &self.cache_dir {
@@ -139,7 +153,9 @@ impl CommonArgs {
         c
     }
 
-    /// Builds the zygote: this process, confined as the flags say.
+    /// Builds the zygote: this process, confined as the flags say, then the template
+    /// instantiated in it under the task limits the flags give (`--timeout`, `--max-memory`,
+    /// `--fuel`).
     fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
         let isolation = zeroboot_wasm::Isolation {
             namespaces: self.namespaces == OnOff::On,
@@ -150,6 +166,11 @@ impl CommonArgs {
             },
             max_file_size: self.max_file_size,
             grants: self.dirs.iter().chain(&self.dirs_ro).cloned().collect(),
+            init: zeroboot_wasm::InitLimits {
+                timeout: self.timeout.0,
+                max_memory: Some(self.max_memory),
+                fuel: self.fuel,
+            },
         };
         zeroboot_wasm::Zygote::with_isolation(template, isolation)
     }
