@@ -35,9 +35,11 @@ pub struct CompileLimits {
 
 /// Default compile deadline: 60 s.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default compile memory bound: 2 GiB. Measured: compiling a 2.2 MB module with 6,400
-/// functions took 153 MiB of data mappings, and a single 1.6 MB function 330 MiB;
-/// hello 12 MiB (`RLIMIT_DATA` counts the caller's own heap, inherited at fork, too).
+/// Default compile memory bound: 2 GiB, about ten times the most we measured a module to
+/// need (bisecting `--compile-max-memory`, release build): a single function of 200,000
+/// instructions (11 MB of text) needs 192–224 MiB; 6,000 functions of ~100 instructions each
+/// (11.6 MB of text) 80–96 MiB; hello less than 512 KiB. The bound counts the caller's own
+/// data mappings, inherited at fork, too.
 pub const DEFAULT_COMPILE_MAX_MEMORY: u64 = 2 << 30;
 
 impl Default for CompileLimits {

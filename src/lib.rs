@@ -2,8 +2,10 @@
 //! copy-on-write from a warm template.
 //!
 //! The nouns, in lifecycle order:
-//! [`Config`] → [`Template`] (compiled, linked, instantiated once) → [`Zygote`] (forks the
-//! template per task) → [`Task`] (args, env, stdin, directories, limits) → [`Outcome`].
+//! [`Config`] → [`Template`] (compiled in a bounded child process or loaded from the cache,
+//! linked, checked; none of its code run) → [`Zygote`] (confines this process, then
+//! instantiates the template once under [`InitLimits`], then forks the instance per task) →
+//! [`Task`] (args, env, stdin, directories, limits) → [`Outcome`].
 //!
 //! ```no_run
 //! use zeroboot_wasm::{Config, Template, Zygote, Task};

@@ -144,6 +144,10 @@ fn runtime_memory_stays_bounded_under_an_output_flood() {
 /// caller, and the worker serves the next task.
 #[test]
 fn a_sandbox_killed_from_outside_is_reported_as_killed() {
+    // Compile (in a child process of its own) and cache the module first, so the worker's
+    // only children are its sandboxes.
+    let warm = common::run(&["run", guest("multi").to_str().unwrap(), "hello"]);
+    assert!(warm.status.success(), "{}", common::stderr(&warm));
     let (mut w, mut input, mut output) = spawn_worker(&[guest("multi").to_str().unwrap()]);
     writeln!(input, "{}", task(&["spin"], json!({"timeout_ms": 20000}))).unwrap();
     input.flush().unwrap();
