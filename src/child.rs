@@ -29,6 +29,8 @@ const STDIN: RawFd = 0;
 const STDOUT: RawFd = 1;
 const STDERR: RawFd = 2;
 const REPORT: RawFd = 3;
+/// A sandbox whose task comes later reads it here (the host or zygote writes it).
+pub(crate) const CHANNEL: RawFd = 4;
 
 /// Descriptors the zygote hands to the child, as numbered in the zygote.
 pub(crate) struct ChildFds {
@@ -40,6 +42,8 @@ pub(crate) struct ChildFds {
     pub stderr: RawFd,
     /// Becomes fd 3: the report pipe.
     pub report: RawFd,
+    /// Becomes fd 4: the task channel of a sandbox whose task comes later.
+    pub channel: Option<RawFd>,
 }
 
 /// A directory to preopen, as the child must open it.
@@ -75,7 +79,8 @@ pub(crate) enum Payload {
 pub(crate) enum Assignment<'a> {
     /// Known at fork (on-demand): in this copy of the zygote's memory.
     Now { task: &'a Task, preopens: Vec<Preopen>, deadline: Option<Instant>, payload: Payload },
-    /// Handed over later on fd 0 (a pre-forked pool child, already sandboxed).
+    /// Handed over later on the channel, fd 4 (a pre-forked pool child, or a sandbox whose
+    /// task the host writes itself), read once the sandbox is confined.
     Later,
 }
 
@@ -96,8 +101,8 @@ struct Ready<'a> {
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
 ///    orphan running guest code.
-/// 2. **Descriptors**: stdio (or, in a pool child, the task channel as fd 0) and the report
-///    pipe moved to 0–3; every other inherited descriptor closed (the zygote's module file, its
+/// 2. **Descriptors**: stdio and the report pipe moved to 0–3 (and the task channel, for a
+///    sandbox whose task comes later, to 4); every other inherited descriptor closed (the zygote's module file, its
 ///    /proc handles, other sandboxes' pipes).
 /// 3. **Signals and environment**: mask emptied (dispositions kept, so Wasmtime's trap handlers
 ///    stay); environment cleared.
@@ -108,7 +113,7 @@ struct Ready<'a> {
 ///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
 /// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
 ///    violation reports itself.
-/// 9. **The task**: already in memory, or (pool) read from fd 0 — so a pre-forked child waits
+/// 9. **The task**: already in memory, or read from the channel (fd 4) — so a pre-forked child waits
 ///    fully sandboxed.
 /// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
 ///     `openat`, and randomness drawn from the OS in this child — never state inherited from
@@ -155,8 +160,8 @@ pub(crate) fn enter(
     if linger {
         // Stay mapped for the zygote's memory measurement until it closes the channel.
         let mut byte = [0u8; 1];
-        // SAFETY: fd 0 is the task channel; reading into a one-byte stack buffer.
-        while unsafe { libc::read(STDIN, byte.as_mut_ptr().cast(), 1) } > 0 {}
+        // SAFETY: fd 4 is the task channel; reading into a one-byte stack buffer.
+        while unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } > 0 {}
     }
     sys::exit_now(code)
 }
@@ -183,7 +188,7 @@ fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runt
     Ok(rt)
 }
 
-/// Step 9: the task, from memory or from the channel on fd 0.
+/// Step 9: the task, from memory or from the channel on fd 4.
 fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, String> {
     match assignment {
         Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
@@ -199,8 +204,8 @@ fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, 
             // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.
             let mut buf = [0u8; 4096];
             let frame: TaskFrame = loop {
-                // SAFETY: fd 0 is the task channel; `buf` is a valid writable buffer.
-                let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
+                // SAFETY: fd 4 is the task channel; `buf` is a valid writable buffer.
+                let n = unsafe { libc::read(CHANNEL, buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 {
                     // The zygote closed the channel without a task: it is shutting down.
                     sys::exit_now(0);
@@ -216,7 +221,7 @@ fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, 
                 argv0: frame.argv0,
                 args: frame.args,
                 env: frame.env,
-                stdin: Stdin::Bytes(frame.stdin),
+                stdin: if frame.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(frame.stdin) },
                 timeout: frame.timeout_us.map(Duration::from_micros),
                 max_memory: frame.max_memory,
                 fuel: frame.fuel,
@@ -239,8 +244,8 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
     // Duplicate every source above the target range first, so that placing one never
     // overwrites another that happens to be numbered 0–3.
     const ABOVE: RawFd = 10;
-    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report)];
-    let mut temps = [None; 4];
+    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report), fds.channel];
+    let mut temps = [None; 5];
     for (temp, source) in temps.iter_mut().zip(sources) {
         if let Some(fd) = source {
             *temp = Some(sys::dup_at_least(fd, ABOVE)?);
@@ -252,7 +257,7 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
             None => sys::close(target as RawFd),
         }
     }
-    sys::close_from(REPORT + 1)
+    sys::close_from(CHANNEL + 1)
 }
 
 fn internal(message: String, since: Instant) -> ChildReport {

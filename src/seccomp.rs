@@ -4,8 +4,8 @@
 //! child as its last setup step.
 //!
 //! Arguments are constrained where it is cheap: `write` only to the sandbox's stdout, stderr
-//! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin (files use
-//! `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
+//! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin and the task
+//! channel (files use `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
 //! no new executable memory after the fork); `rt_sigaction` and `tgkill` only for `SIGABRT`
 //! (what `abort()` needs). `prctl` and `seccomp` are denied, so the filter cannot be changed.
 //!
@@ -99,7 +99,7 @@ pub const ALLOWED: &[(&str, i64)] = &[
 /// System calls allowed only with constrained arguments, with the constraint in words.
 pub const CONSTRAINED: &[(&str, &str)] = &[
     ("write", "fd is 1, 2 or 3 (stdout, stderr, report)"),
-    ("read", "fd is 0 (stdin)"),
+    ("read", "fd is 0 (stdin) or 4 (the task channel)"),
     ("mmap", "prot without PROT_EXEC"),
     ("mprotect", "prot without PROT_EXEC"),
     ("rt_sigaction", "signal is SIGABRT"),
@@ -135,7 +135,7 @@ pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             ALLOWED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
         rules.insert(libc::SYS_write, rules_one_of(0, &[1, 2, 3])?);
-        rules.insert(libc::SYS_read, rules_one_of(0, &[0])?);
+        rules.insert(libc::SYS_read, rules_one_of(0, &[0, 4])?);
         rules.insert(libc::SYS_mmap, no_exec(2)?);
         rules.insert(libc::SYS_mprotect, no_exec(2)?);
         rules.insert(libc::SYS_rt_sigaction, rules_one_of(0, &[libc::SIGABRT as u64])?);

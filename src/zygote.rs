@@ -19,11 +19,11 @@ use crate::template::Template;
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A snapshot of the zygote process, as seen at fork time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZygoteStats {
     /// Threads in the process (must be 1 to fork).
     pub threads: usize,
@@ -158,31 +158,7 @@ impl Zygote {
 
     /// Where each of the task's directories is, as the child will open it.
     fn preopens(&self, task: &Task) -> Result<Vec<Preopen>, Error> {
-        let mut out = Vec::with_capacity(task.dirs.len());
-        for d in &task.dirs {
-            let path = match &self.confinement.mounted {
-                None => {
-                    let source = match std::fs::metadata(&d.host) {
-                        Ok(m) if m.is_dir() => None,
-                        Ok(_) => Some(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
-                        Err(e) => Some(e),
-                    };
-                    if let Some(source) = source {
-                        return Err(Error::GrantDir { path: d.host.clone(), source });
-                    }
-                    d.host.to_string_lossy().into_owned()
-                }
-                Some(mounted) => mounted
-                    .iter()
-                    .find(|g| {
-                        (g.host == d.host || g.canonical == d.host) && (d.read_only || !g.read_only)
-                    })
-                    .map(|g| g.inside.clone())
-                    .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
-            };
-            out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
-        }
-        Ok(out)
+        resolve_preopens(self.confinement.mounted.as_deref(), &task.dirs)
     }
 
     /// Runs `task` in a sandbox — a pre-forked one from the pool when there is one and the
@@ -376,18 +352,76 @@ impl Zygote {
 
     /// Forks a pool child: confined, waiting for its task on a pipe.
     fn prefork(&mut self) -> Result<Idle, Error> {
+        self.fork_waiting(None)
+    }
+
+    /// Forks a sandbox that confines itself and then waits for its task on its channel (fd
+    /// 4); `stdin`, when given, becomes its fd 0.
+    fn fork_waiting(&mut self, stdin: Option<RawFd>) -> Result<Idle, Error> {
         let (task_r, task_w) = sys::pipe().map_err(Error::Pipe)?;
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
         let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
         let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
         let fds = ChildFds {
-            stdin: Some(task_r.as_raw_fd()),
+            stdin,
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
+            channel: Some(task_r.as_raw_fd()),
         };
         let (pid, _) = self.fork_child(fds, None, Assignment::Later)?;
         Ok(Idle { pid, task_w, report_r, out_r, err_r })
+    }
+
+    /// Fork-server support: a confined sandbox whose task someone else (the host) will write
+    /// to its channel — from the pool when there is one and `stdin` is not given, else forked
+    /// now (with `stdin` as its fd 0). Also returns how long the fork took (0 from the pool).
+    pub(crate) fn hand_out(&mut self, stdin: Option<&OwnedFd>) -> Result<(Idle, u64), Error> {
+        if stdin.is_none()
+            && let Some(idle) = self.pool.pop_front()
+        {
+            return Ok((idle, 0));
+        }
+        let started = Instant::now();
+        let idle = self.fork_waiting(stdin.map(AsRawFd::as_raw_fd))?;
+        Ok((idle, micros(started.elapsed())))
+    }
+
+    /// Fork-server support: forks one more pool sandbox and returns its pid.
+    pub(crate) fn prefork_one(&mut self) -> Result<libc::pid_t, Error> {
+        let idle = self.prefork()?;
+        let pid = idle.pid;
+        self.pool.push_back(idle);
+        Ok(pid)
+    }
+
+    /// Fork-server support: the directories mounted for grants (empty without namespaces).
+    pub(crate) fn mounted_grants(&self) -> &[MountedGrant] {
+        self.confinement.mounted.as_deref().unwrap_or(&[])
+    }
+
+    /// Fork-server support: bounds the next sandbox's host-side memory (its linear-memory cap
+    /// plus [`HOST_OVERHEAD`]) where a memory cgroup exists. A limit that cannot be applied is
+    /// an error for that task, never a layer silently dropped.
+    pub(crate) fn set_memory_limit(&mut self, max_memory: Option<u64>) -> Result<(), Error> {
+        match &mut self.cgroup {
+            Some(cg) => cg
+                .set_limit(max_memory.map(|m| m.saturating_add(HOST_OVERHEAD as u64)))
+                .map_err(Error::MemoryLimit),
+            None => Ok(()),
+        }
+    }
+
+    /// Fork-server support: whether the kernel OOM-killed a sandbox for its cgroup limit
+    /// since the last call: `Some(limit)` if so.
+    pub(crate) fn oom_killed_since_last(&mut self) -> Option<Option<u64>> {
+        let cg = self.cgroup.as_mut()?;
+        cg.oom_killed_since_last().then(|| cg.limit())
+    }
+
+    /// Fork-server support: forgets an idle sandbox that died (it was reaped elsewhere).
+    pub(crate) fn forget_idle(&mut self, pid: libc::pid_t) {
+        self.pool.retain(|i| i.pid != pid);
     }
 
     /// Starts `task`: hands it to a pool child, or forks one for it.
@@ -416,6 +450,7 @@ impl Zygote {
                     Stdin::Bytes(b) => b.clone(),
                     _ => Vec::new(),
                 },
+                inherit_stdin: false,
                 preopens,
                 max_memory: task.max_memory,
                 fuel: task.fuel,
@@ -461,6 +496,7 @@ impl Zygote {
             stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
             stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
             report: report_w.as_raw_fd(),
+            channel: None,
         };
         let assignment = Assignment::Now { task, preopens, deadline, payload };
         let (pid, forked_at) = self.fork_child(fds, task.timeout, assignment)?;
@@ -515,13 +551,13 @@ impl Zygote {
     }
 }
 
-/// A pre-forked, confined child waiting for its task.
-struct Idle {
-    pid: libc::pid_t,
-    task_w: OwnedFd,
-    report_r: OwnedFd,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
+/// A forked, confined sandbox waiting for its task on its channel, and our ends of its pipes.
+pub(crate) struct Idle {
+    pub pid: libc::pid_t,
+    pub task_w: OwnedFd,
+    pub report_r: OwnedFd,
+    pub out_r: OwnedFd,
+    pub err_r: OwnedFd,
 }
 
 impl Idle {
@@ -540,6 +576,39 @@ impl Drop for Zygote {
             idle.dismiss();
         }
     }
+}
+
+/// Where each granted directory is, as the sandbox will open it: the host path itself without
+/// namespaces (checked to be a directory), else the zygote's mount of that grant.
+pub(crate) fn resolve_preopens(
+    mounted: Option<&[MountedGrant]>,
+    dirs: &[DirGrant],
+) -> Result<Vec<Preopen>, Error> {
+    let mut out = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let path = match mounted {
+            None => {
+                let source = match std::fs::metadata(&d.host) {
+                    Ok(m) if m.is_dir() => None,
+                    Ok(_) => Some(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
+                    Err(e) => Some(e),
+                };
+                if let Some(source) = source {
+                    return Err(Error::GrantDir { path: d.host.clone(), source });
+                }
+                d.host.to_string_lossy().into_owned()
+            }
+            Some(mounted) => mounted
+                .iter()
+                .find(|g| {
+                    (g.host == d.host || g.canonical == d.host) && (d.read_only || !g.read_only)
+                })
+                .map(|g| g.inside.clone())
+                .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
+        };
+        out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
+    }
+    Ok(out)
 }
 
 /// How long past its deadline a child may take to stop by itself before it is killed. A guest
