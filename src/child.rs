@@ -65,6 +65,9 @@ pub(crate) struct Plan<'a> {
     pub harden: Option<Rlimits>,
     pub seccomp: Option<&'a BpfProgram>,
     pub forked_at: Instant,
+    /// Wait on the channel (fd 4) for one byte — written once the zygote has moved this child
+    /// into its memory cgroup — before running anything of a task already in memory.
+    pub gated: bool,
 }
 
 /// What the child runs once set up: the guest's `_start`, or (tests only) native code that
@@ -143,7 +146,7 @@ pub(crate) fn enter(
         })
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
-        .and_then(|rt| Ok((rt, receive(assignment, forked_at)?)));
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.gated)?)));
     let (report, linger) = match setup {
         Ok((rt, ready)) => {
             let linger = ready.linger;
@@ -189,16 +192,31 @@ fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runt
 }
 
 /// Step 9: the task, from memory or from the channel on fd 4.
-fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, String> {
+fn receive(
+    assignment: Assignment<'_>,
+    forked_at: Instant,
+    gated: bool,
+) -> Result<Ready<'_>, String> {
     match assignment {
-        Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
-            task: Cow::Borrowed(task),
-            preopens,
-            deadline,
-            payload,
-            linger: false,
-            since: forked_at,
-        }),
+        Assignment::Now { task, preopens, deadline, payload } => {
+            if gated {
+                let mut byte = [0u8; 1];
+                // SAFETY: fd 4 is the gate pipe; reading into a one-byte stack buffer.
+                if unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } != 1 {
+                    // The zygote could not place us in our cgroup and gave up on us.
+                    sys::exit_now(0);
+                }
+                sys::close(CHANNEL);
+            }
+            Ok(Ready {
+                task: Cow::Borrowed(task),
+                preopens,
+                deadline,
+                payload,
+                linger: false,
+                since: forked_at,
+            })
+        }
         Assignment::Later => {
             let mut reader = wire::FrameReader::default();
             // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.

@@ -717,6 +717,11 @@ impl BlockingRuntime {
         self.rt.block_on(template.run(task))
     }
 
+    /// [`TemplateHandle::zygote_pid`], blocking.
+    pub fn zygote_pid(&self, template: &TemplateHandle) -> Option<i32> {
+        self.rt.block_on(template.zygote_pid())
+    }
+
     /// [`TemplateHandle::stats`], blocking.
     pub fn stats(&self, template: &TemplateHandle) -> Result<ZygoteStats, Error> {
         self.rt.block_on(template.stats())

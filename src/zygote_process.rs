@@ -13,6 +13,7 @@
 //! sandbox and reads its output directly. The zygote only forks, watches deadlines (killing at
 //! deadline + grace), reaps, and reports how each sandbox ended.
 
+use crate::cgroup::Slot;
 use crate::error::Error;
 use crate::protocol::{
     self, IsolationSpec, LoadRequest, MAX_MESSAGE, MountedGrantInfo, Reply, Request, VERSION,
@@ -162,6 +163,8 @@ struct Running {
     /// Killed if still alive past this.
     backstop: Option<Instant>,
     timed_out: bool,
+    /// Its memory cgroup, removed once it is reaped.
+    slot: Option<Slot>,
 }
 
 struct Server {
@@ -268,9 +271,7 @@ impl Server {
         stdin: Option<&OwnedFd>,
     ) -> std::io::Result<()> {
         let started = Instant::now();
-        let handed =
-            self.zygote.set_memory_limit(max_memory).and_then(|()| self.zygote.hand_out(stdin));
-        let (sandbox, fork_us) = match handed {
+        let (mut sandbox, fork_us) = match self.zygote.hand_out(stdin, max_memory) {
             Ok(h) => h,
             Err(e) => {
                 return send(&self.sock, &Reply::RunFailed { id, message: e.one_line() }, &[]);
@@ -284,6 +285,7 @@ impl Server {
             Err(e) => {
                 sys::kill_hard(sandbox.pid);
                 let _ = sys::wait(sandbox.pid);
+                self.zygote.release_slot(sandbox.slot.take());
                 let message = format!("cannot watch the sandbox: {e}");
                 return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
             }
@@ -295,7 +297,15 @@ impl Server {
             sandbox.out_r.as_raw_fd(),
             sandbox.err_r.as_raw_fd(),
         ];
-        self.running.push(Running { id, pid: sandbox.pid, pidfd, backstop, timed_out: false });
+        let slot = sandbox.slot.take();
+        self.running.push(Running {
+            id,
+            pid: sandbox.pid,
+            pidfd,
+            backstop,
+            timed_out: false,
+            slot,
+        });
         // Our copies of the pipes close when `sandbox` drops: the host holds the only ones.
         send(&self.sock, &Reply::Started { id, fork_us }, &fds)
     }
@@ -306,11 +316,13 @@ impl Server {
             ExitStatus::Code(c) => (Some(c), None),
             ExitStatus::Signal(s) => (None, Some(s)),
         };
-        let oom = if signal == Some(libc::SIGKILL) && !r.timed_out {
-            self.zygote.oom_killed_since_last()
-        } else {
-            None
+        let oom = match &r.slot {
+            Some(slot) if signal == Some(libc::SIGKILL) && !r.timed_out && slot.oom_killed() => {
+                Some(slot.limit())
+            }
+            _ => None,
         };
+        self.zygote.release_slot(r.slot);
         let reply = Reply::Exited {
             id: r.id,
             code,
@@ -333,9 +345,10 @@ impl Server {
 
     /// Kills every sandbox, running or idle, and reaps them.
     fn shutdown(&mut self) {
-        for r in self.running.drain(..) {
+        for r in std::mem::take(&mut self.running) {
             sys::kill_hard(r.pid);
             let _ = sys::wait(r.pid);
+            self.zygote.release_slot(r.slot);
         }
         self.idle.clear();
     }
