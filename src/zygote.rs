@@ -35,6 +35,10 @@ pub struct ZygoteStats {
     pub namespaces: bool,
     /// Whether sandboxes install a seccomp filter.
     pub seccomp: bool,
+    /// Whether the zygote itself runs under its own seccomp filter (a fork-server zygote),
+    /// so that sandboxes add only a short narrowing one.
+    #[serde(default)]
+    pub zygote_seccomp: bool,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
@@ -74,6 +78,9 @@ struct Confinement {
     /// `Some` when the zygote lives in its own namespaces.
     mounted: Option<Vec<MountedGrant>>,
     seccomp: Option<BpfProgram>,
+    mode: SeccompMode,
+    /// This process runs under the zygote filter: sandboxes add only the narrowing one.
+    self_filtered: bool,
     max_file_size: u64,
 }
 
@@ -123,7 +130,13 @@ impl Zygote {
             None
         };
         let seccomp = crate::seccomp::compile(isolation.seccomp).map_err(Error::Seccomp)?;
-        let confinement = Confinement { mounted, seccomp, max_file_size: isolation.max_file_size };
+        let confinement = Confinement {
+            mounted,
+            seccomp,
+            mode: isolation.seccomp,
+            self_filtered: false,
+            max_file_size: isolation.max_file_size,
+        };
         Ok(Self {
             template,
             pid: sys::getpid(),
@@ -148,6 +161,7 @@ impl Zygote {
             memory_cgroup: self.cgroups.is_some(),
             namespaces: self.confinement.mounted.is_some(),
             seccomp: self.confinement.seccomp.is_some(),
+            zygote_seccomp: self.confinement.self_filtered,
         })
     }
 
@@ -456,6 +470,23 @@ impl Zygote {
         drop(task_w);
         let _ = sys::wait(pid);
         self.release_slot(slot);
+    }
+
+    /// Fork-server support: confines this process — a zygote process of its own, set up and
+    /// about to serve — with the zygote seccomp filter
+    /// ([`compile_zygote`](crate::seccomp::compile_zygote)); its sandboxes inherit it and add
+    /// only the short narrowing filter. Pool sandboxes forked earlier are dismissed (they
+    /// carry the whole filter, which is no less strict, but the pool should be uniform).
+    pub(crate) fn install_zygote_filter(&mut self) -> Result<(), Error> {
+        let mode = self.confinement.mode;
+        let zygote = crate::seccomp::compile_zygote(mode).map_err(Error::Seccomp)?;
+        let narrowing = crate::seccomp::compile_narrowing(mode).map_err(Error::Seccomp)?;
+        let Some(zygote) = zygote else { return Ok(()) };
+        self.set_pool_size(0);
+        crate::seccomp::apply(&zygote).map_err(Error::Seccomp)?;
+        self.confinement.seccomp = narrowing;
+        self.confinement.self_filtered = true;
+        Ok(())
     }
 
     /// Fork-server support: forks one more pool sandbox and returns its pid.

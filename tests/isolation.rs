@@ -193,13 +193,14 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     let mut input = worker.stdin.take().unwrap();
     writeln!(input, "{{\"timeout_ms\": 20000}}").unwrap();
     input.flush().unwrap();
-    // Wait until the sandbox exists and is running its guest (seccomp is installed last).
+    // Wait until the sandbox exists and is running its guest (seccomp is installed last). The
+    // worker is the host; its child is the zygote process; sandboxes are the zygote's children.
     let start = Instant::now();
     let sandbox = loop {
-        let kids = children(worker.id());
-        if let Some(&pid) = kids.first()
-            && status_field(pid, "Seccomp") == "2"
-        {
+        let running = children(worker.id()).into_iter().flat_map(children).find(|&pid| {
+            status_field(pid, "Seccomp") == "2" && status_field(pid, "State").starts_with('R')
+        });
+        if let Some(pid) = running {
             break pid;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
@@ -222,8 +223,8 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     let uid = status_field(sandbox, "Uid");
     assert_eq!(uid.split_whitespace().next(), Some(euid.to_string().as_str()), "Uid: {uid}");
 
-    // Closing stdin lets the worker finish the task; killing it kills the sandbox
-    // (PR_SET_PDEATHSIG), so nothing is left spinning.
+    // Killing the host closes the zygote's socket: the zygote kills its sandboxes and exits
+    // (and a sandbox dies with its zygote, PR_SET_PDEATHSIG), so nothing is left spinning.
     drop(input);
     worker.kill().unwrap();
     let _ = worker.wait();
