@@ -487,8 +487,8 @@ fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<Wa
         }
     }
     // Unbuffered: each guest write is one write(2), so nothing is lost if the child is killed.
-    // Both output modes write to fds 1 and 2: the zygote decides whether those are its own
-    // stdio (inherit) or pipes it reads (capture).
+    // Fds 1 and 2 are always pipes the zygote reads: it captures what arrives, or relays it
+    // to its own stdio (inherit), so no rlimit of ours applies to the caller's streams.
     // SAFETY: `arrange_fds` made fds 1 and 2 the task's output; these Files are their only
     // users. `enter` closes the raw numbers once the guest is done; the Files live in the
     // store, which is never dropped before `_exit`, so nothing closes them twice.

@@ -22,7 +22,10 @@ pub enum Output {
     /// Captured into the [`Outcome`](crate::Outcome), at most this many bytes per stream; the
     /// excess is read and discarded, and the stream is flagged truncated.
     Capture { max_bytes: usize },
-    /// Written straight to the caller's own stdout and stderr.
+    /// Relayed to the caller's own stdout and stderr as it arrives. The sandbox writes to
+    /// pipes the zygote reads, never to the caller's descriptors themselves: the sandbox's
+    /// file-size rlimit (meant for files in grants) cannot cut the caller's output short. If
+    /// the caller's stream closes, the guest's next write to it fails with EPIPE.
     Inherit,
 }
 

@@ -14,7 +14,7 @@ use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
 use crate::task::DirGrant;
-use crate::task::{Output, Stdin, Task};
+use crate::task::{Stdin, Task};
 use crate::template::Template;
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
@@ -400,13 +400,9 @@ impl Zygote {
     ) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
         let deadline = task.timeout.map(|t| started + t);
-        let max_bytes = match task.output {
-            Output::Capture { max_bytes } => Some(max_bytes),
-            Output::Inherit => None,
-        };
-        let poolable = matches!(payload, Payload::Guest)
-            && max_bytes.is_some()
-            && !matches!(task.stdin, Stdin::Inherit);
+        // Output always travels through pipes the zygote reads, captured or relayed to its
+        // own stdout/stderr (`Output::Inherit`): a sandbox never holds the caller's streams.
+        let poolable = matches!(payload, Payload::Guest) && !matches!(task.stdin, Stdin::Inherit);
         if poolable && let Some(idle) = self.pool.pop_front() {
             let frame = TaskFrame {
                 argv0: Some(task.argv0.clone().unwrap_or_else(|| self.template.name().to_string())),
@@ -433,9 +429,9 @@ impl Zygote {
                 task.timeout,
                 deadline,
                 report_r,
-                Some(out_r),
-                Some(err_r),
-                max_bytes.unwrap_or(0),
+                out_r,
+                err_r,
+                task.output,
             );
             if linger {
                 flight.keep_channel(task_w);
@@ -448,32 +444,19 @@ impl Zygote {
         }
 
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
-        let captured = match max_bytes {
-            Some(_) => {
-                let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
-                let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
-                Some((out_r, out_w, err_r, err_w))
-            }
-            None => None,
-        };
+        let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
+        let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
         let fds = ChildFds {
             stdin: matches!(task.stdin, Stdin::Inherit).then_some(0),
-            stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
-            stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
         };
         let assignment = Assignment::Now { task, preopens, deadline, payload };
         let (pid, forked_at) = self.fork_child(fds, task.timeout, assignment)?;
         let fork_us = micros(forked_at.elapsed());
         // Our copies of the child's ends must be closed, or we would never see end of file.
-        drop(report_w);
-        let (out_r, err_r) = match captured {
-            Some((out_r, out_w, err_r, err_w)) => {
-                drop((out_w, err_w));
-                (Some(out_r), Some(err_r))
-            }
-            None => (None, None),
-        };
+        drop((report_w, out_w, err_w));
         Ok(Flight::new(
             pid,
             started,
@@ -483,7 +466,7 @@ impl Zygote {
             report_r,
             out_r,
             err_r,
-            max_bytes.unwrap_or(0),
+            task.output,
         ))
     }
 
