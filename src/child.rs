@@ -7,6 +7,7 @@
 //! handlers, installed in the zygote, are inherited and stay installed: they turn guest faults
 //! into traps.
 
+use crate::budget::{WriteBudget, WriteLimitExceeded};
 use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
@@ -220,6 +221,8 @@ fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, 
                 timeout: frame.timeout_us.map(Duration::from_micros),
                 max_memory: frame.max_memory,
                 fuel: frame.fuel,
+                max_write: frame.max_write,
+                max_files: frame.max_files,
                 ..Task::default()
             };
             Ok(Ready {
@@ -358,6 +361,7 @@ fn run_task(
     let state = template.store.data_mut();
     state.wasi = ctx;
     state.memory = MemoryCap { max: task.max_memory, refused: None };
+    state.writes = WriteBudget::new(task.max_write, task.max_files);
     if let (Some(fuel), true) = (task.fuel, template.fuel)
         && let Err(e) = template.store.set_fuel(fuel)
     {
@@ -408,6 +412,10 @@ fn classify(
         return (Status::Exited, Some(exit.0), None);
     }
     let detail = trap_message(e);
+    if e.downcast_ref::<WriteLimitExceeded>().is_some() {
+        // The trap's own message names the limit; the wasm backtrace follows it.
+        return (Status::WriteLimit, None, Some(detail));
+    }
     let (status, why) = match (e.downcast_ref::<Trap>(), refused, task.max_memory) {
         (Some(Trap::Interrupt), _, _) => {
             let ms = task.timeout.map_or(0, |t| t.as_millis());

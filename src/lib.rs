@@ -20,6 +20,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+mod budget;
 pub mod cache;
 mod cgroup;
 mod child;
@@ -35,6 +36,7 @@ mod template;
 mod wire;
 mod zygote;
 
+pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use error::{BoxError, Error};
 pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};

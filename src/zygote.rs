@@ -415,6 +415,8 @@ impl Zygote {
                 preopens,
                 max_memory: task.max_memory,
                 fuel: task.fuel,
+                max_write: task.max_write,
+                max_files: task.max_files,
                 timeout_us: task.timeout.map(|t| t.as_micros() as u64),
                 remaining_us: deadline
                     .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64),
