@@ -193,7 +193,12 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         "seccomp + rlimits + no caps"
     };
     let mut zygote = Zygote::with_isolation(template, isolation)?;
-    let task = Task::new().output(Output::Capture { max_bytes: 1 << 20 }).stdin(Stdin::Empty);
+    // The write budget the command line applies by default, so its checks are measured too.
+    let task = Task::new()
+        .output(Output::Capture { max_bytes: 1 << 20 })
+        .stdin(Stdin::Empty)
+        .max_write(crate::DEFAULT_MAX_WRITE)
+        .max_files(crate::DEFAULT_MAX_FILES);
     let tasks: Vec<Task> = (0..n).map(|_| task.clone()).collect();
 
     zygote.set_pool_size(0);
@@ -351,8 +356,10 @@ fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
             .stdout(MemoryOutputPipe::new(1 << 20))
             .stderr(MemoryOutputPipe::new(1 << 20))
             .build_p1();
-        let mut store =
-            Store::new(&template.engine, TaskState { wasi: ctx, memory: MemoryCap::default() });
+        let mut store = Store::new(
+            &template.engine,
+            TaskState { wasi: ctx, memory: MemoryCap::default(), writes: Default::default() },
+        );
         store.set_epoch_deadline(crate::template::NO_DEADLINE);
         let result = rt.block_on(async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -22,8 +22,8 @@ use crate::protocol::{
 use crate::sys::{self, ExitStatus, Received};
 use crate::task::{Output, Stdin, Task};
 use crate::template::Config;
-use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrame};
-use crate::zygote::{Isolation, ZygoteStats, judge, micros, resolve_preopens};
+use crate::wire::{self, ChildReport, Frame, FrameReader};
+use crate::zygote::{Isolation, ZygoteStats, judge, micros, resolve_preopens, task_frame};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -425,24 +425,9 @@ impl Connection {
         else {
             return Err(protocol_err("started without its pipes"));
         };
-        let frame = TaskFrame {
-            argv0: Some(task.argv0.clone().unwrap_or_else(|| self.name_hint())),
-            args: task.args.clone(),
-            env: task.env.clone(),
-            stdin: match &task.stdin {
-                Stdin::Bytes(b) => b.clone(),
-                _ => Vec::new(),
-            },
-            inherit_stdin: matches!(task.stdin, Stdin::Inherit),
-            preopens,
-            max_memory: task.max_memory,
-            fuel: task.fuel,
-            timeout_us: task.timeout.map(micros),
-            remaining_us: task
-                .timeout
-                .map(|t| micros((started + t).saturating_duration_since(Instant::now()))),
-            linger: false,
-        };
+        let deadline = task.timeout.map(|t| started + t);
+        let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
+        let frame = task_frame(task, &self.name, preopens, deadline, inherit_stdin, false);
         let inherit = matches!(task.output, Output::Inherit);
         let (wrote, out, err, report) = tokio::join!(
             write_task(task_w, wire::encode(&frame)),
@@ -490,10 +475,6 @@ impl Connection {
         outcome.timings_us.fork = fork_us;
         outcome.timings_us.total = micros(started.elapsed());
         Ok(outcome)
-    }
-
-    fn name_hint(&self) -> String {
-        self.name.clone()
     }
 }
 
@@ -654,8 +635,11 @@ async fn drain(fd: OwnedFd, max: usize, relay: Option<i32>) -> std::io::Result<C
             return Ok(captured);
         }
         if let Some(target) = relay {
-            // A caller that stopped reading its own output loses the rest, as with a pipe.
-            let _ = sys::write_all(target, &buf[..n]);
+            // A caller that stopped reading its own output: close the pipe, so the guest's
+            // next write fails (EPIPE) as if it wrote to the caller's stream itself.
+            if sys::write_all_waiting(target, &buf[..n]).is_err() {
+                return Ok(captured);
+            }
             continue;
         }
         let keep = n.min(max.saturating_sub(captured.bytes.len()));

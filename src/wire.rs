@@ -35,6 +35,8 @@ pub(crate) struct TaskFrame {
     pub preopens: Vec<crate::child::Preopen>,
     pub max_memory: Option<usize>,
     pub fuel: Option<u64>,
+    pub max_write: Option<u64>,
+    pub max_files: Option<u64>,
     /// The task's whole timeout (for messages) and what is left of it at hand-over.
     pub timeout_us: Option<u64>,
     pub remaining_us: Option<u64>,

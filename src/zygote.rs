@@ -14,7 +14,7 @@ use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
 use crate::task::DirGrant;
-use crate::task::{Output, Stdin, Task};
+use crate::task::{Stdin, Task};
 use crate::template::Template;
 use crate::wire::{self, ChildReport, TaskFrame};
 use seccompiler::BpfProgram;
@@ -517,35 +517,16 @@ impl Zygote {
     ) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
         let deadline = task.timeout.map(|t| started + t);
-        let max_bytes = match task.output {
-            Output::Capture { max_bytes } => Some(max_bytes),
-            Output::Inherit => None,
-        };
-        let poolable = matches!(payload, Payload::Guest)
-            && max_bytes.is_some()
-            && !matches!(task.stdin, Stdin::Inherit);
+        // Output always travels through pipes the zygote reads, captured or relayed to its
+        // own stdout/stderr (`Output::Inherit`): a sandbox never holds the caller's streams.
+        let poolable = matches!(payload, Payload::Guest) && !matches!(task.stdin, Stdin::Inherit);
         if poolable && let Some(mut idle) = self.pool.pop_front() {
             if let Err(e) = idle.set_memory_limit(task.max_memory.map(|m| m as u64)) {
                 self.dismiss(idle);
                 return Err(e);
             }
-            let frame = TaskFrame {
-                argv0: Some(task.argv0.clone().unwrap_or_else(|| self.template.name().to_string())),
-                args: task.args.clone(),
-                env: task.env.clone(),
-                stdin: match &task.stdin {
-                    Stdin::Bytes(b) => b.clone(),
-                    _ => Vec::new(),
-                },
-                inherit_stdin: false,
-                preopens,
-                max_memory: task.max_memory,
-                fuel: task.fuel,
-                timeout_us: task.timeout.map(|t| t.as_micros() as u64),
-                remaining_us: deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64),
-                linger,
-            };
+            let name = self.template.name();
+            let frame = task_frame(task, name, preopens, deadline, false, linger);
             let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
             let sent = sys::write_all(task_w.as_raw_fd(), &wire::encode(&frame));
             let mut flight = Flight::new(
@@ -555,9 +536,9 @@ impl Zygote {
                 task.timeout,
                 deadline,
                 report_r,
-                Some(out_r),
-                Some(err_r),
-                max_bytes.unwrap_or(0),
+                out_r,
+                err_r,
+                task.output,
                 slot,
             );
             if linger {
@@ -577,18 +558,12 @@ impl Zygote {
             None => None,
         };
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
-        let captured = match max_bytes {
-            Some(_) => {
-                let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
-                let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
-                Some((out_r, out_w, err_r, err_w))
-            }
-            None => None,
-        };
+        let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
+        let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
         let fds = ChildFds {
             stdin: matches!(task.stdin, Stdin::Inherit).then_some(0),
-            stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
-            stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
             channel: gate.as_ref().map(|(r, _)| r.as_raw_fd()),
         };
@@ -606,14 +581,7 @@ impl Zygote {
         };
         let fork_us = micros(forked_at.elapsed());
         // Our copies of the child's ends must be closed, or we would never see end of file.
-        drop(report_w);
-        let (out_r, err_r) = match captured {
-            Some((out_r, out_w, err_r, err_w)) => {
-                drop((out_w, err_w));
-                (Some(out_r), Some(err_r))
-            }
-            None => (None, None),
-        };
+        drop((report_w, out_w, err_w));
         Ok(Flight::new(
             pid,
             started,
@@ -623,7 +591,7 @@ impl Zygote {
             report_r,
             out_r,
             err_r,
-            max_bytes.unwrap_or(0),
+            task.output,
             slot,
         ))
     }
@@ -719,6 +687,37 @@ pub(crate) fn resolve_preopens(
         out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
     }
     Ok(out)
+}
+
+/// The frame that hands `task` to a sandbox waiting on its channel (`argv[0]` defaults to
+/// `name`; `deadline` is when the task's time is up; `inherit_stdin`: the sandbox's fd 0 is
+/// the task's stdin).
+pub(crate) fn task_frame(
+    task: &Task,
+    name: &str,
+    preopens: Vec<Preopen>,
+    deadline: Option<Instant>,
+    inherit_stdin: bool,
+    linger: bool,
+) -> TaskFrame {
+    TaskFrame {
+        argv0: Some(task.argv0.clone().unwrap_or_else(|| name.to_string())),
+        args: task.args.clone(),
+        env: task.env.clone(),
+        stdin: match &task.stdin {
+            Stdin::Bytes(b) => b.clone(),
+            _ => Vec::new(),
+        },
+        inherit_stdin,
+        preopens,
+        max_memory: task.max_memory,
+        fuel: task.fuel,
+        max_write: task.max_write,
+        max_files: task.max_files,
+        timeout_us: task.timeout.map(micros),
+        remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
+        linger,
+    }
 }
 
 /// The message of a sandbox the kernel killed for its cgroup's limit.

@@ -173,3 +173,117 @@ fn a_sandbox_killed_from_outside_is_reported_as_killed() {
     assert_hello(&serde_json::from_str(&line).unwrap());
     let _ = w.wait();
 }
+
+/// Issue 12, defect 9: a per-task budget of bytes written to files and of files created,
+/// enforced exactly, ending the task with `write_limit`; what stays under it is untouched,
+/// and stdout is not a file.
+mod write_budget {
+    use super::*;
+
+    fn grant(dir: &std::path::Path) -> String {
+        format!("{}::/data", dir.to_str().unwrap())
+    }
+
+    fn entries(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn bytes_past_the_budget_end_the_task_and_no_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![
+            // 3 MiB asked, 1 MiB allowed: 16 chunks of 64 KiB are written, the 17th traps.
+            task(&["/data", "bytes", "3145728"], json!({"max_write": 1 << 20})),
+            // Exactly the budget is fine.
+            task(&["/data", "bytes", "1048576"], json!({"max_write": 1 << 20})),
+        ];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        let over = &out[0];
+        assert_eq!(over["status"], "write_limit", "{over}");
+        let msg = over["message"].as_str().unwrap();
+        assert!(msg.contains("max_write") && msg.contains("1048576 bytes"), "{msg}");
+        assert!(over["exit_code"].is_null(), "{over}");
+        assert_eq!(out[1]["status"], "exited", "{}", out[1]);
+        assert_eq!(out[1]["stdout"], "done bytes 1048576\n", "{}", out[1]);
+        let len = std::fs::metadata(dir.path().join("big")).unwrap().len();
+        assert_eq!(len, 1 << 20);
+    }
+
+    #[test]
+    fn files_past_the_budget_end_the_task_and_exactly_the_budget_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![task(&["/data", "files", "500"], json!({"max_files": 100}))];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        assert_eq!(out[0]["status"], "write_limit", "{}", out[0]);
+        let msg = out[0]["message"].as_str().unwrap();
+        assert!(msg.contains("max_files") && msg.contains("100"), "{msg}");
+        assert_eq!(entries(dir.path()), 100);
+
+        // Directories count too; so does the worker's own flag, and on-demand forks agree.
+        let dirs = tempfile::tempdir().unwrap();
+        let g = grant(dirs.path());
+        let lines = vec![task(&["/data", "dirs", "50"], json!({}))];
+        let out =
+            worker(&guest("fs_fill"), &["--pool", "0", "--max-files", "20", "--dir", &g], &lines);
+        assert_eq!(out[0]["status"], "write_limit", "{}", out[0]);
+        assert_eq!(entries(dirs.path()), 20);
+    }
+
+    #[test]
+    fn work_under_the_budget_is_untouched_and_rewrites_create_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![
+            task(&["/data", "files", "50"], json!({"max_files": 50})),
+            // The same 50 paths again: opened with O_CREAT, but none is new.
+            task(&["/data", "files", "50"], json!({"max_files": 50})),
+            task(&["/data", "bytes", "100000"], json!({"max_write": 200000, "max_files": 1})),
+        ];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        for o in &out {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["exit_code"], 0, "{o}");
+        }
+        assert_eq!(entries(dir.path()), 51);
+    }
+
+    #[test]
+    fn stdout_is_not_charged() {
+        // 4 MiB to stdout under a 64 KiB write budget.
+        let out = common::run(&[
+            "run",
+            "--json",
+            "--max-write",
+            "64KiB",
+            guest("output_flood").to_str().unwrap(),
+            "64",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
+        assert_eq!(v["status"], "exited", "{v}");
+        assert_eq!(v["stdout_truncated"], true, "{v}");
+        assert_eq!(out.status.code(), Some(0));
+    }
+
+    #[test]
+    fn run_exits_153_with_the_limit_on_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let out = common::run(&[
+            "run",
+            "--dir",
+            &g,
+            "--max-files",
+            "10",
+            guest("fs_fill").to_str().unwrap(),
+            "/data",
+            "files",
+            "1000",
+        ]);
+        assert_eq!(out.status.code(), Some(153), "{}", common::stderr(&out));
+        let err = common::stderr(&out);
+        assert!(err.contains("write_limit") && err.contains("max_files"), "{err}");
+        assert_eq!(entries(dir.path()), 10);
+    }
+}

@@ -11,11 +11,13 @@ use zeroboot_wasm::{BlockingRuntime, Stdin, Task};
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
-   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000}
-Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel); a
+   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000,
+   \"max_write\": 1048576, \"max_files\": 100}
+Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
+--max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
 Output, one JSON object per line, in input order:
-  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"killed\"|\"internal_error\"|...,
+  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"write_limit\"|\"killed\"|...,
    \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
    \"stderr_truncated\": false, \"message\": null,
    \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0},
@@ -53,6 +55,8 @@ struct Request {
     timeout_ms: Option<u64>,
     max_memory: Option<usize>,
     fuel: Option<u64>,
+    max_write: Option<u64>,
+    max_files: Option<u64>,
 }
 
 impl Request {
@@ -82,6 +86,12 @@ impl Request {
         }
         if let Some(fuel) = self.fuel {
             task.fuel = Some(fuel);
+        }
+        if let Some(bytes) = self.max_write {
+            task.max_write = Some(bytes);
+        }
+        if let Some(files) = self.max_files {
+            task.max_files = Some(files);
         }
         match self.timeout_ms {
             Some(0) => return Err("timeout_ms must be positive".into()),
