@@ -287,3 +287,92 @@ mod write_budget {
         assert_eq!(entries(dir.path()), 10);
     }
 }
+
+/// Issue 12, defects 2 and 3: what a sandbox does to memory — even memory that outlives it,
+/// such as files on a tmpfs — is charged to a cgroup of its own, never to its zygote's, so the
+/// OOM killer can pick only the sandbox, every task gets an outcome, and a later task's
+/// smaller limit still applies.
+mod memory_cgroups {
+    use super::*;
+
+    /// A directory on a tmpfs (files written there are memory), removed on drop.
+    struct TmpfsDir(std::path::PathBuf);
+
+    impl TmpfsDir {
+        fn new() -> Option<Self> {
+            let base = std::path::Path::new("/dev/shm");
+            if !base.is_dir() {
+                return None;
+            }
+            let p = base.join(format!("zeroboot-test-{}-{:?}", std::process::id(), Instant::now()));
+            std::fs::create_dir(&p).ok()?;
+            Some(Self(p))
+        }
+    }
+
+    impl Drop for TmpfsDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn memory_cgroup(o: &Value) -> bool {
+        o["zygote"]["memory_cgroup"].as_bool().unwrap_or(false)
+    }
+
+    #[test]
+    fn filling_a_tmpfs_grant_kills_the_sandbox_not_the_zygote() {
+        let Some(shm) = TmpfsDir::new() else {
+            panic!("this test needs /dev/shm (a tmpfs)");
+        };
+        let grant = format!("{}::/data", shm.0.display());
+        let g = guest("fs_fill");
+        let args = [
+            "--stats",
+            "--max-memory",
+            "32MiB",
+            "--max-write",
+            "1GiB",
+            "--max-file-size",
+            "1GiB",
+            "--dir",
+            grant.as_str(),
+        ];
+        let lines = vec![
+            // 192 MiB into a tmpfs under a 32 MiB (+64 MiB host overhead) bound.
+            task(&["/data", "bytes", "201326592"], json!({"timeout_ms": 20000})),
+            // Then ordinary tasks, one with a smaller limit than the first.
+            task(&["/data/small", "files", "1"], json!({"max_memory": 16 << 20})),
+            task(&["/data/small", "files", "1"], json!({})),
+        ];
+        std::fs::create_dir(shm.0.join("small")).unwrap();
+        let out = worker(&g, &args, &lines);
+        assert_eq!(out.len(), 3, "every task gets an outcome: {out:?}");
+        if memory_cgroup(&out[0]) {
+            assert_eq!(out[0]["status"], "memory_limit", "{}", out[0]);
+            assert!(out[0]["message"].as_str().unwrap().contains("cgroup"), "{}", out[0]);
+        } else {
+            eprintln!("no memory cgroup on this machine: the fill is bounded only by --max-write");
+        }
+        for o in &out[1..] {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["exit_code"], 0, "{o}");
+            // The layer is still there for every later task (never silently dropped).
+            assert_eq!(memory_cgroup(o), memory_cgroup(&out[0]), "{o}");
+        }
+    }
+
+    #[test]
+    fn large_stdin_under_a_small_cap_does_not_kill_the_zygote() {
+        let body = "x".repeat(10 << 20);
+        let lines = vec![
+            task(&[], json!({"stdin": body})),
+            task(&[], json!({"stdin": "after"})),
+        ];
+        let out = worker(&guest("echo"), &["--max-memory", "16MiB", "--max-output", "16MiB"], &lines);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0]["status"], "exited", "{}", out[0]["message"]);
+        assert_eq!(out[0]["stdout"].as_str().map(str::len), Some(10 << 20));
+        assert_eq!(out[1]["stdout"], "after");
+    }
+}
