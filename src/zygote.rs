@@ -489,6 +489,13 @@ impl Zygote {
         Ok(())
     }
 
+    /// Fork-server support: makes spare empty cgroups ahead of time, off any task's path.
+    pub(crate) fn top_up_cgroups(&mut self) {
+        if let Some(cg) = &mut self.cgroups {
+            cg.top_up();
+        }
+    }
+
     /// Fork-server support: forks one more pool sandbox and returns its pid.
     pub(crate) fn prefork_one(&mut self) -> Result<libc::pid_t, Error> {
         let idle = self.prefork()?;

@@ -247,6 +247,10 @@ impl Server {
             } else if !any && pool_short {
                 self.refill_one();
             }
+            if !any || !pool_short {
+                // Spare empty cgroups, made after the reply is out (a no-op when enough exist).
+                self.zygote.top_up_cgroups();
+            }
         }
     }
 
