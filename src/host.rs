@@ -125,7 +125,7 @@ impl Runtime {
         let module = module.into();
         let inner = Arc::new(TemplateInner {
             name: module.name(),
-            in_flight: Semaphore::new(options.max_in_flight.max(1)),
+            in_flight: Semaphore::new(options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
             queued: AtomicUsize::new(0),
             module,
             options,
