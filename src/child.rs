@@ -7,6 +7,7 @@
 //! handlers, installed in the zygote, are inherited and stay installed: they turn guest faults
 //! into traps.
 
+use crate::budget::{WriteBudget, WriteLimitExceeded};
 use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
@@ -29,6 +30,8 @@ const STDIN: RawFd = 0;
 const STDOUT: RawFd = 1;
 const STDERR: RawFd = 2;
 const REPORT: RawFd = 3;
+/// A sandbox whose task comes later reads it here (the host or zygote writes it).
+pub(crate) const CHANNEL: RawFd = 4;
 
 /// Descriptors the zygote hands to the child, as numbered in the zygote.
 pub(crate) struct ChildFds {
@@ -40,6 +43,8 @@ pub(crate) struct ChildFds {
     pub stderr: RawFd,
     /// Becomes fd 3: the report pipe.
     pub report: RawFd,
+    /// Becomes fd 4: the task channel of a sandbox whose task comes later.
+    pub channel: Option<RawFd>,
 }
 
 /// A directory to preopen, as the child must open it.
@@ -61,6 +66,9 @@ pub(crate) struct Plan<'a> {
     pub harden: Option<Rlimits>,
     pub seccomp: Option<&'a BpfProgram>,
     pub forked_at: Instant,
+    /// Wait on the channel (fd 4) for one byte — written once the zygote has moved this child
+    /// into its memory cgroup — before running anything of a task already in memory.
+    pub gated: bool,
 }
 
 /// What the child runs once set up: the guest's `_start`, or (tests only) native code that
@@ -75,7 +83,8 @@ pub(crate) enum Payload {
 pub(crate) enum Assignment<'a> {
     /// Known at fork (on-demand): in this copy of the zygote's memory.
     Now { task: &'a Task, preopens: Vec<Preopen>, deadline: Option<Instant>, payload: Payload },
-    /// Handed over later on fd 0 (a pre-forked pool child, already sandboxed).
+    /// Handed over later on the channel, fd 4 (a pre-forked pool child, or a sandbox whose
+    /// task the host writes itself), read once the sandbox is confined.
     Later,
 }
 
@@ -96,8 +105,8 @@ struct Ready<'a> {
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
 ///    orphan running guest code.
-/// 2. **Descriptors**: stdio (or, in a pool child, the task channel as fd 0) and the report
-///    pipe moved to 0–3; every other inherited descriptor closed (the zygote's module file, its
+/// 2. **Descriptors**: stdio and the report pipe moved to 0–3 (and the task channel, for a
+///    sandbox whose task comes later, to 4); every other inherited descriptor closed (the zygote's module file, its
 ///    /proc handles, other sandboxes' pipes).
 /// 3. **Signals and environment**: mask emptied (dispositions kept, so Wasmtime's trap handlers
 ///    stay); environment cleared.
@@ -108,7 +117,7 @@ struct Ready<'a> {
 ///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
 /// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
 ///    violation reports itself.
-/// 9. **The task**: already in memory, or (pool) read from fd 0 — so a pre-forked child waits
+/// 9. **The task**: already in memory, or read from the channel (fd 4) — so a pre-forked child waits
 ///    fully sandboxed.
 /// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
 ///     `openat`, and randomness drawn from the OS in this child — never state inherited from
@@ -139,7 +148,7 @@ pub(crate) fn enter(
         })
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
-        .and_then(|rt| Ok((rt, receive(assignment, forked_at)?)));
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.gated)?)));
     let (report, linger) = match setup {
         Ok((rt, ready)) => {
             let linger = ready.linger;
@@ -156,8 +165,8 @@ pub(crate) fn enter(
     if linger {
         // Stay mapped for the zygote's memory measurement until it closes the channel.
         let mut byte = [0u8; 1];
-        // SAFETY: fd 0 is the task channel; reading into a one-byte stack buffer.
-        while unsafe { libc::read(STDIN, byte.as_mut_ptr().cast(), 1) } > 0 {}
+        // SAFETY: fd 4 is the task channel; reading into a one-byte stack buffer.
+        while unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } > 0 {}
     }
     sys::exit_now(code)
 }
@@ -184,24 +193,39 @@ fn restrain(template: &Template, plan: &Plan) -> Result<tokio::runtime::Runtime,
     Ok(rt)
 }
 
-/// Step 9: the task, from memory or from the channel on fd 0.
-fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, String> {
+/// Step 9: the task, from memory or from the channel on fd 4.
+fn receive(
+    assignment: Assignment<'_>,
+    forked_at: Instant,
+    gated: bool,
+) -> Result<Ready<'_>, String> {
     match assignment {
-        Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
-            task: Cow::Borrowed(task),
-            preopens,
-            deadline,
-            payload,
-            linger: false,
-            since: forked_at,
-        }),
+        Assignment::Now { task, preopens, deadline, payload } => {
+            if gated {
+                let mut byte = [0u8; 1];
+                // SAFETY: fd 4 is the gate pipe; reading into a one-byte stack buffer.
+                if unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } != 1 {
+                    // The zygote could not place us in our cgroup and gave up on us.
+                    sys::exit_now(0);
+                }
+                sys::close(CHANNEL);
+            }
+            Ok(Ready {
+                task: Cow::Borrowed(task),
+                preopens,
+                deadline,
+                payload,
+                linger: false,
+                since: forked_at,
+            })
+        }
         Assignment::Later => {
             let mut reader = wire::FrameReader::default();
             // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.
             let mut buf = [0u8; 4096];
             let frame: TaskFrame = loop {
-                // SAFETY: fd 0 is the task channel; `buf` is a valid writable buffer.
-                let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
+                // SAFETY: fd 4 is the task channel; `buf` is a valid writable buffer.
+                let n = unsafe { libc::read(CHANNEL, buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 {
                     // The zygote closed the channel without a task: it is shutting down.
                     sys::exit_now(0);
@@ -217,10 +241,12 @@ fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, 
                 argv0: frame.argv0,
                 args: frame.args,
                 env: frame.env,
-                stdin: Stdin::Bytes(frame.stdin),
+                stdin: if frame.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(frame.stdin) },
                 timeout: frame.timeout_us.map(Duration::from_micros),
                 max_memory: frame.max_memory,
                 fuel: frame.fuel,
+                max_write: frame.max_write,
+                max_files: frame.max_files,
                 ..Task::default()
             };
             Ok(Ready {
@@ -240,8 +266,8 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
     // Duplicate every source above the target range first, so that placing one never
     // overwrites another that happens to be numbered 0–3.
     const ABOVE: RawFd = 10;
-    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report)];
-    let mut temps = [None; 4];
+    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report), fds.channel];
+    let mut temps = [None; 5];
     for (temp, source) in temps.iter_mut().zip(sources) {
         if let Some(fd) = source {
             *temp = Some(sys::dup_at_least(fd, ABOVE)?);
@@ -253,7 +279,7 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
             None => sys::close(target as RawFd),
         }
     }
-    sys::close_from(REPORT + 1)
+    sys::close_from(CHANNEL + 1)
 }
 
 fn internal(message: String, since: Instant) -> ChildReport {
@@ -361,6 +387,7 @@ fn run_task(
     state.wasi = ctx;
     state.memory.max = task.max_memory;
     state.memory.refused = None;
+    state.writes = WriteBudget::new(task.max_write, task.max_files);
     // The instance may already hold more memory than this task may have: the zygote
     // instantiated it under its own (larger) cap, or its start function grew it. Such a task
     // ends before any of its code runs.
@@ -429,6 +456,10 @@ fn classify(
         return (Status::Exited, Some(exit.0), None);
     }
     let detail = trap_message(e);
+    if e.downcast_ref::<WriteLimitExceeded>().is_some() {
+        // The trap's own message names the limit; the wasm backtrace follows it.
+        return (Status::WriteLimit, None, Some(detail));
+    }
     let (status, why) = match (e.downcast_ref::<Trap>(), refused, task.max_memory) {
         (Some(Trap::Interrupt), _, _) => {
             let ms = task.timeout.map_or(0, |t| t.as_millis());
@@ -508,8 +539,8 @@ fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<Wa
         }
     }
     // Unbuffered: each guest write is one write(2), so nothing is lost if the child is killed.
-    // Both output modes write to fds 1 and 2: the zygote decides whether those are its own
-    // stdio (inherit) or pipes it reads (capture).
+    // Fds 1 and 2 are always pipes the zygote reads: it captures what arrives, or relays it
+    // to its own stdio (inherit), so no rlimit of ours applies to the caller's streams.
     // SAFETY: `arrange_fds` made fds 1 and 2 the task's output; these Files are their only
     // users. `enter` closes the raw numbers once the guest is done; the Files live in the
     // store, which is never dropped before `_exit`, so nothing closes them twice.

@@ -1,19 +1,25 @@
 //! A sandbox in flight, seen from the zygote: its report pipe and output pipes being drained,
 //! its deadline watched, until it is reaped. Several can be driven at once from one thread.
 
+use crate::cgroup::Slot;
 use crate::outcome::{Captured, Outcome};
 use crate::sys::{self, ExitStatus};
+use crate::task::Output;
 use crate::wire::{ChildReport, Frame, FrameReader};
 use crate::zygote::{KILL_GRACE, judge, micros};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// One stream being drained: kept up to a cap, the rest read and dropped, so memory stays
-/// bounded however much the guest writes and cost is linear in what it writes.
+/// One stream being drained. Captured: kept up to a cap, the rest read and dropped, so memory
+/// stays bounded however much the guest writes and cost is linear in what it writes. Relayed
+/// (`sink`, output inherited): written on to the zygote's own descriptor as it arrives, so the
+/// sandbox never holds the caller's stdout or stderr (a file there would fall under the
+/// sandbox's file-size rlimit, which is meant for files in grants).
 struct Drain {
     fd: Option<OwnedFd>,
     captured: Captured,
     max: usize,
+    sink: Option<RawFd>,
 }
 
 impl Drain {
@@ -22,6 +28,16 @@ impl Drain {
         let n = sys::read(fd, buf)?;
         if n == 0 {
             self.fd = None;
+            return Ok(());
+        }
+        if let Some(sink) = self.sink {
+            if sys::write_all_waiting(sink, &buf[..n]).is_err() {
+                // The caller's stream is gone (EPIPE: its reader closed) or failing: stop
+                // relaying and close our end, so the guest's next write fails with EPIPE, as
+                // it would have written to the closed stream itself. Nothing here is fatal to
+                // the zygote or the task.
+                self.fd = None;
+            }
             return Ok(());
         }
         let room = self.max.saturating_sub(self.captured.bytes.len());
@@ -47,6 +63,8 @@ pub(crate) struct Flight {
     timed_out: bool,
     /// A lingering pool child's task channel, closed to let it exit.
     channel: Option<OwnedFd>,
+    /// The sandbox's memory cgroup, removed once it is reaped.
+    slot: Option<Slot>,
 }
 
 /// What reaping a flight gives.
@@ -54,6 +72,8 @@ pub(crate) struct Landed {
     pub outcome: Outcome,
     pub status: ExitStatus,
     pub timed_out: bool,
+    /// The sandbox's cgroup, when it was reaped here (else it went to `zombies` with it).
+    pub slot: Option<Slot>,
 }
 
 impl Flight {
@@ -65,11 +85,18 @@ impl Flight {
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         report: OwnedFd,
-        stdout: Option<OwnedFd>,
-        stderr: Option<OwnedFd>,
-        max_bytes: usize,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        output: Output,
+        slot: Option<Slot>,
     ) -> Self {
-        let drain = |fd| Drain { fd, captured: Captured::default(), max: max_bytes };
+        let drain = |fd, inherit_as| {
+            let (max, sink) = match output {
+                Output::Capture { max_bytes } => (max_bytes, None),
+                Output::Inherit => (0, Some(inherit_as)),
+            };
+            Drain { fd: Some(fd), captured: Captured::default(), max, sink }
+        };
         Self {
             pid,
             started,
@@ -79,9 +106,10 @@ impl Flight {
             report_fd: Some(report),
             frame: FrameReader::default(),
             report: Ok(None),
-            streams: [drain(stdout), drain(stderr)],
+            streams: [drain(stdout, 1), drain(stderr, 2)],
             timed_out: false,
             channel: None,
+            slot,
         }
     }
 
@@ -145,26 +173,31 @@ impl Flight {
         Ok(())
     }
 
-    /// Kills and reaps a flight whose outcome no longer matters.
-    pub(crate) fn abandon(self) {
+    /// Kills and reaps a flight whose outcome no longer matters; returns its cgroup.
+    pub(crate) fn abandon(self) -> Option<Slot> {
         sys::kill_hard(self.pid);
         drop(self.channel);
         let _ = sys::wait(self.pid);
+        self.slot
     }
 
     /// Decides the outcome. With a report in hand the child's exit status adds nothing, so
     /// the outcome does not wait for its teardown (unmapping everything it inherited): a child
     /// not yet gone is pushed on `zombies`, to be reaped later. Without a report, the way it
     /// died is the outcome, so it is reaped now.
-    pub(crate) fn land(mut self, zombies: &mut Vec<libc::pid_t>) -> std::io::Result<Landed> {
+    pub(crate) fn land(
+        mut self,
+        zombies: &mut Vec<(libc::pid_t, Option<Slot>)>,
+    ) -> std::io::Result<Landed> {
         drop(self.channel.take());
         let reported = matches!(&self.report, Ok(Some(_)));
+        let mut slot = self.slot.take();
         let (status, peak) = if reported && !self.timed_out {
             let peak = self.report.as_ref().ok().and_then(Option::as_ref).map_or(0, |r| r.peak_rss);
             match sys::try_wait(self.pid)? {
                 Some((status, _)) => (status, peak),
                 None => {
-                    zombies.push(self.pid);
+                    zombies.push((self.pid, slot.take()));
                     (ExitStatus::Code(0), peak)
                 }
             }
@@ -178,7 +211,7 @@ impl Flight {
         outcome.stderr = err.captured;
         outcome.timings_us.fork = self.fork_us;
         outcome.timings_us.total = micros(self.started.elapsed());
-        Ok(Landed { outcome, status, timed_out: self.timed_out })
+        Ok(Landed { outcome, status, timed_out: self.timed_out, slot })
     }
 }
 

@@ -22,14 +22,17 @@
 
 #[doc(hidden)]
 pub mod bench;
+mod budget;
 pub mod cache;
 mod cgroup;
 mod child;
 mod compile;
 mod error;
 mod flight;
+mod host;
 pub mod namespaces;
 mod outcome;
+pub mod protocol;
 mod rlimits;
 pub mod seccomp;
 pub mod sys;
@@ -37,9 +40,12 @@ mod task;
 mod template;
 mod wire;
 mod zygote;
+mod zygote_process;
 
+pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use compile::{CompileLimits, DEFAULT_COMPILE_MAX_MEMORY, DEFAULT_COMPILE_TIMEOUT};
 pub use error::{BoxError, Error};
+pub use host::{BlockingRuntime, LoadOptions, ModuleSource, Runtime, TemplateHandle};
 pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};
 pub use seccomp::SeccompMode;

@@ -2,6 +2,7 @@
 //! linked once; the zygote instantiates it once, confined and under a task's limits
 //! ([`InitLimits`]), and forks the instance per task.
 
+use crate::budget::WriteBudget;
 use crate::cache::CompileCache;
 use crate::compile::CompileLimits;
 use crate::error::{Error, boxed};
@@ -59,6 +60,21 @@ impl Config {
     pub fn compile_limits(&mut self, limits: Option<CompileLimits>) -> &mut Self {
         self.compile = limits;
         self
+    }
+
+    /// The compile bounds, if modules are compiled in a child process.
+    pub fn compile_bounds(&self) -> Option<CompileLimits> {
+        self.compile
+    }
+
+    /// Whether modules are compiled with fuel metering.
+    pub fn meters_fuel(&self) -> bool {
+        self.meter_fuel
+    }
+
+    /// The compile cache directory, if any.
+    pub fn cache_directory(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
     fn engine(&self) -> Result<Engine, Error> {
@@ -144,10 +160,11 @@ pub(crate) struct Warm {
     pub start: TypedFunc<(), ()>,
 }
 
-/// What a store holds: the task's WASI context and its memory cap.
+/// What a store holds: the task's WASI context, its memory cap and its write budget.
 pub(crate) struct TaskState {
     pub wasi: WasiP1Ctx,
     pub memory: MemoryCap,
+    pub writes: WriteBudget,
 }
 
 /// Caps linear-memory growth and remembers a refused growth, so a trap that follows can be
@@ -216,11 +233,16 @@ impl Template {
 
         let mut linker: Linker<TaskState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
+            .and_then(|()| crate::budget::add_to_linker(&mut linker))
             .map_err(|e| Error::Engine(boxed(e)))?;
         // A store only to look imports up in; nothing is instantiated in it.
         let mut store = Store::new(
             &engine,
-            TaskState { wasi: placeholder_ctx(), memory: MemoryCap::default() },
+            TaskState {
+                wasi: placeholder_ctx(),
+                memory: MemoryCap::default(),
+                writes: WriteBudget::default(),
+            },
         );
         for import in module.imports() {
             if linker.get_by_import(&mut store, &import).is_none() {
@@ -236,6 +258,11 @@ impl Template {
                 if f.params().len() == 0 && f.results().len() == 0 => {}
             _ => return Err(Error::NoStart { name }),
         }
+        // Wasmtime makes a module's copy-on-write memory image (a memfd, for a module not
+        // mapped from the cache) lazily, at its first instantiation; make it now, while the
+        // process is unconfined: the fork-server zygote instantiates under a seccomp filter
+        // that has no `memfd_create`.
+        module.initialize_copy_on_write_image().map_err(|e| Error::Engine(boxed(e)))?;
         Ok(Self { name, engine, module, linker, fuel: config.meter_fuel, code_source })
     }
 
@@ -267,8 +294,10 @@ impl Template {
         // The placeholder context has no args, env, stdio or preopens; each child swaps in its
         // task's context before calling `_start`.
         let cap = MemoryCap { max: limits.max_memory, ..MemoryCap::default() };
-        let mut store =
-            Store::new(&self.engine, TaskState { wasi: placeholder_ctx(), memory: cap });
+        let mut store = Store::new(
+            &self.engine,
+            TaskState { wasi: placeholder_ctx(), memory: cap, writes: WriteBudget::default() },
+        );
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(NO_DEADLINE);
         if self.fuel {

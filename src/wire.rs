@@ -29,9 +29,14 @@ pub(crate) struct TaskFrame {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
+    /// The sandbox's fd 0 is the task's stdin (passed by the host), not `stdin`'s bytes.
+    #[serde(default)]
+    pub inherit_stdin: bool,
     pub preopens: Vec<crate::child::Preopen>,
     pub max_memory: Option<usize>,
     pub fuel: Option<u64>,
+    pub max_write: Option<u64>,
+    pub max_files: Option<u64>,
     /// The task's whole timeout (for messages) and what is left of it at hand-over.
     pub timeout_us: Option<u64>,
     pub remaining_us: Option<u64>,

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use zeroboot_wasm::{Config, DirGrant, Error, Status, Task};
 
 /// Limits apply to every task unless a flag changes them: timeout 60s, linear memory 1GiB,
-/// captured output 1MiB per stream, no fuel budget.
+/// captured output 1MiB per stream, 256MiB written to files and 10,000 files created, no fuel
+/// budget.
 /// Exit codes of the command, besides the guest's own exit code.
 pub mod exit {
     /// Bad command line: unknown flag, malformed value.
@@ -29,6 +30,9 @@ pub mod exit {
     pub const TRAPPED: i32 = 134;
     /// The sandbox was killed by a signal.
     pub const KILLED: i32 = 137;
+    /// The task passed its write budget (`write_limit`): 128 + SIGXFSZ, the status of a
+    /// process stopped for writing past its file-size limit.
+    pub const WRITE_LIMIT: i32 = 153;
     /// The seccomp filter stopped a forbidden system call (128 + SIGSYS).
     pub const SANDBOX_VIOLATION: i32 = 159;
 }
@@ -46,6 +50,7 @@ Exit codes:
   124    timeout
   134    the guest trapped (as `wasmtime run`), ran out of fuel, or hit its memory cap
   137    the sandbox was killed by a signal
+  153    write limit: the task passed --max-write or --max-files (128 + SIGXFSZ)
   159    sandbox violation (a system call the seccomp filter forbids)";
 
 #[derive(Parser, Debug)]
@@ -122,6 +127,14 @@ pub struct CommonArgs {
     /// Memory bound on the compiler process (`RLIMIT_DATA`).
     #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "2GiB")]
     compile_max_memory: u64,
+    /// Most bytes a task may write to files in total (overwrites included; stdout and stderr
+    /// are not charged); a write past it ends the task with status write_limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "256MiB")]
+    max_write: u64,
+    /// Most files, directories and links a task may create; one more ends the task with
+    /// status write_limit.
+    #[arg(long, value_name = "N", default_value = "10000")]
+    max_files: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -153,11 +166,13 @@ impl CommonArgs {
         c
     }
 
-    /// Builds the zygote: this process, confined as the flags say, then the template
-    /// instantiated in it under the task limits the flags give (`--timeout`, `--max-memory`,
-    /// `--fuel`).
+    /// Builds an in-process zygote: this process, confined as the flags say.
     fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
-        let isolation = zeroboot_wasm::Isolation {
+        zeroboot_wasm::Zygote::with_isolation(template, self.isolation())
+    }
+
+    fn isolation(&self) -> zeroboot_wasm::Isolation {
+        zeroboot_wasm::Isolation {
             namespaces: self.namespaces == OnOff::On,
             seccomp: match self.seccomp {
                 SeccompArg::Enforce => zeroboot_wasm::SeccompMode::Enforce,
@@ -166,13 +181,23 @@ impl CommonArgs {
             },
             max_file_size: self.max_file_size,
             grants: self.dirs.iter().chain(&self.dirs_ro).cloned().collect(),
+            // The module's start function runs under the task limits the flags give.
             init: zeroboot_wasm::InitLimits {
                 timeout: self.timeout.0,
                 max_memory: Some(self.max_memory),
                 fuel: self.fuel,
             },
-        };
-        zeroboot_wasm::Zygote::with_isolation(template, isolation)
+        }
+    }
+
+    /// How the command's template is loaded into its zygote process.
+    fn load_options(&self, pool: usize) -> zeroboot_wasm::LoadOptions {
+        zeroboot_wasm::LoadOptions {
+            config: self.config(),
+            isolation: self.isolation(),
+            pool,
+            ..zeroboot_wasm::LoadOptions::default()
+        }
     }
 
     /// The task every command-line task starts from: env, grants and limits.
@@ -184,6 +209,8 @@ impl CommonArgs {
             timeout: self.timeout.0,
             max_memory: Some(self.max_memory),
             fuel: self.fuel,
+            max_write: Some(self.max_write),
+            max_files: Some(self.max_files),
             ..Task::default()
         }
     }
@@ -217,7 +244,8 @@ pub fn report_error(e: &Error) -> i32 {
         Error::ReadModule { .. }
         | Error::GrantDir { .. }
         | Error::NotGranted { .. }
-        | Error::Confine(zeroboot_wasm::namespaces::NamespaceError::OpenGrant { .. }) => {
+        | Error::Confine(zeroboot_wasm::namespaces::NamespaceError::OpenGrant { .. })
+        | Error::Load { kind: zeroboot_wasm::protocol::LoadFailure::MissingInput, .. } => {
             exit::NO_INPUT
         }
         _ if e.is_bad_input() => exit::DATA,
@@ -231,6 +259,7 @@ pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
         Status::Exited => exit_code.unwrap_or(0),
         Status::Trapped | Status::FuelExhausted | Status::MemoryLimit => exit::TRAPPED,
         Status::Timeout => exit::TIMEOUT,
+        Status::WriteLimit => exit::WRITE_LIMIT,
         Status::SandboxViolation => exit::SANDBOX_VIOLATION,
         Status::Killed => exit::KILLED,
         Status::InternalError => exit::INTERNAL,

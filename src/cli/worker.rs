@@ -6,16 +6,18 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{Stdin, Task, Template};
+use zeroboot_wasm::{BlockingRuntime, Stdin, Task};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
-   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000}
-Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel); a
+   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000,
+   \"max_write\": 1048576, \"max_files\": 100}
+Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
+--max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
 Output, one JSON object per line, in input order:
-  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"killed\"|\"internal_error\"|...,
+  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"write_limit\"|\"killed\"|...,
    \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
    \"stderr_truncated\": false, \"message\": null,
    \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0},
@@ -53,6 +55,8 @@ struct Request {
     timeout_ms: Option<u64>,
     max_memory: Option<usize>,
     fuel: Option<u64>,
+    max_write: Option<u64>,
+    max_files: Option<u64>,
 }
 
 impl Request {
@@ -83,6 +87,12 @@ impl Request {
         if let Some(fuel) = self.fuel {
             task.fuel = Some(fuel);
         }
+        if let Some(bytes) = self.max_write {
+            task.max_write = Some(bytes);
+        }
+        if let Some(files) = self.max_files {
+            task.max_files = Some(files);
+        }
         match self.timeout_ms {
             Some(0) => return Err("timeout_ms must be positive".into()),
             Some(ms) => task.timeout = Some(Duration::from_millis(ms)),
@@ -97,16 +107,17 @@ fn error_line(status: &str, message: &str) -> String {
 }
 
 pub fn main(a: WorkerArgs) -> i32 {
-    let template = match Template::from_file(&a.module, &a.common.config()) {
+    // This process is the host; the template lives in a zygote process of its own, so no
+    // request this process parses is ever in a sandbox's memory.
+    let rt = match BlockingRuntime::new() {
+        Ok(rt) => rt,
+        Err(e) => return report_error(&e),
+    };
+    let template = match rt.load(a.module.clone(), a.common.load_options(a.pool)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
-    let mut zygote = match a.common.zygote(template) {
-        Ok(z) => z,
-        Err(e) => return report_error(&e),
-    };
     let base = a.common.base_task();
-    zygote.set_pool_size(a.pool);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
@@ -142,8 +153,8 @@ pub fn main(a: WorkerArgs) -> i32 {
         {
             Err(e) => error_line("invalid_request", &e),
             Ok(task) => {
-                let stats = a.stats.then(|| zygote.stats());
-                match zygote.run(&task) {
+                let stats = a.stats.then(|| rt.stats(&template));
+                match rt.run(&template, &task) {
                     Ok(outcome) => {
                         let mut v = serde_json::to_value(&outcome)
                             .unwrap_or_else(|e| serde_json::json!({"status": "internal_error", "message": e.to_string()}));
@@ -165,7 +176,5 @@ pub fn main(a: WorkerArgs) -> i32 {
         if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
             return 0;
         }
-        // The next sandbox is forked after the reply is out, off the next task's critical path.
-        zygote.refill();
     }
 }
