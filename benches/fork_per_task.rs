@@ -4,6 +4,10 @@
 //! pool, and the zygote (this process) must stay single-threaded to fork.
 //!
 //! `ZEROBOOT_BENCH_TASKS` sets the tasks per measurement (default 1000).
+//!
+//! The `cold_process` row needs the test-support binary: `cargo bench --features testkit`
+//! builds it and runs it as the cold runner. Plain `cargo bench` leaves that row out and the
+//! table says so.
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and expects a
@@ -17,7 +21,8 @@ fn main() {
         tasks,
         concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         module: None,
-        binary: env!("CARGO_BIN_EXE_zeroboot-wasm").into(),
+        // Set by Cargo only when the `testkit` feature built the test-support binary.
+        cold_runner: option_env!("CARGO_BIN_EXE_zeroboot-testkit").map(Into::into),
         namespaces: zeroboot_wasm::namespaces::available(),
     };
     match zeroboot_wasm::bench::run(&cfg) {

@@ -71,11 +71,12 @@ pub(crate) struct Plan<'a> {
     pub gated: bool,
 }
 
-/// What the child runs once set up: the guest's `_start`, or (tests only) native code that
-/// probes the confinement.
+/// What the child runs once set up: the guest's `_start`, or — only in builds with the
+/// `testkit` feature, for the escape-probe tests — native code that probes the confinement.
 #[derive(Clone, Copy)]
 pub(crate) enum Payload {
     Guest,
+    #[cfg(feature = "testkit")]
     Probe(fn(&[String]) -> String),
 }
 
@@ -95,7 +96,6 @@ struct Ready<'a> {
     preopens: Vec<Preopen>,
     deadline: Option<Instant>,
     payload: Payload,
-    linger: bool,
     /// When setup counts from: the fork (on-demand) or the hand-over (pool).
     since: Instant,
 }
@@ -148,12 +148,9 @@ pub(crate) fn enter(
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
         .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.gated)?)));
-    let (report, linger) = match setup {
-        Ok((rt, ready)) => {
-            let linger = ready.linger;
-            (run_task(template, &rt, ready), linger)
-        }
-        Err(e) => (internal(e, forked_at), false),
+    let report = match setup {
+        Ok((rt, ready)) => run_task(template, &rt, ready),
+        Err(e) => internal(e, forked_at),
     };
     sys::close(STDOUT);
     sys::close(STDERR);
@@ -161,12 +158,6 @@ pub(crate) fn enter(
         Ok(()) => 0,
         Err(_) => 70,
     };
-    if linger {
-        // Stay mapped for the zygote's memory measurement until it closes the channel.
-        let mut byte = [0u8; 1];
-        // SAFETY: fd 4 is the task channel; reading into a one-byte stack buffer.
-        while unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } > 0 {}
-    }
     sys::exit_now(code)
 }
 
@@ -209,14 +200,7 @@ fn receive(
                 }
                 sys::close(CHANNEL);
             }
-            Ok(Ready {
-                task: Cow::Borrowed(task),
-                preopens,
-                deadline,
-                payload,
-                linger: false,
-                since: forked_at,
-            })
+            Ok(Ready { task: Cow::Borrowed(task), preopens, deadline, payload, since: forked_at })
         }
         Assignment::Later => {
             let mut reader = wire::FrameReader::default();
@@ -253,7 +237,6 @@ fn receive(
                 preopens: frame.preopens,
                 deadline: frame.remaining_us.map(|us| since + Duration::from_micros(us)),
                 payload: Payload::Guest,
-                linger: frame.linger,
                 since,
             })
         }
@@ -403,6 +386,7 @@ fn run_task(
             GUEST_DONE.store(true, Ordering::Release);
             r
         }
+        #[cfg(feature = "testkit")]
         Payload::Probe(probe) => {
             let text = probe(&task.args);
             let _ = sys::write_all(STDOUT, text.as_bytes());

@@ -427,7 +427,7 @@ impl Connection {
         };
         let deadline = task.timeout.map(|t| started + t);
         let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
-        let frame = task_frame(task, &self.name, preopens, deadline, inherit_stdin, false);
+        let frame = task_frame(task, &self.name, preopens, deadline, inherit_stdin);
         let inherit = matches!(task.output, Output::Inherit);
         let (wrote, out, err, report) = tokio::join!(
             write_task(task_w, wire::encode(&frame)),

@@ -35,6 +35,9 @@ pub mod seccomp;
 pub mod sys;
 mod task;
 mod template;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 mod wire;
 mod zygote;
 mod zygote_process;

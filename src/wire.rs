@@ -40,8 +40,6 @@ pub(crate) struct TaskFrame {
     /// The task's whole timeout (for messages) and what is left of it at hand-over.
     pub timeout_us: Option<u64>,
     pub remaining_us: Option<u64>,
-    /// Stay alive after reporting until the zygote closes the channel (memory measurements).
-    pub linger: bool,
 }
 
 /// Encodes a message as one frame.

@@ -93,7 +93,6 @@ pub struct Zygote {
     pool_size: usize,
     /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
     zombies: Vec<(libc::pid_t, Option<Slot>)>,
-    lingering: Vec<Flight>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
     proc_maps: std::fs::File,
@@ -144,7 +143,6 @@ impl Zygote {
             pool: VecDeque::new(),
             pool_size: 0,
             zombies: Vec::new(),
-            lingering: Vec::new(),
             proc_stat,
             proc_maps,
             confinement,
@@ -184,7 +182,7 @@ impl Zygote {
     /// happens to a started task, including its death, is an [`Outcome`].
     pub fn run(&mut self, task: &Task) -> Result<Outcome, Error> {
         let started = Instant::now();
-        let flight = self.launch(task, Payload::Guest, started, false)?;
+        let flight = self.launch(task, Payload::Guest, started)?;
         self.land(flight)
     }
 
@@ -197,7 +195,7 @@ impl Zygote {
         let mut buf = vec![0u8; 64 * 1024];
         while next < tasks.len() || !flying.is_empty() {
             while next < tasks.len() && flying.len() < concurrency.max(1) {
-                match self.launch(&tasks[next], Payload::Guest, Instant::now(), false) {
+                match self.launch(&tasks[next], Payload::Guest, Instant::now()) {
                     Ok(f) => flying.push((next, f)),
                     Err(e) => results[next] = Some(Err(e)),
                 }
@@ -260,51 +258,32 @@ impl Zygote {
         }
     }
 
-    /// Test support: forks a sandbox through exactly the same setup as [`run`](Self::run),
-    /// then runs `probe` (native code, given the task's args) instead of the guest; what it
-    /// returns becomes the sandbox's stdout. Used to prove the confinement from the inside.
+    /// Test support (the `testkit` feature; never in a release build without it): forks a
+    /// sandbox through exactly the same setup as [`run`](Self::run), then runs `probe` (native
+    /// code, given the task's args) instead of the guest; what it returns becomes the
+    /// sandbox's stdout. Used to prove the confinement from the inside.
+    #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub fn run_probe(
         &mut self,
         task: &Task,
         probe: fn(&[String]) -> String,
     ) -> Result<Outcome, Error> {
-        let flight = self.launch(task, Payload::Probe(probe), Instant::now(), false)?;
+        let flight = self.launch(task, Payload::Probe(probe), Instant::now())?;
         self.land(flight)
     }
 
-    /// Bench support: runs `tasks` on pool children that stay alive after reporting, returning
-    /// their pids; `dismiss_lingering` lets them exit.
-    #[doc(hidden)]
-    pub fn run_lingering(&mut self, tasks: &[Task]) -> Result<Vec<libc::pid_t>, Error> {
-        let mut flights = Vec::new();
-        for t in tasks {
-            if self.pool.is_empty() {
-                let idle = self.prefork()?;
-                self.pool.push_back(idle);
-            }
-            flights.push(self.launch(t, Payload::Guest, Instant::now(), true)?);
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let mut set: Vec<&mut Flight> = flights.iter_mut().filter(|f| !f.reported()).collect();
-            if set.is_empty() {
-                break;
-            }
-            flight::drive(&mut set, &mut buf).map_err(Error::Collect)?;
-        }
-        let pids = flights.iter().map(|f| f.pid).collect();
-        self.lingering.extend(flights);
-        Ok(pids)
+    /// Starts `task` in a sandbox (from the pool when there is one) and returns it in flight,
+    /// for a caller that drives it itself ([`flight::drive`]) and then lands or cancels it.
+    pub(crate) fn start(&mut self, task: &Task) -> Result<Flight, Error> {
+        self.launch(task, Payload::Guest, Instant::now())
     }
 
-    /// Bench support: lets lingering children exit and reaps them.
-    #[doc(hidden)]
-    pub fn dismiss_lingering(&mut self) {
-        for f in std::mem::take(&mut self.lingering) {
-            let slot = f.abandon();
-            self.release_slot(slot);
-        }
+    /// Kills a sandbox in flight whose outcome no longer matters, reaps it and removes its
+    /// cgroup.
+    pub(crate) fn cancel(&mut self, flight: Flight) {
+        let slot = flight.abandon();
+        self.release_slot(slot);
     }
 
     /// Reaps sandboxes that reported before they were gone (`block`: wait for each).
@@ -515,13 +494,7 @@ impl Zygote {
     }
 
     /// Starts `task`: hands it to a pool child, or forks one for it.
-    fn launch(
-        &mut self,
-        task: &Task,
-        payload: Payload,
-        started: Instant,
-        linger: bool,
-    ) -> Result<Flight, Error> {
+    fn launch(&mut self, task: &Task, payload: Payload, started: Instant) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
         let deadline = task.timeout.map(|t| started + t);
         // Output always travels through pipes the zygote reads, captured or relayed to its
@@ -533,10 +506,10 @@ impl Zygote {
                 return Err(e);
             }
             let name = self.template.name();
-            let frame = task_frame(task, name, preopens, deadline, false, linger);
+            let frame = task_frame(task, name, preopens, deadline, false);
             let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
             let sent = sys::write_all(task_w.as_raw_fd(), &wire::encode(&frame));
-            let mut flight = Flight::new(
+            let flight = Flight::new(
                 pid,
                 started,
                 0,
@@ -548,9 +521,6 @@ impl Zygote {
                 task.output,
                 slot,
             );
-            if linger {
-                flight.keep_channel(task_w);
-            }
             if let Err(e) = sent {
                 let slot = flight.abandon();
                 self.release_slot(slot);
@@ -656,7 +626,6 @@ impl Idle {
 impl Drop for Zygote {
     fn drop(&mut self) {
         self.reap_zombies(true);
-        self.dismiss_lingering();
         while let Some(idle) = self.pool.pop_front() {
             self.dismiss(idle);
         }
@@ -705,7 +674,6 @@ pub(crate) fn task_frame(
     preopens: Vec<Preopen>,
     deadline: Option<Instant>,
     inherit_stdin: bool,
-    linger: bool,
 ) -> TaskFrame {
     TaskFrame {
         argv0: Some(task.argv0.clone().unwrap_or_else(|| name.to_string())),
@@ -723,7 +691,6 @@ pub(crate) fn task_frame(
         max_files: task.max_files,
         timeout_us: task.timeout.map(micros),
         remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
-        linger,
     }
 }
 

@@ -1,25 +1,43 @@
 //! Isolation in depth, proven black-box: native escape probes forked through exactly the
-//! sandbox setup a guest gets (`zeroboot-wasm __probe`), and a running sandbox inspected from
-//! outside through /proc. Tests that need user namespaces skip with a message where the machine
-//! lacks them.
+//! sandbox setup a guest gets (`zeroboot-testkit probe`, the test-support binary: these tests
+//! are compiled only with `--features testkit`, which `test.sh` passes), and a running sandbox
+//! inspected from outside through /proc. Tests that need user namespaces are ignored where the
+//! machine lacks them.
 
 mod common;
 
-use common::{bin, guest, stdout};
+use common::guest;
+#[cfg(feature = "testkit")]
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs a probe and returns its outcome.
+/// Runs a probe in the test-support binary and returns its outcome.
+#[cfg(feature = "testkit")]
 fn probe(flags: &[&str], probe_args: &[&str]) -> Value {
-    let out = bin().arg("__probe").args(flags).args(probe_args).output().expect("run __probe");
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroboot-testkit"))
+        .arg("probe")
+        .args(flags)
+        .args(probe_args)
+        .output()
+        .expect("run zeroboot-testkit probe");
     assert!(
         out.status.success(),
-        "__probe {probe_args:?} failed: {}",
+        "probe {probe_args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout(&out).trim()).expect("probe outcome is JSON")
+    serde_json::from_str(common::stdout(&out).trim()).expect("probe outcome is JSON")
+}
+
+/// Without the `testkit` feature the escape-probe tests are not compiled; this shows them as
+/// ignored in the summary rather than leaving them out silently.
+#[cfg(not(feature = "testkit"))]
+#[test]
+#[ignore = "the escape-probe tests need the test-support binary: cargo test --features testkit \
+            (test.sh passes it)"]
+fn escape_probes_need_the_testkit_feature() {
+    panic!("build with --features testkit to run the escape probes");
 }
 
 /// Whether namespaces work here; prints why a test is skipped otherwise.
@@ -35,10 +53,12 @@ fn require_namespaces() {
     );
 }
 
+#[cfg(feature = "testkit")]
 fn finding(o: &Value) -> String {
     o["stdout"].as_str().unwrap_or_default().to_string()
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn enforce_mode_kills_each_forbidden_call_and_names_it() {
@@ -77,6 +97,7 @@ fn enforce_mode_kills_each_forbidden_call_and_names_it() {
     assert!(tcp.accept().is_err(), "a sandbox reached the loopback listener");
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn host_filesystem_proc_and_descriptors_are_out_of_reach() {
@@ -94,6 +115,7 @@ fn host_filesystem_proc_and_descriptors_are_out_of_reach() {
     assert_eq!(finding(&o), "open_fds: [1,2,3]", "{o}");
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn file_size_limit_stops_writes_in_a_granted_directory() {
@@ -114,6 +136,7 @@ fn file_size_limit_stops_writes_in_a_granted_directory() {
     assert_eq!(meta.len(), 8192);
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn log_mode_logs_instead_of_killing_and_other_layers_still_refuse() {

@@ -1,7 +1,6 @@
 //! Command-line parsing and the `run` and `worker` commands.
 
 mod parse;
-mod probes;
 mod run;
 mod worker;
 
@@ -67,12 +66,6 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
-    /// Benchmark support: load and run a module in this fresh process (a cold start).
-    #[command(name = "__cold", hide = true)]
-    Cold { module: PathBuf },
-    /// Test support: run a native escape probe through the full sandbox setup.
-    #[command(name = "__probe", hide = true)]
-    Probe(probes::ProbeArgs),
 }
 
 /// Options shared by `run` and `worker`.
@@ -152,11 +145,6 @@ impl CommonArgs {
         c
     }
 
-    /// Builds an in-process zygote: this process, confined as the flags say.
-    fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
-        zeroboot_wasm::Zygote::with_isolation(template, self.isolation())
-    }
-
     fn isolation(&self) -> zeroboot_wasm::Isolation {
         zeroboot_wasm::Isolation {
             namespaces: self.namespaces == OnOff::On,
@@ -211,9 +199,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Worker(args) => worker::main(args),
-        Command::Probe(args) => probes::main(args),
         Command::Bench(args) => bench_main(args),
-        Command::Cold { module } => zeroboot_wasm::bench::cold_main(&module),
     }
 }
 
@@ -264,6 +250,15 @@ pub struct BenchArgs {
     module: Option<PathBuf>,
 }
 
+/// The `cold_process` baseline's runner: the test-support binary `zeroboot-testkit`, when it
+/// sits next to this executable (a build with `--features testkit` puts it there). It is
+/// never shipped; without it the benchmark leaves the row out and says so.
+fn cold_runner() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let runner = exe.parent()?.join("zeroboot-testkit");
+    runner.is_file().then_some(runner)
+}
+
 fn bench_main(a: BenchArgs) -> i32 {
     let cfg = zeroboot_wasm::bench::BenchConfig {
         tasks: a.tasks,
@@ -271,7 +266,7 @@ fn bench_main(a: BenchArgs) -> i32 {
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         module: a.module,
-        binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("zeroboot-wasm")),
+        cold_runner: cold_runner(),
         namespaces: a.namespaces == OnOff::On,
     };
     match zeroboot_wasm::bench::run(&cfg) {
