@@ -12,7 +12,7 @@ use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
 use crate::template::{MemoryCap, Template};
-use crate::wire::{self, ChildReport, TaskFrame};
+use crate::wire::{self, ChildReport};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
 use std::os::fd::RawFd;
@@ -64,11 +64,12 @@ pub(crate) struct Plan<'a> {
 }
 
 /// What the child runs once set up: the guest's `_start`, or (tests only) native code that
-/// probes the confinement.
+/// probes the confinement, given the task's args and, for each preopened directory, its
+/// guest path and the path it is opened from in the sandbox.
 #[derive(Clone, Copy)]
 pub(crate) enum Payload {
     Guest,
-    Probe(fn(&[String]) -> String),
+    Probe(crate::zygote::ProbeFn),
 }
 
 /// How the child learns its task.
@@ -109,7 +110,7 @@ struct Ready<'a> {
 /// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
 ///    violation reports itself.
 /// 9. **The task**: already in memory, or (pool) read from fd 0 — so a pre-forked child waits
-///    fully sandboxed.
+///    fully sandboxed — and then lowers its CPU backstop from the pool's to its task's.
 /// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
 ///     `openat`, and randomness drawn from the OS in this child — never state inherited from
 ///     the zygote), memory cap, fuel; the deadline timer armed.
@@ -138,7 +139,7 @@ pub(crate) fn enter(
         })
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
-        .and_then(|rt| Ok((rt, receive(assignment, forked_at)?)));
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.harden.as_ref())?)));
     let (report, linger) = match setup {
         Ok((rt, ready)) => {
             let linger = ready.linger;
@@ -155,8 +156,7 @@ pub(crate) fn enter(
     if linger {
         // Stay mapped for the zygote's memory measurement until it closes the channel.
         let mut byte = [0u8; 1];
-        // SAFETY: fd 0 is the task channel; reading into a one-byte stack buffer.
-        while unsafe { libc::read(STDIN, byte.as_mut_ptr().cast(), 1) } > 0 {}
+        while matches!(sys::read_raw(STDIN, &mut byte), Ok(1)) {}
     }
     sys::exit_now(code)
 }
@@ -183,8 +183,13 @@ fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runt
     Ok(rt)
 }
 
-/// Step 9: the task, from memory or from the channel on fd 0.
-fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, String> {
+/// Step 9: the task, from memory or from the channel on fd 0. A pool child with rlimits
+/// (`harden`) then lowers its CPU backstop to its task's.
+fn receive<'a>(
+    assignment: Assignment<'a>,
+    forked_at: Instant,
+    harden: Option<&Rlimits>,
+) -> Result<Ready<'a>, String> {
     match assignment {
         Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
             task: Cow::Borrowed(task),
@@ -195,39 +200,43 @@ fn receive(assignment: Assignment<'_>, forked_at: Instant) -> Result<Ready<'_>, 
             since: forked_at,
         }),
         Assignment::Later => {
-            let mut reader = wire::FrameReader::default();
-            // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.
-            let mut buf = [0u8; 4096];
-            let frame: TaskFrame = loop {
-                // SAFETY: fd 0 is the task channel; `buf` is a valid writable buffer.
-                let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    // The zygote closed the channel without a task: it is shutting down.
-                    sys::exit_now(0);
-                }
-                match reader.push(&buf[..n as usize]) {
-                    wire::Frame::Partial => continue,
-                    wire::Frame::Complete(f) => break f,
-                    wire::Frame::Corrupt(e) => return Err(format!("corrupt task frame: {e}")),
-                }
+            let (header, stdin) = match wire::read_task(|buf| sys::read_raw(STDIN, buf)) {
+                Ok(Some(frame)) => frame,
+                // The zygote closed the channel without a task: it is shutting down.
+                Ok(None) => sys::exit_now(0),
+                Err(e) => return Err(format!("corrupt task frame: {e}")),
             };
             let since = Instant::now();
+            let timeout = header.timeout_us.map(Duration::from_micros);
+            if let Some(limits) = harden {
+                limits
+                    .lower_cpu_for_task(timeout)
+                    .map_err(|e| format!("cannot lower the CPU-time limit to the task's: {e}"))?;
+            }
+            let deadline = match header.remaining_us {
+                None => None,
+                Some(us) => Some(
+                    since
+                        .checked_add(Duration::from_micros(us))
+                        .ok_or("task deadline out of range")?,
+                ),
+            };
             let task = Task {
-                argv0: frame.argv0,
-                args: frame.args,
-                env: frame.env,
-                stdin: Stdin::Bytes(frame.stdin),
-                timeout: frame.timeout_us.map(Duration::from_micros),
-                max_memory: frame.max_memory,
-                fuel: frame.fuel,
+                argv0: header.argv0.map(Cow::into_owned),
+                args: header.args.into_owned(),
+                env: header.env.into_owned(),
+                stdin: Stdin::Bytes(stdin),
+                timeout,
+                max_memory: header.max_memory,
+                fuel: header.fuel,
                 ..Task::default()
             };
             Ok(Ready {
                 task: Cow::Owned(task),
-                preopens: frame.preopens,
-                deadline: frame.remaining_us.map(|us| since + Duration::from_micros(us)),
+                preopens: header.preopens.into_owned(),
+                deadline,
                 payload: Payload::Guest,
-                linger: frame.linger,
+                linger: header.linger,
                 since,
             })
         }
@@ -349,9 +358,14 @@ fn run_task(
     rt: &tokio::runtime::Runtime,
     ready: Ready<'_>,
 ) -> ChildReport {
-    let Ready { task, preopens, deadline, payload, since, .. } = ready;
+    let Ready { mut task, preopens, deadline, payload, since, .. } = ready;
     let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), since);
-    let ctx = match wasi_ctx(template.name(), &task, &preopens) {
+    // A task decoded from the channel is ours: its stdin moves into the WASI pipe uncopied.
+    let stdin = match &mut task {
+        Cow::Owned(Task { stdin: Stdin::Bytes(bytes), .. }) => Some(std::mem::take(bytes)),
+        _ => None,
+    };
+    let ctx = match wasi_ctx(template.name(), &task, stdin, &preopens) {
         Ok(ctx) => ctx,
         Err(e) => return fail("cannot build the task's WASI context", &e),
     };
@@ -377,7 +391,9 @@ fn run_task(
             r
         }
         Payload::Probe(probe) => {
-            let text = probe(&task.args);
+            let dirs: Vec<(&str, &str)> =
+                preopens.iter().map(|p| (p.guest.as_str(), p.path.as_str())).collect();
+            let text = probe(&task.args, &dirs);
             let _ = sys::write_all(STDOUT, text.as_bytes());
             Ok(())
         }
@@ -465,7 +481,13 @@ impl rand_core::TryRng for OsRandom {
     }
 }
 
-fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<WasiP1Ctx> {
+/// The task's WASI context; `owned_stdin`, when given, is the task's stdin, moved in.
+fn wasi_ctx(
+    name: &str,
+    task: &Task,
+    owned_stdin: Option<Vec<u8>>,
+    preopens: &[Preopen],
+) -> std::io::Result<WasiP1Ctx> {
     let mut b = WasiCtxBuilder::new();
     b.arg(task.argv0.as_deref().unwrap_or(name));
     b.args(&task.args);
@@ -476,12 +498,15 @@ fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<Wa
     let mut seed = [0u8; 16];
     sys::getrandom(&mut seed)?;
     b.insecure_random_seed(u128::from_le_bytes(seed));
-    match &task.stdin {
-        Stdin::Empty => {}
-        Stdin::Bytes(bytes) => {
+    match (owned_stdin, &task.stdin) {
+        (Some(bytes), _) => {
+            b.stdin(MemoryInputPipe::new(bytes));
+        }
+        (None, Stdin::Empty) => {}
+        (None, Stdin::Bytes(bytes)) => {
             b.stdin(MemoryInputPipe::new(bytes.clone()));
         }
-        Stdin::Inherit => {
+        (None, Stdin::Inherit) => {
             // SAFETY: `arrange_fds` made fd 0 the task's stdin; this File becomes its only user.
             b.stdin(InputFile::new(unsafe { sys::file_from_fd(STDIN) }));
         }

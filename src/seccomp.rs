@@ -7,7 +7,9 @@
 //! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin (files use
 //! `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
 //! no new executable memory after the fork); `rt_sigaction` and `tgkill` only for `SIGABRT`
-//! (what `abort()` needs). `prctl` and `seccomp` are denied, so the filter cannot be changed.
+//! (what `abort()` needs); `prlimit64` only to set the caller's own `RLIMIT_CPU` (a pool
+//! child lowering its CPU backstop to its task's, see [`CONSTRAINED`]). `prctl` and `seccomp`
+//! are denied, so the filter cannot be changed.
 //!
 //! Cost: attaching the filter takes ~200 µs per sandbox on the development VM (`zeroboot-wasm
 //! bench` prints it), nearly all of it fixed per filter rather than per instruction: a filter a
@@ -104,6 +106,12 @@ pub const CONSTRAINED: &[(&str, &str)] = &[
     ("mprotect", "prot without PROT_EXEC"),
     ("rt_sigaction", "signal is SIGABRT"),
     ("tgkill", "signal is SIGABRT"),
+    (
+        "prlimit64",
+        "pid 0 (the caller), resource RLIMIT_CPU, old limit not read: a pre-forked sandbox \
+         lowering its CPU backstop to its task's once the task arrives (a hard limit cannot be \
+         raised without CAP_SYS_RESOURCE, which is gone)",
+    ),
 ];
 
 fn cond(
@@ -140,6 +148,14 @@ pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
         rules.insert(libc::SYS_mprotect, no_exec(2)?);
         rules.insert(libc::SYS_rt_sigaction, rules_one_of(0, &[libc::SIGABRT as u64])?);
         rules.insert(libc::SYS_tgkill, rules_one_of(2, &[libc::SIGABRT as u64])?);
+        rules.insert(
+            libc::SYS_prlimit64,
+            vec![SeccompRule::new(vec![
+                cond(0, SeccompCmpOp::Eq, 0)?,
+                cond(1, SeccompCmpOp::Eq, u64::from(libc::RLIMIT_CPU))?,
+                cond(3, SeccompCmpOp::Eq, 0)?,
+            ])?],
+        );
         let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)?;
         filter.try_into().map_err(seccompiler::Error::Backend)
     };

@@ -13,14 +13,21 @@ use crate::outcome::{Captured, Outcome, Status, Timings};
 use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
-use crate::task::DirGrant;
+use crate::task::{DirGrant, MAX_TIMEOUT, TaskError};
 use crate::task::{Output, Stdin, Task};
 use crate::template::Template;
-use crate::wire::{self, ChildReport, TaskFrame};
+use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// Test support: native code run in a sandbox instead of the guest
+/// ([`Zygote::run_probe`]), given the task's args and, per preopened directory, its guest
+/// path and the path it is opened from inside the sandbox.
+#[doc(hidden)]
+pub type ProbeFn = fn(&[String], &[(&str, &str)]) -> String;
 
 /// A snapshot of the zygote process, as seen at fork time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +60,9 @@ pub struct Isolation {
     /// Largest file a guest may write (`RLIMIT_FSIZE`).
     pub max_file_size: u64,
     /// Host directories tasks may be granted. With namespaces, a task can only be granted one
-    /// of these (named as here), since the host filesystem is gone afterwards.
+    /// of these (named as here, and read-only exactly when it is read-only here), since the
+    /// host filesystem is gone afterwards. Each is mounted on its own with its own flags, so a
+    /// directory granted both read-write and read-only has a read-only mount for the latter.
     pub grants: Vec<DirGrant>,
 }
 
@@ -174,8 +183,10 @@ impl Zygote {
                 }
                 Some(mounted) => mounted
                     .iter()
+                    // Its own mount, with its own flags: a read-only grant of a directory also
+                    // granted read-write must not be served from the read-write mount.
                     .find(|g| {
-                        (g.host == d.host || g.canonical == d.host) && (d.read_only || !g.read_only)
+                        (g.host == d.host || g.canonical == d.host) && d.read_only == g.read_only
                     })
                     .map(|g| g.inside.clone())
                     .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
@@ -270,11 +281,7 @@ impl Zygote {
     /// then runs `probe` (native code, given the task's args) instead of the guest; what it
     /// returns becomes the sandbox's stdout. Used to prove the confinement from the inside.
     #[doc(hidden)]
-    pub fn run_probe(
-        &mut self,
-        task: &Task,
-        probe: fn(&[String]) -> String,
-    ) -> Result<Outcome, Error> {
+    pub fn run_probe(&mut self, task: &Task, probe: ProbeFn) -> Result<Outcome, Error> {
         let flight = self.launch(task, Payload::Probe(probe), Instant::now(), false)?;
         self.land(flight)
     }
@@ -326,12 +333,15 @@ impl Zygote {
         if self.zombies.len() > 64 {
             self.reap_zombies(false);
         }
+        task.validate().map_err(Error::InvalidTask)?;
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
         }
         if let Some(cg) = &mut self.cgroup {
-            let limit = task.max_memory.map(|m| m.saturating_add(HOST_OVERHEAD) as u64);
+            let limit = task
+                .max_memory
+                .map(|m| u64::try_from(m.saturating_add(HOST_OVERHEAD)).unwrap_or(u64::MAX));
             if cg.set_limit(limit).is_err() {
                 // A cgroup we cannot configure cannot bound anything: stop using it.
                 self.cgroup = None;
@@ -386,7 +396,9 @@ impl Zygote {
             stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
         };
-        let (pid, _) = self.fork_child(fds, None, Assignment::Later)?;
+        // The CPU backstop the longest task may need; the child lowers it to its own task's
+        // when the task arrives.
+        let (pid, _) = self.fork_child(fds, Some(MAX_TIMEOUT), Assignment::Later)?;
         Ok(Idle { pid, task_w, report_r, out_r, err_r })
     }
 
@@ -399,7 +411,14 @@ impl Zygote {
         linger: bool,
     ) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
-        let deadline = task.timeout.map(|t| started + t);
+        let deadline = match task.timeout {
+            None => None,
+            Some(t) => Some(
+                started
+                    .checked_add(t)
+                    .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
+            ),
+        };
         let max_bytes = match task.output {
             Output::Capture { max_bytes } => Some(max_bytes),
             Output::Inherit => None,
@@ -407,25 +426,38 @@ impl Zygote {
         let poolable = matches!(payload, Payload::Guest)
             && max_bytes.is_some()
             && !matches!(task.stdin, Stdin::Inherit);
-        if poolable && let Some(idle) = self.pool.pop_front() {
-            let frame = TaskFrame {
-                argv0: Some(task.argv0.clone().unwrap_or_else(|| self.template.name().to_string())),
-                args: task.args.clone(),
-                env: task.env.clone(),
-                stdin: match &task.stdin {
-                    Stdin::Bytes(b) => b.clone(),
-                    _ => Vec::new(),
-                },
-                preopens,
-                max_memory: task.max_memory,
-                fuel: task.fuel,
-                timeout_us: task.timeout.map(|t| t.as_micros() as u64),
-                remaining_us: deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64),
-                linger,
-            };
+        let stdin: &[u8] = match &task.stdin {
+            Stdin::Bytes(b) => b,
+            _ => &[],
+        };
+        // The frame's header, borrowing from the task; stdin follows it as raw bytes. A task
+        // too large for a frame runs in a sandbox forked for it instead.
+        let head = (poolable && !self.pool.is_empty())
+            .then(|| {
+                let header = TaskHeader {
+                    argv0: Some(Cow::Borrowed(
+                        task.argv0.as_deref().unwrap_or_else(|| self.template.name()),
+                    )),
+                    args: Cow::Borrowed(&task.args),
+                    env: Cow::Borrowed(&task.env),
+                    preopens: Cow::Borrowed(&preopens),
+                    max_memory: task.max_memory,
+                    fuel: task.fuel,
+                    // The timeout is at most MAX_TIMEOUT (validated): microseconds fit a u64.
+                    timeout_us: task.timeout.map(micros),
+                    remaining_us: deadline
+                        .map(|d| micros(d.saturating_duration_since(Instant::now()))),
+                    linger,
+                };
+                wire::encode_task(&header, stdin).ok()
+            })
+            .flatten();
+        if let Some(head) = head
+            && let Some(idle) = self.pool.pop_front()
+        {
             let Idle { pid, task_w, report_r, out_r, err_r } = idle;
-            let sent = sys::write_all(task_w.as_raw_fd(), &wire::encode(&frame));
+            let sent = sys::write_all(task_w.as_raw_fd(), &head)
+                .and_then(|()| sys::write_all(task_w.as_raw_fd(), stdin));
             let mut flight = Flight::new(
                 pid,
                 started,
