@@ -1,22 +1,31 @@
-//! A memory cgroup for the sandboxes of one zygote: bounds everything a child allocates on the
-//! host side (its copy-on-write copies, Wasmtime's and WASI's host allocations), not only the
-//! guest's linear memory, which the store's limiter already caps.
+//! Memory cgroups for sandboxes: each sandbox gets a memory cgroup of its own, which bounds
+//! everything it allocates on the host side (its copy-on-write copies, Wasmtime's and WASI's
+//! host allocations, files it writes to a tmpfs), not only the guest's linear memory, which
+//! the store's limiter already caps.
 //!
 //! The zygote creates `zeroboot-<pid>` below its own memory cgroup (v2, or v1's `memory`
-//! hierarchy) and moves itself in once; children are born in it. Moving each child in instead
-//! was measured: attaching a process to a cgroup takes the kernel's cgroup thread-group lock,
-//! which added 30 µs at p50 and 1.5 ms at p99 per task here (cgroup v1, 2 cores). Pages the
-//! zygote had before it joined stay charged to its old cgroup, so the new cgroup's usage is
-//! what sandboxes dirty (copy-on-write copies, host allocations) plus the zygote's small
-//! per-task bookkeeping; the limit is set before each fork. With one task at a time (`run`,
-//! `worker`) that is a per-sandbox bound. When the kernel kills for the limit it picks the
-//! biggest process in the cgroup: the sandbox, which maps everything the zygote does and more.
+//! hierarchy) and never joins it: it stays where it was started, so a sandbox's memory use can
+//! never make the OOM killer pick the zygote, and what a sandbox leaves charged (tmpfs pages)
+//! can never push the zygote over a limit. Each sandbox gets `zeroboot-<pid>/s<n>`, with its
+//! task's limit, and is moved in by the zygote right after the fork, while it is still setting
+//! itself up (before it can run guest code: it runs nothing before its task arrives, and the
+//! task is handed over only after the move). A pre-forked sandbox is moved when it is forked,
+//! off any task's path; only its limit is written when its task arrives. Empty cgroups are made
+//! ahead of time and removed after their sandbox is reaped; a sandbox's cgroup is never reused,
+//! so what one task left charged never counts against the next.
+//!
+//! Moving a process into a cgroup takes the kernel's cgroup thread-group lock (tens of µs at
+//! p50, milliseconds at p99 on a cgroup-v1 host under load), which is why the move overlaps
+//! the child's own set-up and why pool sandboxes are moved ahead of time.
+//!
 //! When no writable memory cgroup exists (no cgroupfs, no permission), sandboxes run without
-//! this bound; [`crate::ZygoteStats`] says which.
+//! this bound, and [`crate::ZygoteStats::memory_cgroup`] says so. Where cgroups exist, a limit
+//! that cannot be applied is an error for that task, never a layer silently dropped.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// Which cgroup interface the directory speaks.
@@ -26,19 +35,48 @@ enum Version {
     V2,
 }
 
-/// The zygote's sandbox cgroup.
+impl Version {
+    fn limit_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.limit_in_bytes",
+            Version::V2 => "memory.max",
+        }
+    }
+
+    fn events_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.oom_control",
+            Version::V2 => "memory.events",
+        }
+    }
+}
+
+/// Spare empty cgroups kept ready, so a sandbox forked on demand does not wait for a mkdir.
+const SPARES: usize = 4;
+
+/// The zygote's tree of sandbox cgroups.
 #[derive(Debug)]
-pub(crate) struct MemoryCgroup {
-    dir: PathBuf,
-    parent: PathBuf,
+pub(crate) struct SandboxCgroups {
+    /// `zeroboot-<pid>`, opened while the host's /sys was still visible.
+    root: Dir,
+    /// The zygote's own memory cgroup, to remove `root` from at the end.
+    parent: Dir,
+    root_name: String,
     version: Version,
-    /// The limit file and the OOM counter, opened now so they work after the zygote has left
-    /// the host's mount namespace.
+    spare: Vec<Slot>,
+    next: u64,
+}
+
+/// One sandbox's cgroup.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    name: String,
+    version: Version,
     limit_file: File,
     events_file: File,
+    procs_file: File,
     limit: Option<u64>,
     written: bool,
-    oom_kills: u64,
 }
 
 /// Finds the memory cgroup directory this process belongs to.
@@ -66,108 +104,170 @@ fn own_memory_cgroup() -> Option<(PathBuf, Version)> {
     None
 }
 
-impl MemoryCgroup {
-    /// Creates the zygote's sandbox cgroup. `Err` when the machine offers no writable one.
+impl SandboxCgroups {
+    /// Creates the zygote's sandbox cgroup tree. `Err` when the machine offers no writable
+    /// memory cgroup. Must be called before the zygote leaves the host's mount namespace.
     pub(crate) fn create() -> io::Result<Self> {
-        let (parent, version) = own_memory_cgroup()
+        let (parent_path, version) = own_memory_cgroup()
             .ok_or_else(|| io::Error::other("no memory cgroup controller for this process"))?;
+        let parent = Dir::open_ambient_dir(&parent_path, ambient_authority())?;
         remove_stale(&parent);
-        let dir = parent.join(format!("zeroboot-{}", std::process::id()));
-        match fs::create_dir(&dir) {
+        let root_name = format!("zeroboot-{}", std::process::id());
+        match parent.create_dir(&root_name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let (limit_name, events_name) = match version {
-            Version::V1 => ("memory.limit_in_bytes", "memory.oom_control"),
-            Version::V2 => ("memory.max", "memory.events"),
-        };
-        let limit_file = OpenOptions::new().write(true).open(dir.join(limit_name))?;
-        let events_file = File::open(dir.join(events_name))?;
+        let root = parent.open_dir(&root_name)?;
         if version == Version::V2 {
-            // Without swap a limit is a limit: swapping a sandbox out would only slow it.
-            let _ = fs::write(dir.join("memory.swap.max"), "0");
+            // Let the sandboxes' cgroups have memory limits of their own.
+            let mut control =
+                root.open_with("cgroup.subtree_control", OpenOptions::new().write(true))?;
+            control.write_all(b"+memory")?;
         }
-        let oom_kills = read_oom_kills(&events_file);
-        let cg = Self {
-            dir,
-            parent,
-            version,
-            limit_file,
-            events_file,
-            limit: None,
-            written: false,
-            oom_kills,
-        };
-        move_self_to(&cg.dir)?;
-        Ok(cg)
+        let mut cgroups = Self { root, parent, root_name, version, spare: Vec::new(), next: 0 };
+        // Prove now that a sandbox cgroup can be made and configured, so that a machine where
+        // it cannot is found out at start-up rather than at the first task.
+        let probe = cgroups.make_slot()?;
+        cgroups.spare.push(probe);
+        Ok(cgroups)
     }
 
-    /// Sets the limit for the next child, `None` for none (written only when it changes).
+    fn make_slot(&mut self) -> io::Result<Slot> {
+        let name = format!("s{}", self.next);
+        self.next += 1;
+        self.root.create_dir(&name)?;
+        let open = |file: &str, write: bool| -> io::Result<File> {
+            let mut o = OpenOptions::new();
+            o.read(!write).write(write);
+            Ok(self.root.open_with(format!("{name}/{file}"), &o)?.into_std())
+        };
+        let limit_file = open(self.version.limit_file(), true)?;
+        let events_file = open(self.version.events_file(), false)?;
+        let procs_file = open("cgroup.procs", true)?;
+        if self.version == Version::V2 {
+            // Without swap a limit is a limit: swapping a sandbox out would only slow it.
+            let _ = open("memory.swap.max", true).and_then(|mut f| f.write_all(b"0"));
+        }
+        Ok(Slot {
+            name,
+            version: self.version,
+            limit_file,
+            events_file,
+            procs_file,
+            limit: None,
+            written: false,
+        })
+    }
+
+    /// An empty cgroup with this limit (bytes; `None`: no limit) for the next sandbox.
+    pub(crate) fn take(&mut self, limit: Option<u64>) -> io::Result<Slot> {
+        let mut slot = match self.spare.pop() {
+            Some(s) => s,
+            None => self.make_slot()?,
+        };
+        if let Err(e) = slot.set_limit(limit) {
+            self.release(slot);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Makes spare empty cgroups, off any task's path; stops quietly at the first failure.
+    pub(crate) fn top_up(&mut self) {
+        while self.spare.len() < SPARES {
+            match self.make_slot() {
+                Ok(s) => self.spare.push(s),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Removes a sandbox's cgroup once the sandbox is reaped (what it left charged moves to
+    /// the parent, which has no limit).
+    pub(crate) fn release(&mut self, slot: Slot) {
+        let Slot { name, limit_file, events_file, procs_file, .. } = slot;
+        drop((limit_file, events_file, procs_file));
+        let _ = self.root.remove_dir(&name);
+    }
+}
+
+impl Drop for SandboxCgroups {
+    fn drop(&mut self) {
+        for slot in std::mem::take(&mut self.spare) {
+            self.release(slot);
+        }
+        // Succeeds once every sandbox is gone; a leftover is removed by the next zygote.
+        let _ = self.parent.remove_dir(&self.root_name);
+    }
+}
+
+impl Slot {
+    /// Sets the limit (written only when it changes).
     pub(crate) fn set_limit(&mut self, bytes: Option<u64>) -> io::Result<()> {
         if self.limit == bytes && self.written {
             return Ok(());
         }
-        let value = match (self.version, bytes) {
-            (_, Some(b)) => b.to_string(),
-            (Version::V1, None) => "-1".to_string(),
-            (Version::V2, None) => "max".to_string(),
+        let value = match (bytes, self.version) {
+            (Some(b), _) => b.to_string(),
+            (None, Version::V1) => "-1".to_string(),
+            (None, Version::V2) => "max".to_string(),
         };
+        use std::os::unix::fs::FileExt;
         self.limit_file.write_at(value.as_bytes(), 0)?;
         self.limit = bytes;
         self.written = true;
         Ok(())
     }
 
-    /// The limit last set.
+    /// The limit in force.
     pub(crate) fn limit(&self) -> Option<u64> {
         self.limit
     }
 
-    /// Whether the kernel's OOM killer has killed a process in the cgroup since the last call.
-    pub(crate) fn oom_killed_since_last(&mut self) -> bool {
-        let now = read_oom_kills(&self.events_file);
-        let killed = now > self.oom_kills;
-        self.oom_kills = now;
-        killed
+    /// Moves process `pid` (a sandbox just forked) into this cgroup.
+    pub(crate) fn attach(&mut self, pid: libc::pid_t) -> io::Result<()> {
+        self.procs_file.write_all(pid.to_string().as_bytes())
+    }
+
+    /// Whether the kernel's OOM killer has killed a process in this cgroup.
+    pub(crate) fn oom_killed(&self) -> bool {
+        read_all(&self.events_file)
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+            .is_some_and(|n| n > 0)
     }
 }
 
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        // Leave, then remove it (this succeeds once the last child is reaped; a leftover
-        // empty cgroup is removed by the next zygote's `remove_stale`).
-        let _ = move_self_to(&self.parent);
-        let _ = fs::remove_dir(&self.dir);
+fn read_all(file: &File) -> String {
+    let mut f = file;
+    let mut text = String::new();
+    if f.rewind().is_ok() {
+        let _ = f.read_to_string(&mut text);
     }
+    text
 }
 
-/// Moves this process into the cgroup directory `dir`.
-fn move_self_to(dir: &Path) -> io::Result<()> {
-    let mut procs = OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
-    procs.write_all(std::process::id().to_string().as_bytes())
-}
-
-/// Removes `zeroboot-<pid>` cgroups left by zygotes that no longer run (rmdir fails on any
+/// Removes `zeroboot-<pid>` trees left by zygotes that no longer run (rmdir fails on any
 /// cgroup that still has processes, so a live one is never touched).
-fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else { return };
+fn remove_stale(parent: &Dir) {
+    let Ok(entries) = parent.entries() else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("zeroboot-")) else { continue };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = fs::remove_dir(e.path());
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name.strip_prefix("zeroboot-") else { continue };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
         }
+        if let Ok(tree) = parent.open_dir(name)
+            && let Ok(children) = tree.entries()
+        {
+            for c in children.flatten() {
+                if c.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = tree.remove_dir(c.file_name());
+                }
+            }
+        }
+        let _ = parent.remove_dir(name);
     }
-}
-
-fn read_oom_kills(events: &File) -> u64 {
-    crate::sys::read_proc_file(events)
-        .ok()
-        .and_then(|bytes| {
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
-        })
-        .unwrap_or(0)
 }

@@ -29,6 +29,8 @@ const STDIN: RawFd = 0;
 const STDOUT: RawFd = 1;
 const STDERR: RawFd = 2;
 const REPORT: RawFd = 3;
+/// A sandbox whose task comes later reads it here (the host or zygote writes it).
+pub(crate) const CHANNEL: RawFd = 4;
 
 /// Descriptors the zygote hands to the child, as numbered in the zygote.
 pub(crate) struct ChildFds {
@@ -40,6 +42,8 @@ pub(crate) struct ChildFds {
     pub stderr: RawFd,
     /// Becomes fd 3: the report pipe.
     pub report: RawFd,
+    /// Becomes fd 4: the task channel of a sandbox whose task comes later.
+    pub channel: Option<RawFd>,
 }
 
 /// A directory to preopen, as the child must open it.
@@ -61,6 +65,9 @@ pub(crate) struct Plan<'a> {
     pub harden: Option<Rlimits>,
     pub seccomp: Option<&'a BpfProgram>,
     pub forked_at: Instant,
+    /// Wait on the channel (fd 4) for one byte — written once the zygote has moved this child
+    /// into its memory cgroup — before running anything of a task already in memory.
+    pub gated: bool,
 }
 
 /// What the child runs once set up: the guest's `_start`, or (tests only) native code that
@@ -76,7 +83,8 @@ pub(crate) enum Payload {
 pub(crate) enum Assignment<'a> {
     /// Known at fork (on-demand): in this copy of the zygote's memory.
     Now { task: &'a Task, preopens: Vec<Preopen>, deadline: Option<Instant>, payload: Payload },
-    /// Handed over later on fd 0 (a pre-forked pool child, already sandboxed).
+    /// Handed over later on the channel, fd 4 (a pre-forked pool child, or a sandbox whose
+    /// task the host writes itself), read once the sandbox is confined.
     Later,
 }
 
@@ -97,8 +105,8 @@ struct Ready<'a> {
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
 ///    orphan running guest code.
-/// 2. **Descriptors**: stdio (or, in a pool child, the task channel as fd 0) and the report
-///    pipe moved to 0–3; every other inherited descriptor closed (the zygote's module file, its
+/// 2. **Descriptors**: stdio and the report pipe moved to 0–3 (and the task channel, for a
+///    sandbox whose task comes later, to 4); every other inherited descriptor closed (the zygote's module file, its
 ///    /proc handles, other sandboxes' pipes).
 /// 3. **Signals and environment**: mask emptied (dispositions kept, so Wasmtime's trap handlers
 ///    stay); environment cleared.
@@ -109,8 +117,8 @@ struct Ready<'a> {
 ///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
 /// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
 ///    violation reports itself.
-/// 9. **The task**: already in memory, or (pool) read from fd 0 — so a pre-forked child waits
-///    fully sandboxed — and then lowers its CPU backstop from the pool's to its task's.
+/// 9. **The task**: already in memory, or read from the channel (fd 4) — so a pre-forked child
+///    waits fully sandboxed — and then, if it waited, lowers its CPU backstop to its task's.
 /// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
 ///     `openat`, and randomness drawn from the OS in this child — never state inherited from
 ///     the zygote), memory cap, fuel; the deadline timer armed.
@@ -139,7 +147,7 @@ pub(crate) fn enter(
         })
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
-        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.harden.as_ref())?)));
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan)?)));
     let (report, linger) = match setup {
         Ok((rt, ready)) => {
             let linger = ready.linger;
@@ -156,7 +164,7 @@ pub(crate) fn enter(
     if linger {
         // Stay mapped for the zygote's memory measurement until it closes the channel.
         let mut byte = [0u8; 1];
-        while matches!(sys::read_raw(STDIN, &mut byte), Ok(1)) {}
+        while matches!(sys::read_raw(CHANNEL, &mut byte), Ok(1)) {}
     }
     sys::exit_now(code)
 }
@@ -183,32 +191,44 @@ fn restrain(template: &mut Template, plan: &Plan) -> Result<tokio::runtime::Runt
     Ok(rt)
 }
 
-/// Step 9: the task, from memory or from the channel on fd 0. A pool child with rlimits
-/// (`harden`) then lowers its CPU backstop to its task's.
+/// Step 9: the task, from memory or from the channel on fd 4. A sandbox that waited for its
+/// task, with rlimits, then lowers its CPU backstop to its task's.
 fn receive<'a>(
     assignment: Assignment<'a>,
     forked_at: Instant,
-    harden: Option<&Rlimits>,
+    plan: &Plan,
 ) -> Result<Ready<'a>, String> {
+    let gated = plan.gated;
     match assignment {
-        Assignment::Now { task, preopens, deadline, payload } => Ok(Ready {
-            task: Cow::Borrowed(task),
-            preopens,
-            deadline,
-            payload,
-            linger: false,
-            since: forked_at,
-        }),
+        Assignment::Now { task, preopens, deadline, payload } => {
+            if gated {
+                let mut byte = [0u8; 1];
+                // SAFETY: fd 4 is the gate pipe; reading into a one-byte stack buffer.
+                if unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } != 1 {
+                    // The zygote could not place us in our cgroup and gave up on us.
+                    sys::exit_now(0);
+                }
+                sys::close(CHANNEL);
+            }
+            Ok(Ready {
+                task: Cow::Borrowed(task),
+                preopens,
+                deadline,
+                payload,
+                linger: false,
+                since: forked_at,
+            })
+        }
         Assignment::Later => {
-            let (header, stdin) = match wire::read_task(|buf| sys::read_raw(STDIN, buf)) {
+            let (header, stdin) = match wire::read_task(|buf| sys::read_raw(CHANNEL, buf)) {
                 Ok(Some(frame)) => frame,
-                // The zygote closed the channel without a task: it is shutting down.
+                // The channel closed without a task: the zygote is shutting down.
                 Ok(None) => sys::exit_now(0),
                 Err(e) => return Err(format!("corrupt task frame: {e}")),
             };
             let since = Instant::now();
             let timeout = header.timeout_us.map(Duration::from_micros);
-            if let Some(limits) = harden {
+            if let Some(limits) = &plan.harden {
                 limits
                     .lower_cpu_for_task(timeout)
                     .map_err(|e| format!("cannot lower the CPU-time limit to the task's: {e}"))?;
@@ -225,7 +245,7 @@ fn receive<'a>(
                 argv0: header.argv0.map(Cow::into_owned),
                 args: header.args.into_owned(),
                 env: header.env.into_owned(),
-                stdin: Stdin::Bytes(stdin),
+                stdin: if header.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(stdin) },
                 timeout,
                 max_memory: header.max_memory,
                 fuel: header.fuel,
@@ -248,8 +268,8 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
     // Duplicate every source above the target range first, so that placing one never
     // overwrites another that happens to be numbered 0–3.
     const ABOVE: RawFd = 10;
-    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report)];
-    let mut temps = [None; 4];
+    let sources = [fds.stdin, Some(fds.stdout), Some(fds.stderr), Some(fds.report), fds.channel];
+    let mut temps = [None; 5];
     for (temp, source) in temps.iter_mut().zip(sources) {
         if let Some(fd) = source {
             *temp = Some(sys::dup_at_least(fd, ABOVE)?);
@@ -261,7 +281,7 @@ fn arrange_fds(fds: &ChildFds) -> std::io::Result<()> {
             None => sys::close(target as RawFd),
         }
     }
-    sys::close_from(REPORT + 1)
+    sys::close_from(CHANNEL + 1)
 }
 
 fn internal(message: String, since: Instant) -> ChildReport {

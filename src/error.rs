@@ -94,6 +94,24 @@ pub enum Error {
     /// Reading the sandbox's output or report failed.
     #[error("cannot read from the sandbox")]
     Collect(#[source] io::Error),
+    /// The memory cgroup's limit could not be set for this task.
+    #[error("cannot apply the task's memory limit to its memory cgroup")]
+    MemoryLimit(#[source] io::Error),
+    /// A zygote process could not be started or spoken to.
+    #[error("cannot start a zygote process")]
+    SpawnZygote(#[source] io::Error),
+    /// The zygote broke the protocol or went away during a request.
+    #[error("zygote protocol error: {0}")]
+    Protocol(String),
+    /// The zygote could not build the template; `message` has the whole cause chain.
+    #[error("{message}")]
+    Load { message: String, kind: crate::protocol::LoadFailure },
+    /// The template's in-flight limit and queue are both full.
+    #[error("busy: {in_flight} tasks in flight and {queued} queued for this template; retry later")]
+    Busy { in_flight: usize, queued: usize },
+    /// The zygote could not start a sandbox for the task.
+    #[error("cannot start a sandbox: {0}")]
+    StartSandbox(String),
     /// Reaping the sandbox failed.
     #[error("cannot wait for sandbox {pid}")]
     Wait {
@@ -117,6 +135,22 @@ impl Error {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
+    /// Whose fault the error is, as the zygote reports a failed load.
+    pub(crate) fn load_failure(&self) -> crate::protocol::LoadFailure {
+        use crate::protocol::LoadFailure;
+        match self {
+            Error::ReadModule { .. }
+            | Error::GrantDir { .. }
+            | Error::NotGranted { .. }
+            | Error::Confine(crate::namespaces::NamespaceError::OpenGrant { .. }) => {
+                LoadFailure::MissingInput
+            }
+            Error::Load { kind, .. } => *kind,
+            _ if self.is_bad_input() => LoadFailure::BadModule,
+            _ => LoadFailure::Internal,
+        }
+    }
+
     /// Whether the error is about the caller's input (module, directory) rather than the host.
     pub fn is_bad_input(&self) -> bool {
         matches!(
@@ -132,6 +166,8 @@ impl Error {
                 | Error::InvalidTask(_)
                 | Error::FuelNotMetered
                 | Error::NotGranted { .. }
+                | Error::Load { kind: crate::protocol::LoadFailure::BadModule, .. }
+                | Error::Load { kind: crate::protocol::LoadFailure::MissingInput, .. }
                 | Error::Confine(crate::namespaces::NamespaceError::OpenGrant { .. })
         )
     }

@@ -1,6 +1,7 @@
 //! A sandbox in flight, seen from the zygote: its report pipe and output pipes being drained,
 //! its deadline watched, until it is reaped. Several can be driven at once from one thread.
 
+use crate::cgroup::Slot;
 use crate::outcome::{Captured, Outcome};
 use crate::sys::{self, ExitStatus};
 use crate::wire::{ChildReport, Frame, FrameReader};
@@ -47,6 +48,8 @@ pub(crate) struct Flight {
     timed_out: bool,
     /// A lingering pool child's task channel, closed to let it exit.
     channel: Option<OwnedFd>,
+    /// The sandbox's memory cgroup, removed once it is reaped.
+    slot: Option<Slot>,
 }
 
 /// What reaping a flight gives.
@@ -54,6 +57,8 @@ pub(crate) struct Landed {
     pub outcome: Outcome,
     pub status: ExitStatus,
     pub timed_out: bool,
+    /// The sandbox's cgroup, when it was reaped here (else it went to `zombies` with it).
+    pub slot: Option<Slot>,
 }
 
 impl Flight {
@@ -68,6 +73,7 @@ impl Flight {
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
         max_bytes: usize,
+        slot: Option<Slot>,
     ) -> Self {
         let drain = |fd| Drain { fd, captured: Captured::default(), max: max_bytes };
         Self {
@@ -82,6 +88,7 @@ impl Flight {
             streams: [drain(stdout), drain(stderr)],
             timed_out: false,
             channel: None,
+            slot,
         }
     }
 
@@ -145,26 +152,31 @@ impl Flight {
         Ok(())
     }
 
-    /// Kills and reaps a flight whose outcome no longer matters.
-    pub(crate) fn abandon(self) {
+    /// Kills and reaps a flight whose outcome no longer matters; returns its cgroup.
+    pub(crate) fn abandon(self) -> Option<Slot> {
         sys::kill_hard(self.pid);
         drop(self.channel);
         let _ = sys::wait(self.pid);
+        self.slot
     }
 
     /// Decides the outcome. With a report in hand the child's exit status adds nothing, so
     /// the outcome does not wait for its teardown (unmapping everything it inherited): a child
     /// not yet gone is pushed on `zombies`, to be reaped later. Without a report, the way it
     /// died is the outcome, so it is reaped now.
-    pub(crate) fn land(mut self, zombies: &mut Vec<libc::pid_t>) -> std::io::Result<Landed> {
+    pub(crate) fn land(
+        mut self,
+        zombies: &mut Vec<(libc::pid_t, Option<Slot>)>,
+    ) -> std::io::Result<Landed> {
         drop(self.channel.take());
         let reported = matches!(&self.report, Ok(Some(_)));
+        let mut slot = self.slot.take();
         let (status, peak) = if reported && !self.timed_out {
             let peak = self.report.as_ref().ok().and_then(Option::as_ref).map_or(0, |r| r.peak_rss);
             match sys::try_wait(self.pid)? {
                 Some((status, _)) => (status, peak),
                 None => {
-                    zombies.push(self.pid);
+                    zombies.push((self.pid, slot.take()));
                     (ExitStatus::Code(0), peak)
                 }
             }
@@ -178,7 +190,7 @@ impl Flight {
         outcome.stderr = err.captured;
         outcome.timings_us.fork = self.fork_us;
         outcome.timings_us.total = micros(self.started.elapsed());
-        Ok(Landed { outcome, status, timed_out: self.timed_out })
+        Ok(Landed { outcome, status, timed_out: self.timed_out, slot })
     }
 }
 

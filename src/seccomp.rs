@@ -4,8 +4,8 @@
 //! child as its last setup step.
 //!
 //! Arguments are constrained where it is cheap: `write` only to the sandbox's stdout, stderr
-//! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin (files use
-//! `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
+//! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin and the task
+//! channel (files use `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
 //! no new executable memory after the fork); `rt_sigaction` and `tgkill` only for `SIGABRT`
 //! (what `abort()` needs); `prlimit64` only to set the caller's own `RLIMIT_CPU` (a pool
 //! child lowering its CPU backstop to its task's, see [`CONSTRAINED`]). `prctl` and `seccomp`
@@ -101,15 +101,15 @@ pub const ALLOWED: &[(&str, i64)] = &[
 /// System calls allowed only with constrained arguments, with the constraint in words.
 pub const CONSTRAINED: &[(&str, &str)] = &[
     ("write", "fd is 1, 2 or 3 (stdout, stderr, report)"),
-    ("read", "fd is 0 (stdin)"),
+    ("read", "fd is 0 (stdin) or 4 (the task channel)"),
     ("mmap", "prot without PROT_EXEC"),
     ("mprotect", "prot without PROT_EXEC"),
     ("rt_sigaction", "signal is SIGABRT"),
     ("tgkill", "signal is SIGABRT"),
     (
         "prlimit64",
-        "pid 0 (the caller), resource RLIMIT_CPU, old limit not read: a pre-forked sandbox \
-         lowering its CPU backstop to its task's once the task arrives (a hard limit cannot be \
+        "pid 0 (the caller), resource RLIMIT_CPU, old limit not read: a sandbox forked before \
+         its task lowering its CPU backstop to its task's once the task arrives (a hard limit cannot be \
          raised without CAP_SYS_RESOURCE, which is gone)",
     ),
 ];
@@ -143,7 +143,7 @@ pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             ALLOWED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
         rules.insert(libc::SYS_write, rules_one_of(0, &[1, 2, 3])?);
-        rules.insert(libc::SYS_read, rules_one_of(0, &[0])?);
+        rules.insert(libc::SYS_read, rules_one_of(0, &[0, 4])?);
         rules.insert(libc::SYS_mmap, no_exec(2)?);
         rules.insert(libc::SYS_mprotect, no_exec(2)?);
         rules.insert(libc::SYS_rt_sigaction, rules_one_of(0, &[libc::SIGABRT as u64])?);

@@ -596,3 +596,120 @@ pub fn open_at(dir: &std::fs::File, path: &str) -> io::Result<std::fs::File> {
     // SAFETY: `fd` was just returned by openat and is owned by nobody else.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec): message boundaries are
+/// kept and descriptors travel with a message (`SCM_RIGHTS`). The host ⇄ zygote channel.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(io::Error::from)
+}
+
+/// Largest number of descriptors one message may carry.
+pub const MAX_FDS_PER_MESSAGE: usize = 8;
+
+/// Sends one message with `fds` attached (`sendmsg`, `MSG_NOSIGNAL`: a closed peer is
+/// `EPIPE`, never a signal). A would-block socket gives `ErrorKind::WouldBlock`.
+pub fn send_message(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [io::IoSlice::new(bytes)];
+    let cmsgs = if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(fds)] };
+    loop {
+        match sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => return Err(io::Error::other(format!("short send: {n} of {}", bytes.len()))),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// What [`recv_message`] got.
+pub enum Received {
+    /// One whole message and the descriptors that came with it.
+    Message(Vec<u8>, Vec<OwnedFd>),
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// Receives one message of at most `max` bytes and its descriptors (`recvmsg`, received
+/// close-on-exec). A longer message is an `InvalidData` error (its descriptors are closed);
+/// a would-block socket gives `ErrorKind::WouldBlock`.
+pub fn recv_message(sock: RawFd, max: usize) -> io::Result<Received> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = vec![0u8; max + 1];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    let (len, truncated, raw_fds) = loop {
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(got) = c {
+                        fds.extend(got);
+                    }
+                }
+                let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                break (msg.bytes, truncated, fds);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    };
+    // SAFETY: the kernel just installed these descriptors in this process for us; nothing
+    // else knows their numbers, so each gets exactly one owner.
+    let fds: Vec<OwnedFd> =
+        raw_fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    if len == 0 && fds.is_empty() {
+        return Ok(Received::Closed);
+    }
+    if truncated || len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message larger than {max} bytes (or too many descriptors)"),
+        ));
+    }
+    buf.truncate(len);
+    Ok(Received::Message(buf, fds))
+}
+
+/// Sets or clears `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and change this descriptor's status flags.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// `pidfd_open(pid)`: a descriptor that becomes readable when our child `pid` exits (it does
+/// not reap it).
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and a flag word; `pid` is our own unreaped child, so it
+    // cannot name a recycled process.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(ret as libc::c_int)?;
+    // SAFETY: the descriptor was just created for us and has no other owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An anonymous in-memory file (`memfd_create`, close-on-exec) holding `bytes`, read from
+/// offset 0 by whoever receives it.
+pub fn memfd_with(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
+    use std::io::Write;
+    let cname = cstr(name)?;
+    // SAFETY: `cname` is NUL-terminated and outlives the call; the flags are valid.
+    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: the descriptor was just created for us and has no other owner.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// A new descriptor (close-on-exec) for this process's stdin, to hand to a sandbox.
+pub fn dup_stdin() -> io::Result<OwnedFd> {
+    // SAFETY: fd 0 stays open for the life of the process (we never close our own stdin), so
+    // borrowing it for the duration of the dup is sound.
+    let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+    stdin.try_clone_to_owned()
+}

@@ -118,6 +118,10 @@ pub enum TaskError {
     /// An environment variable's name or value holds a NUL byte.
     #[error("environment variable {name:?} contains a NUL byte")]
     NulInEnv { name: String },
+    /// A part of the task (its stdin, or its args, env and directories together) is larger
+    /// than [`MAX_REQUEST_BYTES`], the most a sandbox is handed in one piece.
+    #[error("task {part} of {len} bytes exceeds the limit of {max} bytes", max = MAX_REQUEST_BYTES)]
+    TooLarge { part: &'static str, len: usize },
     /// The deadline is longer than [`MAX_TIMEOUT`].
     #[error("timeout of {ms} ms is longer than the maximum of {max_ms} ms (365 days)", max_ms = MAX_TIMEOUT.as_millis())]
     TimeoutTooLong { ms: u128 },

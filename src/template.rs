@@ -44,6 +44,16 @@ impl Config {
         self
     }
 
+    /// Whether modules are compiled with fuel metering.
+    pub fn meters_fuel(&self) -> bool {
+        self.meter_fuel
+    }
+
+    /// The compile cache directory, if any.
+    pub fn cache_directory(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
     fn engine(&self) -> Result<Engine, Error> {
         let mut c = wasmtime::Config::new();
         // Deadlines: a timer in the child bumps the epoch and running Wasm traps cleanly.

@@ -2,7 +2,8 @@
 //!
 //! - The child → zygote report: one length-prefixed frame (u32 little-endian length, then
 //!   JSON). Never a sentinel in the guest's output streams.
-//! - The zygote → pool child task: a header and the task's stdin, as
+//! - The host (or zygote) → waiting sandbox task, on the sandbox's channel: a header and the
+//!   task's stdin, as
 //!   `[u32 LE header length][u32 LE stdin length][header JSON][stdin bytes]`. Bytes travel
 //!   as bytes, written straight from the task and read straight into the child's buffer;
 //!   each part is at most [`MAX_REQUEST_BYTES`], the limit on a `worker` request line too.
@@ -30,7 +31,7 @@ pub(crate) struct ChildReport {
     pub peak_rss: u64,
 }
 
-/// A task handed to a pre-forked child (zygote → child, on the child's fd 0), all but its
+/// A task handed to a waiting sandbox (host or zygote → child, on its channel), all but its
 /// stdin, which follows the header as raw bytes. Borrowed from the task when encoded, owned
 /// when decoded.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -38,6 +39,9 @@ pub(crate) struct TaskHeader<'a> {
     pub argv0: Option<Cow<'a, str>>,
     pub args: Cow<'a, [String]>,
     pub env: Cow<'a, [(String, String)]>,
+    /// The sandbox's fd 0 is the task's stdin (passed by the host); no stdin bytes follow.
+    #[serde(default)]
+    pub inherit_stdin: bool,
     pub preopens: Cow<'a, [crate::child::Preopen]>,
     pub max_memory: Option<usize>,
     pub fuel: Option<u64>,
@@ -228,6 +232,7 @@ mod tests {
             argv0: Some("tool".into()),
             args: vec!["a".to_string(), "\u{0}x".to_string()].into(),
             env: vec![("K".to_string(), "V".to_string())].into(),
+            inherit_stdin: false,
             preopens: Vec::new().into(),
             max_memory: Some(1 << 20),
             fuel: None,

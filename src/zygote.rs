@@ -4,7 +4,7 @@
 //! and a lock held by any other thread (the allocator's, stdio's, Wasmtime's) would stay locked
 //! forever. [`Zygote::run`] checks the thread count before each fork and refuses otherwise.
 
-use crate::cgroup::MemoryCgroup;
+use crate::cgroup::{SandboxCgroups, Slot};
 use crate::child::{self, Assignment, ChildFds, Payload, Plan, Preopen};
 use crate::error::Error;
 use crate::flight::{self, Flight};
@@ -20,7 +20,7 @@ use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Test support: native code run in a sandbox instead of the guest
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 pub type ProbeFn = fn(&[String], &[(&str, &str)]) -> String;
 
 /// A snapshot of the zygote process, as seen at fork time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZygoteStats {
     /// Threads in the process (must be 1 to fork).
     pub threads: usize,
@@ -90,11 +90,11 @@ struct Confinement {
 pub struct Zygote {
     template: Template,
     pid: libc::pid_t,
-    cgroup: Option<MemoryCgroup>,
+    cgroups: Option<SandboxCgroups>,
     pool: VecDeque<Idle>,
     pool_size: usize,
     /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
-    zombies: Vec<libc::pid_t>,
+    zombies: Vec<(libc::pid_t, Option<Slot>)>,
     lingering: Vec<Flight>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
@@ -105,8 +105,8 @@ pub struct Zygote {
 impl Zygote {
     /// A zygote whose sandboxes get the per-process layers — seccomp (enforcing), rlimits, no
     /// capabilities, no new privileges, a session of their own — but no namespaces, so the
-    /// calling process keeps its view of the system. (It does move into a memory cgroup of
-    /// its own, where one can be created, so that its sandboxes are born there.) The process
+    /// calling process keeps its view of the system. (Where memory cgroups can be created,
+    /// each sandbox gets one of its own; the calling process stays where it is.) The process
     /// that calls [`run`](Self::run) must stay single-threaded.
     pub fn new(template: Template) -> Result<Self, Error> {
         Self::with_isolation(template, Isolation { namespaces: false, ..Isolation::default() })
@@ -119,7 +119,7 @@ impl Zygote {
         let open = |path: &str| std::fs::File::open(path).map_err(Error::ThreadCount);
         let (proc_stat, proc_maps) = (open("/proc/self/stat")?, open("/proc/self/maps")?);
         // The cgroup is made with the host's view of /sys, before any namespace.
-        let cgroup = MemoryCgroup::create().ok();
+        let cgroups = SandboxCgroups::create().ok();
         let mounted = if isolation.namespaces {
             let threads =
                 sys::threads_in_stat(&sys::read_proc_file(&proc_stat).map_err(Error::ThreadCount)?)
@@ -136,7 +136,7 @@ impl Zygote {
         Ok(Self {
             template,
             pid: sys::getpid(),
-            cgroup,
+            cgroups,
             pool: VecDeque::new(),
             pool_size: 0,
             zombies: Vec::new(),
@@ -154,7 +154,7 @@ impl Zygote {
         Ok(ZygoteStats {
             threads,
             mappings: maps.iter().filter(|&&b| b == b'\n').count(),
-            memory_cgroup: self.cgroup.is_some(),
+            memory_cgroup: self.cgroups.is_some(),
             namespaces: self.confinement.mounted.is_some(),
             seccomp: self.confinement.seccomp.is_some(),
         })
@@ -167,33 +167,7 @@ impl Zygote {
 
     /// Where each of the task's directories is, as the child will open it.
     fn preopens(&self, task: &Task) -> Result<Vec<Preopen>, Error> {
-        let mut out = Vec::with_capacity(task.dirs.len());
-        for d in &task.dirs {
-            let path = match &self.confinement.mounted {
-                None => {
-                    let source = match std::fs::metadata(&d.host) {
-                        Ok(m) if m.is_dir() => None,
-                        Ok(_) => Some(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
-                        Err(e) => Some(e),
-                    };
-                    if let Some(source) = source {
-                        return Err(Error::GrantDir { path: d.host.clone(), source });
-                    }
-                    d.host.to_string_lossy().into_owned()
-                }
-                Some(mounted) => mounted
-                    .iter()
-                    // Its own mount, with its own flags: a read-only grant of a directory also
-                    // granted read-write must not be served from the read-write mount.
-                    .find(|g| {
-                        (g.host == d.host || g.canonical == d.host) && d.read_only == g.read_only
-                    })
-                    .map(|g| g.inside.clone())
-                    .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
-            };
-            out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
-        }
-        Ok(out)
+        resolve_preopens(self.confinement.mounted.as_deref(), &task.dirs)
     }
 
     /// Runs `task` in a sandbox — a pre-forked one from the pool when there is one and the
@@ -230,7 +204,8 @@ impl Zygote {
             let mut set: Vec<&mut Flight> = flying.iter_mut().map(|(_, f)| f).collect();
             if let Err(e) = flight::drive(&mut set, &mut buf) {
                 for (i, f) in flying.drain(..) {
-                    f.abandon();
+                    let slot = f.abandon();
+                    self.release_slot(slot);
                     results[i] =
                         Some(Err(Error::Collect(std::io::Error::new(e.kind(), e.to_string()))));
                 }
@@ -259,7 +234,7 @@ impl Zygote {
         self.pool_size = size;
         while self.pool.len() > size {
             if let Some(idle) = self.pool.pop_front() {
-                idle.dismiss();
+                self.dismiss(idle);
             }
         }
         self.refill();
@@ -269,6 +244,9 @@ impl Zygote {
     /// next task then forks on demand).
     pub fn refill(&mut self) {
         self.reap_zombies(false);
+        if let Some(cg) = &mut self.cgroups {
+            cg.top_up();
+        }
         while self.pool.len() < self.pool_size {
             match self.prefork() {
                 Ok(idle) => self.pool.push_back(idle),
@@ -314,18 +292,41 @@ impl Zygote {
     /// Bench support: lets lingering children exit and reaps them.
     #[doc(hidden)]
     pub fn dismiss_lingering(&mut self) {
-        for f in self.lingering.drain(..) {
-            f.abandon();
+        for f in std::mem::take(&mut self.lingering) {
+            let slot = f.abandon();
+            self.release_slot(slot);
         }
     }
 
     /// Reaps sandboxes that reported before they were gone (`block`: wait for each).
     fn reap_zombies(&mut self, block: bool) {
-        self.zombies.retain(|&pid| {
+        let mut still = Vec::new();
+        for (pid, slot) in std::mem::take(&mut self.zombies) {
             let done = if block { sys::wait(pid).map(Some) } else { sys::try_wait(pid) };
             // Keep only those still running; an error (already reaped) drops it too.
-            matches!(done, Ok(None))
-        });
+            if matches!(done, Ok(None)) {
+                still.push((pid, slot));
+            } else {
+                self.release_slot(slot);
+            }
+        }
+        self.zombies = still;
+    }
+
+    /// Removes a reaped sandbox's cgroup.
+    pub(crate) fn release_slot(&mut self, slot: Option<Slot>) {
+        if let (Some(cg), Some(slot)) = (self.cgroups.as_mut(), slot) {
+            cg.release(slot);
+        }
+    }
+
+    /// A fresh cgroup for a sandbox whose linear memory is capped at `max_memory`.
+    fn take_slot(&mut self, max_memory: Option<u64>) -> Result<Option<Slot>, Error> {
+        let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
+        match &mut self.cgroups {
+            Some(cg) => cg.take(limit).map(Some).map_err(Error::MemoryLimit),
+            None => Ok(None),
+        }
     }
 
     /// Checks that a fork is possible now: the task is valid and we are single-threaded.
@@ -337,15 +338,6 @@ impl Zygote {
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
-        }
-        if let Some(cg) = &mut self.cgroup {
-            let limit = task
-                .max_memory
-                .map(|m| u64::try_from(m.saturating_add(HOST_OVERHEAD)).unwrap_or(u64::MAX));
-            if cg.set_limit(limit).is_err() {
-                // A cgroup we cannot configure cannot bound anything: stop using it.
-                self.cgroup = None;
-            }
         }
         Ok(preopens)
     }
@@ -359,14 +351,20 @@ impl Zygote {
         Ok(())
     }
 
-    /// Forks (clones) a child that runs `enter` with `assignment`.
+    /// Forks (clones) a child that runs `enter` with `assignment`, and moves it into `slot`
+    /// (its memory cgroup). A child that has its task already (`Assignment::Now`) and a cgroup
+    /// to join is gated: `fds.channel` is the read end of `gate`, and it waits there for one
+    /// byte, written once it is in its cgroup, before it runs anything of the task.
     fn fork_child(
         &mut self,
         fds: ChildFds,
         timeout: Option<Duration>,
         assignment: Assignment,
+        slot: Option<&mut Slot>,
+        gate: Option<OwnedFd>,
     ) -> Result<(libc::pid_t, Instant), Error> {
         self.check_single_threaded()?;
+        let gated = gate.is_some();
         let new_pid_ns = self.confinement.mounted.is_some();
         let plan = Plan {
             zygote_pid: self.pid,
@@ -374,32 +372,117 @@ impl Zygote {
             harden: Some(Rlimits::for_task(self.confinement.max_file_size, timeout)),
             seccomp: self.confinement.seccomp.as_ref(),
             forked_at: Instant::now(),
+            gated,
         };
         // SAFETY: we checked just above that this process has exactly one thread, and nothing
         // between that check and here starts one.
         let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
         match forked.map_err(Error::Fork)? {
             Fork::Child => child::enter(&mut self.template, fds, &plan, assignment),
-            Fork::Parent(pid) => Ok((pid, plan.forked_at)),
+            Fork::Parent(pid) => {
+                if let Some(slot) = slot
+                    && let Err(e) = slot.attach(pid)
+                {
+                    sys::kill_hard(pid);
+                    let _ = sys::wait(pid);
+                    return Err(Error::MemoryLimit(e));
+                }
+                if let Some(gate) = gate {
+                    // The child is where it belongs: let it go on (it ends itself if the write
+                    // fails and the gate closes empty).
+                    let _ = sys::write_all(gate.as_raw_fd(), b"g");
+                }
+                Ok((pid, plan.forked_at))
+            }
         }
     }
 
-    /// Forks a pool child: confined, waiting for its task on a pipe.
+    /// Forks a pool child: confined, waiting for its task on a pipe, in a cgroup of its own
+    /// (its limit is written when its task arrives).
     fn prefork(&mut self) -> Result<Idle, Error> {
+        self.fork_waiting(None, None)
+    }
+
+    /// Forks a sandbox that confines itself and then waits for its task on its channel (fd
+    /// 4); `stdin`, when given, becomes its fd 0. It is moved into a cgroup of its own, with
+    /// the limit for a linear-memory cap of `max_memory`.
+    fn fork_waiting(
+        &mut self,
+        stdin: Option<RawFd>,
+        max_memory: Option<u64>,
+    ) -> Result<Idle, Error> {
+        let mut slot = self.take_slot(max_memory)?;
         let (task_r, task_w) = sys::pipe().map_err(Error::Pipe)?;
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
         let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
         let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
         let fds = ChildFds {
-            stdin: Some(task_r.as_raw_fd()),
+            stdin,
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
+            channel: Some(task_r.as_raw_fd()),
         };
         // The CPU backstop the longest task may need; the child lowers it to its own task's
         // when the task arrives.
-        let (pid, _) = self.fork_child(fds, Some(MAX_TIMEOUT), Assignment::Later)?;
-        Ok(Idle { pid, task_w, report_r, out_r, err_r })
+        let forked =
+            self.fork_child(fds, Some(MAX_TIMEOUT), Assignment::Later, slot.as_mut(), None);
+        let pid = match forked {
+            Ok((pid, _)) => pid,
+            Err(e) => {
+                self.release_slot(slot);
+                return Err(e);
+            }
+        };
+        Ok(Idle { pid, task_w, report_r, out_r, err_r, slot })
+    }
+
+    /// Fork-server support: a confined sandbox whose task someone else (the host) will write
+    /// to its channel — from the pool when there is one and `stdin` is not given, else forked
+    /// now (with `stdin` as its fd 0). Also returns how long the fork took (0 from the pool).
+    pub(crate) fn hand_out(
+        &mut self,
+        stdin: Option<&OwnedFd>,
+        max_memory: Option<u64>,
+    ) -> Result<(Idle, u64), Error> {
+        if stdin.is_none()
+            && let Some(mut idle) = self.pool.pop_front()
+        {
+            if let Err(e) = idle.set_memory_limit(max_memory) {
+                self.dismiss(idle);
+                return Err(e);
+            }
+            return Ok((idle, 0));
+        }
+        let started = Instant::now();
+        let idle = self.fork_waiting(stdin.map(AsRawFd::as_raw_fd), max_memory)?;
+        Ok((idle, micros(started.elapsed())))
+    }
+
+    /// Closes an idle sandbox's channel (it exits), reaps it and removes its cgroup.
+    fn dismiss(&mut self, idle: Idle) {
+        let Idle { pid, task_w, slot, .. } = idle;
+        drop(task_w);
+        let _ = sys::wait(pid);
+        self.release_slot(slot);
+    }
+
+    /// Fork-server support: forks one more pool sandbox and returns its pid.
+    pub(crate) fn prefork_one(&mut self) -> Result<libc::pid_t, Error> {
+        let idle = self.prefork()?;
+        let pid = idle.pid;
+        self.pool.push_back(idle);
+        Ok(pid)
+    }
+
+    /// Fork-server support: the directories mounted for grants (empty without namespaces).
+    pub(crate) fn mounted_grants(&self) -> &[MountedGrant] {
+        self.confinement.mounted.as_deref().unwrap_or(&[])
+    }
+
+    /// Fork-server support: forgets an idle sandbox that died (it was reaped elsewhere).
+    pub(crate) fn forget_idle(&mut self, pid: libc::pid_t) {
+        self.pool.retain(|i| i.pid != pid);
     }
 
     /// Starts `task`: hands it to a pool child, or forks one for it.
@@ -440,6 +523,7 @@ impl Zygote {
                     )),
                     args: Cow::Borrowed(&task.args),
                     env: Cow::Borrowed(&task.env),
+                    inherit_stdin: false,
                     preopens: Cow::Borrowed(&preopens),
                     max_memory: task.max_memory,
                     fuel: task.fuel,
@@ -453,9 +537,13 @@ impl Zygote {
             })
             .flatten();
         if let Some(head) = head
-            && let Some(idle) = self.pool.pop_front()
+            && let Some(mut idle) = self.pool.pop_front()
         {
-            let Idle { pid, task_w, report_r, out_r, err_r } = idle;
+            if let Err(e) = idle.set_memory_limit(task.max_memory.map(bytes_u64)) {
+                self.dismiss(idle);
+                return Err(e);
+            }
+            let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
             let sent = sys::write_all(task_w.as_raw_fd(), &head)
                 .and_then(|()| sys::write_all(task_w.as_raw_fd(), stdin));
             let mut flight = Flight::new(
@@ -468,17 +556,24 @@ impl Zygote {
                 Some(out_r),
                 Some(err_r),
                 max_bytes.unwrap_or(0),
+                slot,
             );
             if linger {
                 flight.keep_channel(task_w);
             }
             if let Err(e) = sent {
-                flight.abandon();
+                let slot = flight.abandon();
+                self.release_slot(slot);
                 return Err(Error::Collect(e));
             }
             return Ok(flight);
         }
 
+        let mut slot = self.take_slot(task.max_memory.map(bytes_u64))?;
+        let gate = match slot {
+            Some(_) => Some(sys::pipe().map_err(Error::Pipe)?),
+            None => None,
+        };
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
         let captured = match max_bytes {
             Some(_) => {
@@ -493,9 +588,20 @@ impl Zygote {
             stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
             stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
             report: report_w.as_raw_fd(),
+            channel: gate.as_ref().map(|(r, _)| r.as_raw_fd()),
         };
         let assignment = Assignment::Now { task, preopens, deadline, payload };
-        let (pid, forked_at) = self.fork_child(fds, task.timeout, assignment)?;
+        // The gate's read end stays open here until the child has its copy.
+        let (gate_r, gate_w) = gate.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+        let forked = self.fork_child(fds, task.timeout, assignment, slot.as_mut(), gate_w);
+        drop(gate_r);
+        let (pid, forked_at) = match forked {
+            Ok(f) => f,
+            Err(e) => {
+                self.release_slot(slot);
+                return Err(e);
+            }
+        };
         let fork_us = micros(forked_at.elapsed());
         // Our copies of the child's ends must be closed, or we would never see end of file.
         drop(report_w);
@@ -516,6 +622,7 @@ impl Zygote {
             out_r,
             err_r,
             max_bytes.unwrap_or(0),
+            slot,
         ))
     }
 
@@ -524,7 +631,8 @@ impl Zygote {
         let mut buf = vec![0u8; 64 * 1024];
         while !flight.done() {
             if let Err(e) = flight::drive(&mut [&mut flight], &mut buf) {
-                flight.abandon();
+                let slot = flight.abandon();
+                self.release_slot(slot);
                 return Err(Error::Collect(e));
             }
         }
@@ -534,33 +642,37 @@ impl Zygote {
         let mut outcome = landed.outcome;
         if landed.status == ExitStatus::Signal(libc::SIGKILL)
             && !landed.timed_out
-            && let Some(cg) = self.cgroup.as_mut()
-            && cg.oom_killed_since_last()
+            && let Some(slot) = &landed.slot
+            && slot.oom_killed()
         {
             outcome.status = Status::MemoryLimit;
-            outcome.message = Some(format!(
-                "sandbox killed by the kernel: host-side memory exceeded {} bytes (cgroup)",
-                cg.limit().unwrap_or(0)
-            ));
+            outcome.message = Some(oom_message(slot.limit()));
         }
+        self.release_slot(landed.slot);
         Ok(outcome)
     }
 }
 
-/// A pre-forked, confined child waiting for its task.
-struct Idle {
-    pid: libc::pid_t,
-    task_w: OwnedFd,
-    report_r: OwnedFd,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
+/// A forked, confined sandbox waiting for its task on its channel, our ends of its pipes,
+/// and its memory cgroup.
+pub(crate) struct Idle {
+    pub pid: libc::pid_t,
+    pub task_w: OwnedFd,
+    pub report_r: OwnedFd,
+    pub out_r: OwnedFd,
+    pub err_r: OwnedFd,
+    pub slot: Option<Slot>,
 }
 
 impl Idle {
-    /// Closes its channel (it exits) and reaps it.
-    fn dismiss(self) {
-        drop(self.task_w);
-        let _ = sys::wait(self.pid);
+    /// Sets its cgroup's limit for a linear-memory cap of `max_memory` (a limit that cannot
+    /// be applied is an error for the task, never a layer silently dropped).
+    fn set_memory_limit(&mut self, max_memory: Option<u64>) -> Result<(), Error> {
+        let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
+        match &mut self.slot {
+            Some(slot) => slot.set_limit(limit).map_err(Error::MemoryLimit),
+            None => Ok(()),
+        }
     }
 }
 
@@ -568,16 +680,62 @@ impl Drop for Zygote {
     fn drop(&mut self) {
         self.reap_zombies(true);
         self.dismiss_lingering();
-        for idle in self.pool.drain(..) {
-            idle.dismiss();
+        while let Some(idle) = self.pool.pop_front() {
+            self.dismiss(idle);
         }
     }
+}
+
+/// Where each granted directory is, as the sandbox will open it: the host path itself without
+/// namespaces (checked to be a directory), else the zygote's mount of that grant.
+pub(crate) fn resolve_preopens(
+    mounted: Option<&[MountedGrant]>,
+    dirs: &[DirGrant],
+) -> Result<Vec<Preopen>, Error> {
+    let mut out = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let path = match mounted {
+            None => {
+                let source = match std::fs::metadata(&d.host) {
+                    Ok(m) if m.is_dir() => None,
+                    Ok(_) => Some(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
+                    Err(e) => Some(e),
+                };
+                if let Some(source) = source {
+                    return Err(Error::GrantDir { path: d.host.clone(), source });
+                }
+                d.host.to_string_lossy().into_owned()
+            }
+            Some(mounted) => mounted
+                .iter()
+                // Its own mount, with its own flags: a read-only grant of a directory also
+                // granted read-write must not be served from the read-write mount.
+                .find(|g| (g.host == d.host || g.canonical == d.host) && d.read_only == g.read_only)
+                .map(|g| g.inside.clone())
+                .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
+        };
+        out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
+    }
+    Ok(out)
+}
+
+/// The message of a sandbox the kernel killed for its cgroup's limit.
+pub(crate) fn oom_message(limit: Option<u64>) -> String {
+    format!(
+        "sandbox killed by the kernel: host-side memory exceeded {} bytes (cgroup)",
+        limit.unwrap_or(0)
+    )
 }
 
 /// How long past its deadline a child may take to stop by itself before it is killed. A guest
 /// running Wasm traps at the deadline; one blocked in a host call is stopped by its own timer
 /// 10 ms later; this backstop is for a child that does neither.
 pub const KILL_GRACE: Duration = Duration::from_millis(50);
+
+/// A byte count as a `u64` (lossless on every target we build for; saturating otherwise).
+pub(crate) fn bytes_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
 pub(crate) fn micros(d: Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)

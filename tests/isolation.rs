@@ -168,6 +168,19 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// `pid`'s children, their children, and so on (the worker's sandboxes are children of its
+/// zygote process).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = children(pid);
+    let mut i = 0;
+    while i < out.len() {
+        let more = children(out[i]);
+        out.extend(more);
+        i += 1;
+    }
+    out
+}
+
 fn status_field(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -196,10 +209,10 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     // Wait until the sandbox exists and is running its guest (seccomp is installed last).
     let start = Instant::now();
     let sandbox = loop {
-        let kids = children(worker.id());
-        if let Some(&pid) = kids.first()
-            && status_field(pid, "Seccomp") == "2"
-        {
+        let kids = descendants(worker.id());
+        if let Some(&pid) = kids.iter().find(|&&p| {
+            status_field(p, "Seccomp") == "2" && status_field(p, "State").starts_with('R')
+        }) {
             break pid;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
@@ -298,23 +311,24 @@ fn a_pool_sandbox_takes_its_task_cpu_backstop() {
         .expect("start worker");
     let mut input = worker.stdin.take().unwrap();
     let mut output = BufReader::new(worker.stdout.take().unwrap());
-    // The pool (one sandbox) is forked before the first request is read; the sandbox that
-    // takes the task is running when no other child exists (the pool refills after replies).
+    // Let the zygote fill its pool first. The running sandbox is the one under seccomp that
+    // is not asleep (idle pool sandboxes wait in read(2)).
+    std::thread::sleep(Duration::from_secs(1));
     writeln!(input, "{{\"timeout_ms\": 3000}}").unwrap();
     input.flush().unwrap();
     let start = Instant::now();
     let (sandbox, limit) = loop {
-        let kids = children(worker.id());
-        if let [pid] = kids[..]
-            && status_field(pid, "State").starts_with('R')
-        {
+        let kids = descendants(worker.id());
+        let running = kids.iter().copied().find(|&p| {
+            status_field(p, "Seccomp") == "2" && status_field(p, "State").starts_with('R')
+        });
+        if let Some(pid) = running {
             let limit = cpu_limit(pid);
             if limit.0.parse::<u64>().is_ok_and(|soft| soft <= 6) {
                 break (pid, limit);
             }
         }
         if start.elapsed() > Duration::from_secs(2) {
-            let kids = children(worker.id());
             let seen: Vec<_> = kids.iter().map(|&p| (p, cpu_limit(p))).collect();
             panic!("no running pool sandbox with the task's CPU backstop; children: {seen:?}");
         }

@@ -139,9 +139,13 @@ impl CommonArgs {
         c
     }
 
-    /// Builds the zygote: this process, confined as the flags say.
+    /// Builds an in-process zygote: this process, confined as the flags say.
     fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
-        let isolation = zeroboot_wasm::Isolation {
+        zeroboot_wasm::Zygote::with_isolation(template, self.isolation())
+    }
+
+    fn isolation(&self) -> zeroboot_wasm::Isolation {
+        zeroboot_wasm::Isolation {
             namespaces: self.namespaces == OnOff::On,
             seccomp: match self.seccomp {
                 SeccompArg::Enforce => zeroboot_wasm::SeccompMode::Enforce,
@@ -150,8 +154,17 @@ impl CommonArgs {
             },
             max_file_size: self.max_file_size,
             grants: self.dirs.iter().chain(&self.dirs_ro).cloned().collect(),
-        };
-        zeroboot_wasm::Zygote::with_isolation(template, isolation)
+        }
+    }
+
+    /// How the command's template is loaded into its zygote process.
+    fn load_options(&self, pool: usize) -> zeroboot_wasm::LoadOptions {
+        zeroboot_wasm::LoadOptions {
+            config: self.config(),
+            isolation: self.isolation(),
+            pool,
+            ..zeroboot_wasm::LoadOptions::default()
+        }
     }
 
     /// The task every command-line task starts from: env, grants and limits.
@@ -196,7 +209,8 @@ pub fn report_error(e: &Error) -> i32 {
         Error::ReadModule { .. }
         | Error::GrantDir { .. }
         | Error::NotGranted { .. }
-        | Error::Confine(zeroboot_wasm::namespaces::NamespaceError::OpenGrant { .. }) => {
+        | Error::Confine(zeroboot_wasm::namespaces::NamespaceError::OpenGrant { .. })
+        | Error::Load { kind: zeroboot_wasm::protocol::LoadFailure::MissingInput, .. } => {
             exit::NO_INPUT
         }
         Error::InvalidTask(_) => exit::USAGE,

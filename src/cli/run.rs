@@ -4,7 +4,7 @@ use super::{CommonArgs, exit, report_error, status_exit_code};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use zeroboot_wasm::{Output, Status, Stdin, Template};
+use zeroboot_wasm::{BlockingRuntime, Output, Status, Stdin};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -25,7 +25,11 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> i32 {
-    let template = match Template::from_file(&a.module, &a.common.config()) {
+    let rt = match BlockingRuntime::new() {
+        Ok(rt) => rt,
+        Err(e) => return report_error(&e),
+    };
+    let template = match rt.load(a.module.clone(), a.common.load_options(0)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
@@ -35,11 +39,7 @@ pub fn main(a: RunArgs) -> i32 {
     if !a.json {
         task.output = Output::Inherit;
     }
-    let mut zygote = match a.common.zygote(template) {
-        Ok(z) => z,
-        Err(e) => return report_error(&e),
-    };
-    let outcome = match zygote.run(&task) {
+    let outcome = match rt.run(&template, &task) {
         Ok(o) => o,
         Err(e) => return report_error(&e),
     };

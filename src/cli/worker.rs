@@ -6,7 +6,7 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{MAX_REQUEST_BYTES, Stdin, Task, Template};
+use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Stdin, Task};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
@@ -149,16 +149,17 @@ fn error_line(status: &str, message: &str) -> String {
 }
 
 pub fn main(a: WorkerArgs) -> i32 {
-    let template = match Template::from_file(&a.module, &a.common.config()) {
+    // This process is the host; the template lives in a zygote process of its own, so no
+    // request this process parses is ever in a sandbox's memory.
+    let rt = match BlockingRuntime::new() {
+        Ok(rt) => rt,
+        Err(e) => return report_error(&e),
+    };
+    let template = match rt.load(a.module.clone(), a.common.load_options(a.pool)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
-    let mut zygote = match a.common.zygote(template) {
-        Ok(z) => z,
-        Err(e) => return report_error(&e),
-    };
     let base = a.common.base_task();
-    zygote.set_pool_size(a.pool);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
@@ -212,8 +213,8 @@ pub fn main(a: WorkerArgs) -> i32 {
         let reply = match parsed {
             Err(e) => error_line("invalid_request", &e),
             Ok(task) => {
-                let stats = a.stats.then(|| zygote.stats());
-                match zygote.run(&task) {
+                let stats = a.stats.then(|| rt.stats(&template));
+                match rt.run(&template, &task) {
                     Ok(outcome) => {
                         let mut v = serde_json::to_value(&outcome)
                             .unwrap_or_else(|e| serde_json::json!({"status": "internal_error", "message": e.to_string()}));
@@ -235,7 +236,5 @@ pub fn main(a: WorkerArgs) -> i32 {
         if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
             return 0;
         }
-        // The next sandbox is forked after the reply is out, off the next task's critical path.
-        zygote.refill();
     }
 }

@@ -1,0 +1,184 @@
+//! The host ⇄ zygote protocol: typed, versioned messages, one per `SOCK_SEQPACKET` packet
+//! (so a message is never split or merged), JSON-encoded, with descriptors attached by
+//! `SCM_RIGHTS`. It knows nothing of Wasmtime or of the sandbox child.
+//!
+//! A task's data never travels here. The zygote forks (or takes from its pool) a sandbox and
+//! hands the host the sandbox's pipes ([`Reply::Started`]); the host writes the task (args,
+//! env, stdin) straight into the sandbox and reads its output and report straight from it.
+//! The zygote — whose memory every later sandbox inherits — never holds a task's input or
+//! output (issue: task data left in later sandboxes).
+//!
+//! Conversation: `Hello` ⇄ `Hello` (versions must match), `Load` (+ the module's fd) →
+//! `Ready` | `LoadFailed`; then any number of `Run` → `Started` (+ fds) | `RunFailed`, and
+//! later `Exited` for each started run, in whatever order sandboxes finish; `Cancel`, `Stats`
+//! → `Stats`, `Shutdown` at any time. A malformed or oversized message ends the connection.
+
+use std::path::PathBuf;
+
+/// Protocol version; both sides must speak the same one.
+pub const VERSION: u32 = 1;
+
+/// Largest message either side sends or accepts, in bytes. Messages carry no task data, so
+/// this is generous; a bigger packet is a protocol error.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The environment variable that makes a re-executed binary a zygote (its value is the
+/// protocol version); its stdin is then the socket.
+pub const ZYGOTE_ENV: &str = "ZEROBOOT_WASM_ZYGOTE";
+
+/// A directory the host wants sandboxes to be able to be granted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GrantSpec {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// A granted directory as the zygote mounted it (after confinement).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountedGrantInfo {
+    pub host: PathBuf,
+    pub canonical: PathBuf,
+    pub inside: String,
+    pub read_only: bool,
+}
+
+/// How the zygote confines itself and its sandboxes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IsolationSpec {
+    pub namespaces: bool,
+    pub seccomp: crate::seccomp::SeccompMode,
+    pub max_file_size: u64,
+    pub grants: Vec<GrantSpec>,
+}
+
+/// Everything the zygote needs to build its template; the module itself comes as a
+/// descriptor with the message.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LoadRequest {
+    /// Name for messages and `argv[0]`.
+    pub name: String,
+    /// Compile with fuel metering.
+    pub fuel: bool,
+    /// Compile cache directory (`None`: compile every time).
+    pub cache_dir: Option<PathBuf>,
+    pub isolation: IsolationSpec,
+    /// Sandboxes kept forked ahead of time.
+    pub pool: usize,
+}
+
+/// Whose fault a failed load was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadFailure {
+    /// The module is not a valid, loadable WASI module (or is hostile at instantiation).
+    BadModule,
+    /// A file or directory named by the caller is missing or unreadable.
+    MissingInput,
+    /// The host or the zygote itself failed.
+    Internal,
+}
+
+/// Host → zygote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    Hello {
+        version: u32,
+    },
+    /// Build the template (fd: the module, readable from offset 0).
+    Load(LoadRequest),
+    /// Start a sandbox for run `id` (fd, when `inherit_stdin`: the sandbox's stdin).
+    Run {
+        id: u64,
+        /// The task's deadline; the zygote kills the sandbox at deadline + grace.
+        timeout_us: Option<u64>,
+        /// Bounds the sandbox's host-side memory (memory cgroup) with its linear-memory cap.
+        max_memory: Option<u64>,
+        inherit_stdin: bool,
+    },
+    /// Kill run `id`'s sandbox (its `Exited` still follows).
+    Cancel {
+        id: u64,
+    },
+    Stats,
+    /// Kill every sandbox and exit.
+    Shutdown,
+}
+
+/// Zygote → host.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Hello {
+        version: u32,
+        pid: i32,
+    },
+    Ready {
+        meters_fuel: bool,
+        grants: Vec<MountedGrantInfo>,
+        namespaces: bool,
+    },
+    LoadFailed {
+        message: String,
+        kind: LoadFailure,
+    },
+    /// Run `id`'s sandbox exists. fds: task channel (write), report, stdout, stderr (read).
+    Started {
+        id: u64,
+        /// Time the fork took (0 when the sandbox came from the pool).
+        fork_us: u64,
+    },
+    RunFailed {
+        id: u64,
+        message: String,
+    },
+    /// Run `id`'s sandbox is gone (reaped).
+    Exited {
+        id: u64,
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal, when it was killed.
+        signal: Option<i32>,
+        /// Peak resident set, bytes.
+        peak_rss: u64,
+        /// The zygote killed it at its deadline's backstop.
+        timed_out: bool,
+        /// The kernel's OOM killer killed it for its memory cgroup limit.
+        oom_killed: bool,
+        /// The limit in force, bytes, when `oom_killed`.
+        memory_limit: Option<u64>,
+    },
+    Stats(crate::zygote::ZygoteStats),
+}
+
+/// Encodes a message (serialising these plain types cannot fail).
+pub(crate) fn encode<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// Decodes a message, or says why it is malformed.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let r = Request::Run { id: 7, timeout_us: Some(5), max_memory: None, inherit_stdin: true };
+        match decode::<Request>(&encode(&r)).unwrap() {
+            Request::Run { id: 7, timeout_us: Some(5), max_memory: None, inherit_stdin: true } => {}
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_and_unknown_types_are_errors() {
+        assert!(decode::<Request>(b"{{").is_err());
+        assert!(decode::<Request>(br#"{"type":"format_disk"}"#).is_err());
+        assert!(decode::<Reply>(br#"{"type":"started"}"#).is_err(), "missing id");
+    }
+}

@@ -1,0 +1,176 @@
+//! The fork server from a multi-threaded host: this test binary is the host (libtest and Tokio
+//! give it many threads); each template lives in a zygote process started by re-executing this
+//! very binary. Supervision (a zygote killed under load), cancellation, admission, leaks, and
+//! a zygote fed garbage.
+
+mod common;
+
+use common::guest;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use zeroboot_wasm::*;
+
+fn options(cache: &tempfile::TempDir, pool: usize) -> LoadOptions {
+    let mut config = Config::new();
+    config.cache_dir(Some(cache.path().to_path_buf()));
+    let isolation = Isolation { namespaces: namespaces::available(), ..Isolation::default() };
+    LoadOptions { config, isolation, pool, ..LoadOptions::default() }
+}
+
+/// The direct children of process `pid`.
+fn children(pid: i32) -> HashSet<i32> {
+    let mut out = HashSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry: count only processes not yet dead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multithreaded_host_runs_two_templates_with_many_tasks_in_flight() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let args = rt.load(guest("args_env"), options(&cache, 2)).await.expect("load args_env");
+    let mut joins = Vec::new();
+    for i in 0..600usize {
+        let (hello, args) = (hello.clone(), args.clone());
+        joins.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let o = hello.run(&Task::new()).await.expect("hello run");
+                assert_eq!(o.status, Status::Exited, "{o:?}");
+                assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
+            } else {
+                let o = args.run(&Task::new().args([format!("n{i}")])).await.expect("args run");
+                assert_eq!(o.status, Status::Exited, "{o:?}");
+                assert!(o.stdout_text().contains(&format!("arg[1]=n{i}\n")), "{o:?}");
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("task did not panic");
+    }
+    let stats = hello.stats().await.expect("stats");
+    assert_eq!(stats.threads, 1, "the zygote stays single-threaded: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zygote_killed_under_load_ends_its_tasks_and_the_next_call_succeeds() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let spin = rt.load(guest("spin"), options(&cache, 0)).await.expect("load spin");
+    let first = spin.zygote_pid().await.expect("zygote running");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let spin = spin.clone();
+            tokio::spawn(
+                async move { spin.run(&Task::new().timeout(Duration::from_secs(30))).await },
+            )
+        })
+        .collect();
+    // Let the sandboxes start spinning, then kill the zygote.
+    assert!(wait_until(Duration::from_secs(5), || children(first).len() >= 4));
+    let sandboxes = children(first);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::SIGKILL).unwrap();
+    let started = Instant::now();
+    for r in runs {
+        let o = r.await.unwrap().expect("an outcome, not an error");
+        assert_eq!(o.status, Status::InternalError, "{o:?}");
+        let m = o.message.unwrap_or_default();
+        assert!(m.contains("zygote") && m.contains("SIGKILL"), "{m}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "tasks ended {:?} after",
+        started.elapsed()
+    );
+    // Its sandboxes die with it (PR_SET_PDEATHSIG).
+    assert!(wait_until(Duration::from_secs(5), || sandboxes.iter().all(|&p| !alive(p))));
+    // The next call starts a new zygote and succeeds.
+    let o = spin.run(&Task::new().timeout(Duration::from_millis(200))).await.expect("run");
+    assert_eq!(o.status, Status::Timeout, "{o:?}");
+    let second = spin.zygote_pid().await.expect("zygote restarted");
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_run_kills_its_sandbox() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let spin = rt.load(guest("spin"), options(&cache, 0)).await.expect("load spin");
+    let zygote = spin.zygote_pid().await.expect("zygote");
+    let task = Task::new();
+    let run = spin.run(&task);
+    assert!(tokio::time::timeout(Duration::from_millis(300), run).await.is_err());
+    assert!(
+        wait_until(Duration::from_secs(3), || children(zygote).is_empty()),
+        "sandboxes still alive: {:?}",
+        children(zygote)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_is_bounded_and_says_busy() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let opts = LoadOptions { max_in_flight: 1, max_queued: 1, ..options(&cache, 0) };
+    let spin = rt.load(guest("spin"), opts).await.expect("load spin");
+    let task = Task::new().timeout(Duration::from_millis(1500));
+    let (a, b) = (spin.clone(), spin.clone());
+    let (ta, tb) = (task.clone(), task.clone());
+    let first = tokio::spawn(async move { a.run(&ta).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn(async move { b.run(&tb).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match spin.run(&task).await {
+        Err(Error::Busy { .. }) => {}
+        other => panic!("a third run must be refused as busy, got {other:?}"),
+    }
+    assert_eq!(first.await.unwrap().expect("first runs").status, Status::Timeout);
+    assert_eq!(second.await.unwrap().expect("queued one runs").status, Status::Timeout);
+}
+
+#[test]
+fn a_zygote_fed_garbage_fails_that_connection_without_hanging() {
+    use std::os::fd::AsRawFd;
+    let (host, zygote) = zeroboot_wasm::sys::seqpacket_pair().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"))
+        .env(protocol::ZYGOTE_ENV, protocol::VERSION.to_string())
+        .stdin(std::process::Stdio::from(zygote))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    zeroboot_wasm::sys::send_message(host.as_raw_fd(), b"\x00\xffnot json", &[]).unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the zygote hung on a malformed message");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(70));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("malformed"), "{err}");
+}

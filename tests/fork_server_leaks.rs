@@ -1,0 +1,64 @@
+//! Leaks: the fork server's host keeps no descriptor and no zombie after many runs. Its own
+//! test binary, because descriptor and child counts are process-wide.
+
+mod common;
+
+use common::guest;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use zeroboot_wasm::*;
+
+fn options(cache: &tempfile::TempDir, pool: usize) -> LoadOptions {
+    let mut config = Config::new();
+    config.cache_dir(Some(cache.path().to_path_buf()));
+    let isolation = Isolation { namespaces: namespaces::available(), ..Isolation::default() };
+    LoadOptions { config, isolation, pool, ..LoadOptions::default() }
+}
+
+/// The direct children of process `pid`.
+fn children(pid: i32) -> HashSet<i32> {
+    let mut out = HashSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_runs_leave_no_fd_and_no_zombie_in_the_host() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = BlockingRuntime::new().expect("runtime");
+    let hello = rt.load(guest("hello"), options(&cache, 2)).expect("load");
+    // Warm up, so lazily opened descriptors (the reactor, the zygote's socket) exist.
+    for _ in 0..20 {
+        rt.run(&hello, &Task::new()).expect("run");
+    }
+    let before = open_fds();
+    for _ in 0..10_000 {
+        let o = rt.run(&hello, &Task::new()).expect("run");
+        assert_eq!(o.status, Status::Exited);
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+    let zygote = rt.zygote_pid(&hello).expect("zygote");
+    let ours = children(std::process::id() as i32);
+    assert_eq!(ours, HashSet::from([zygote]), "the host's only child is its zygote");
+    // The zygote's children are its pool (2) and sandboxes still tearing down.
+    assert!(wait_until(Duration::from_secs(3), || children(zygote).len() <= 2));
+}
