@@ -19,6 +19,7 @@
 use crate::error::{Error, boxed};
 use crate::template::{MemoryCap, TaskState};
 use crate::{Isolation, Output, Stdin, Task, Template, Zygote, sys};
+use seccompiler::BpfProgram;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -93,6 +94,19 @@ pub struct ZygoteShape {
     pub anonymous_kb: u64,
 }
 
+/// Seccomp filter lengths (BPF instructions) and attach costs (p50 µs, in a fresh child).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SeccompFigures {
+    /// The whole sandbox allowlist (in-process zygote's sandboxes).
+    pub whole_instructions: usize,
+    pub whole_install_us: f64,
+    /// The short filter a fork-server sandbox adds on top of its zygote's.
+    pub narrowing_instructions: usize,
+    pub narrowing_install_us: f64,
+    /// The fork-server zygote's own filter (installed once per zygote).
+    pub zygote_instructions: usize,
+}
+
 /// The machine the figures come from.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Machine {
@@ -110,12 +124,19 @@ pub struct BenchReport {
     pub cold_process: Figures,
     pub on_demand: Figures,
     pub pool: Figures,
+    /// The fork server from a multi-threaded host: a zygote process of its own, sandboxes
+    /// forked when their task arrives.
+    pub server_on_demand: Figures,
+    /// The fork server with pre-forked sandboxes (what `worker`, `serve` and the library's
+    /// `Runtime` use).
+    pub server_pool: Figures,
     pub marginal_private_dirty_kb: f64,
     pub marginal_pss_kb: f64,
-    /// Installing the seccomp filter in a fresh child (p50 µs): the largest single step of an
-    /// on-demand sandbox's setup (the kernel emulates the filter for every system call number
-    /// to build its action cache).
-    pub seccomp_install_us: f64,
+    /// Attaching a sandbox's seccomp filter: the largest single step of an on-demand
+    /// sandbox's setup (the kernel runs a new filter for every system call number still
+    /// allowed, to build its action cache, so the cost grows with the filter's length and with
+    /// how much earlier filters allow).
+    pub seccomp: SeccompFigures,
     pub zygote: ZygoteShape,
     pub concurrency: usize,
     pub tasks: usize,
@@ -154,8 +175,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     let c = cfg.concurrency.max(1);
     let n = cfg.tasks.max(10);
 
+    // The fork server first: its host runtime starts threads, which are joined again before
+    // this process becomes an in-process zygote (which refuses to fork otherwise).
+    let (server_on_demand, server_pool) = measure_fork_server(&cfg.module, n, c, cfg.namespaces)?;
     let floor = measure_floor(n, c)?;
-    let seccomp_install_us = measure_seccomp_install(50)?;
+    let seccomp = measure_filters(50)?;
     let in_process = measure_in_process(&template, n)?;
     let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c)?;
     if cfg.module.is_none() {
@@ -169,7 +193,12 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         "seccomp + rlimits + no caps"
     };
     let mut zygote = Zygote::with_isolation(template, isolation)?;
-    let task = Task::new().output(Output::Capture { max_bytes: 1 << 20 }).stdin(Stdin::Empty);
+    // The write budget the command line applies by default, so its checks are measured too.
+    let task = Task::new()
+        .output(Output::Capture { max_bytes: 1 << 20 })
+        .stdin(Stdin::Empty)
+        .max_write(crate::DEFAULT_MAX_WRITE)
+        .max_files(crate::DEFAULT_MAX_FILES);
     let tasks: Vec<Task> = (0..n).map(|_| task.clone()).collect();
 
     zygote.set_pool_size(0);
@@ -189,9 +218,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         cold_process,
         on_demand,
         pool,
+        server_on_demand,
+        server_pool,
         marginal_private_dirty_kb: (m2.1 - m1.1) as f64 / per,
         marginal_pss_kb: (m2.0 - m1.0) as f64 / per,
-        seccomp_install_us,
+        seccomp,
         zygote: shape,
         concurrency: c,
         tasks: n,
@@ -244,24 +275,31 @@ fn measure_floor(n: usize, c: usize) -> Result<Figures, Error> {
     one_then_batched(n, c, fork_exit, reap)
 }
 
-fn measure_seccomp_install(n: usize) -> Result<f64, Error> {
-    let program = crate::seccomp::compile(crate::SeccompMode::Enforce)
-        .map_err(Error::Seccomp)?
-        .ok_or_else(|| Error::Seccomp(std::io::Error::other("no filter")))?;
+/// Attaching a sandbox's seccomp filter in a fresh child, p50 µs: the whole allowlist in a
+/// child of an unfiltered process (`base` = `None`, the in-process zygote's sandboxes), or the
+/// short narrowing filter on top of the zygote's own (`base` = the zygote filter, what a
+/// fork-server sandbox does).
+fn measure_seccomp_install(
+    n: usize,
+    base: Option<&BpfProgram>,
+    program: &BpfProgram,
+) -> Result<f64, Error> {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let (r, w) = sys::pipe().map_err(Error::Pipe)?;
         // SAFETY: this process is single-threaded here (nothing before the zygote starts a
-        // thread); the child only installs the filter, writes 8 bytes and exits.
+        // thread); the child only installs the filters, writes 8 bytes and exits.
         match unsafe { sys::fork() }.map_err(Error::Fork)? {
             sys::Fork::Child => {
                 // The filter lets the child write only to fds 1–3: report on fd 3.
                 if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 3).is_err() {
                     sys::exit_now(1);
                 }
+                let based = base.is_none_or(|b| crate::seccomp::apply(b).is_ok());
                 let t = Instant::now();
-                let ok =
-                    sys::set_no_new_privs().is_ok() && crate::seccomp::install(&program).is_ok();
+                let ok = based
+                    && sys::set_no_new_privs().is_ok()
+                    && crate::seccomp::install(program).is_ok();
                 let us = if ok { t.elapsed().as_micros() as u64 } else { u64::MAX };
                 let _ = sys::write_all(3, &us.to_le_bytes());
                 sys::exit_now(0)
@@ -279,6 +317,25 @@ fn measure_seccomp_install(n: usize) -> Result<f64, Error> {
         }
     }
     Ok(Figures::from(lat, Duration::from_secs(1)).p50_us)
+}
+
+/// The filters' lengths and attach costs, whole vs narrowing-on-zygote.
+fn measure_filters(n: usize) -> Result<SeccompFigures, Error> {
+    let compile = |f: fn(crate::SeccompMode) -> std::io::Result<Option<BpfProgram>>| {
+        f(crate::SeccompMode::Enforce)
+            .map_err(Error::Seccomp)?
+            .ok_or_else(|| Error::Seccomp(std::io::Error::other("no filter")))
+    };
+    let whole = compile(crate::seccomp::compile)?;
+    let zygote = compile(crate::seccomp::compile_zygote)?;
+    let narrowing = compile(crate::seccomp::compile_narrowing)?;
+    Ok(SeccompFigures {
+        whole_instructions: whole.len(),
+        whole_install_us: measure_seccomp_install(n, None, &whole)?,
+        narrowing_instructions: narrowing.len(),
+        narrowing_install_us: measure_seccomp_install(n, Some(&zygote), &narrowing)?,
+        zygote_instructions: zygote.len(),
+    })
 }
 
 fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
@@ -299,8 +356,10 @@ fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
             .stdout(MemoryOutputPipe::new(1 << 20))
             .stderr(MemoryOutputPipe::new(1 << 20))
             .build_p1();
-        let mut store =
-            Store::new(&template.engine, TaskState { wasi: ctx, memory: MemoryCap::default() });
+        let mut store = Store::new(
+            &template.engine,
+            TaskState { wasi: ctx, memory: MemoryCap::default(), writes: Default::default() },
+        );
         store.set_epoch_deadline(crate::template::NO_DEADLINE);
         let result = rt.block_on(async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -337,6 +396,83 @@ fn measure_cold(
     // One warm-up run fills the compile cache.
     spawn()?.wait().map_err(Error::Fork)?;
     one_then_batched(n, c, spawn, |mut child| child.wait().map(drop).map_err(Error::Fork))
+}
+
+/// Runs `tasks` through the fork server, from a multi-threaded Tokio host: one at a time
+/// (latency, throughput at concurrency 1), then with `c` in flight. On-demand, then pooled.
+fn measure_fork_server(
+    module: &Option<PathBuf>,
+    n: usize,
+    c: usize,
+    namespaces: bool,
+) -> Result<(Figures, Figures), Error> {
+    use crate::host::{LoadOptions, ModuleSource, Runtime};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.max(2))
+        .enable_all()
+        .build()
+        .map_err(Error::SpawnZygote)?;
+    let source = match module {
+        Some(p) => ModuleSource::File(p.clone()),
+        None => ModuleSource::Bytes {
+            name: "hello.wat".into(),
+            bytes: HELLO_WAT.as_bytes().to_vec().into(),
+        },
+    };
+    let isolation = Isolation { namespaces, ..Isolation::default() };
+    let figures = rt.block_on(async {
+        let runtime = Runtime::new();
+        let mut out = Vec::new();
+        for pool in [0, c + 1] {
+            let options = LoadOptions {
+                isolation: isolation.clone(),
+                pool,
+                max_in_flight: c.max(1),
+                ..LoadOptions::default()
+            };
+            let handle = runtime.load(source.clone(), options).await?;
+            let task = Task::new();
+            let check = |o: crate::Outcome| -> Result<u64, Error> {
+                if o.status != crate::Status::Exited {
+                    return Err(Error::Collect(std::io::Error::other(format!(
+                        "benchmark task ended {}: {}",
+                        o.status.as_str(),
+                        o.message.unwrap_or_default()
+                    ))));
+                }
+                Ok(o.timings_us.total)
+            };
+            // Warm-up: the zygote's pool fills, code paths are touched.
+            for _ in 0..20 {
+                check(handle.run(&task).await?)?;
+                if pool > 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            let mut lat = Vec::with_capacity(n);
+            let t0 = Instant::now();
+            for _ in 0..n {
+                lat.push(check(handle.run(&task).await?)? as f64);
+            }
+            let mut f = Figures::from(lat, t0.elapsed());
+            let t0 = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let h = handle.clone();
+                set.spawn(async move { h.run(&Task::new()).await });
+            }
+            while let Some(r) = set.join_next().await {
+                let o = r.map_err(|e| Error::Protocol(e.to_string()))??;
+                check(o)?;
+            }
+            f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
+            out.push(f);
+        }
+        Ok::<_, Error>(out)
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let mut it = figures.into_iter();
+    Ok((it.next().unwrap_or_default(), it.next().unwrap_or_default()))
 }
 
 fn measure_zygote(
@@ -473,6 +609,8 @@ pub fn table(r: &BenchReport) -> String {
         ("cold_process", &r.cold_process),
         ("on_demand", &r.on_demand),
         ("pool", &r.pool),
+        ("srv_on_demand", &r.server_on_demand),
+        ("srv_pool", &r.server_pool),
     ] {
         let conc = f.per_s_concurrent.map_or("-".to_string(), |v| format!("{v:.0}"));
         s.push_str(&format!(
@@ -492,13 +630,22 @@ pub fn table(r: &BenchReport) -> String {
         "\nper sandbox (live, after running the guest): private dirty {:.0} kB, PSS {:.0} kB\n",
         r.marginal_private_dirty_kb, r.marginal_pss_kb
     ));
+    let sc = &r.seccomp;
     s.push_str(&format!(
-        "seccomp filter install in a fresh child: {:.0} µs (p50)\n",
-        r.seccomp_install_us
+        "seccomp attach per sandbox (p50): whole allowlist {} insns {:.0} µs; fork server's narrowing filter {} insns on the zygote's ({} insns) {:.0} µs\n",
+        sc.whole_instructions, sc.whole_install_us, sc.narrowing_instructions, sc.zygote_instructions, sc.narrowing_install_us
     ));
     s.push_str(&format!(
         "zygote at fork: {} mappings, RSS {} kB, private dirty {} kB, anonymous {} kB\n",
         r.zygote.mappings, r.zygote.rss_kb, r.zygote.private_dirty_kb, r.zygote.anonymous_kb
+    ));
+    s.push_str(&format!(
+        "fork server (multi-threaded host) / in-process zygote, p50: pool {:.2}×, on_demand {:.2}×; throughput c={}: pool {:.2}×, on_demand {:.2}×\n",
+        r.server_pool.p50_us / r.pool.p50_us.max(1e-9),
+        r.server_on_demand.p50_us / r.on_demand.p50_us.max(1e-9),
+        r.concurrency,
+        r.server_pool.per_s_concurrent.unwrap_or(0.0) / r.pool.per_s_concurrent.unwrap_or(1.0).max(1e-9),
+        r.server_on_demand.per_s_concurrent.unwrap_or(0.0) / r.on_demand.per_s_concurrent.unwrap_or(1.0).max(1e-9),
     ));
     s.push_str(&format!(
         "cold_process / on_demand p50: {:.1}×; pool concurrent throughput / floor concurrent: {:.0}%\n",

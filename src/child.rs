@@ -7,6 +7,7 @@
 //! handlers, installed in the zygote, are inherited and stay installed: they turn guest faults
 //! into traps.
 
+use crate::budget::{WriteBudget, WriteLimitExceeded};
 use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
@@ -249,6 +250,8 @@ fn receive<'a>(
                 timeout,
                 max_memory: header.max_memory,
                 fuel: header.fuel,
+                max_write: header.max_write,
+                max_files: header.max_files,
                 ..Task::default()
             };
             Ok(Ready {
@@ -392,6 +395,7 @@ fn run_task(
     let state = template.store.data_mut();
     state.wasi = ctx;
     state.memory = MemoryCap { max: task.max_memory, refused: None };
+    state.writes = WriteBudget::new(task.max_write, task.max_files);
     if let (Some(fuel), true) = (task.fuel, template.fuel)
         && let Err(e) = template.store.set_fuel(fuel)
     {
@@ -444,6 +448,10 @@ fn classify(
         return (Status::Exited, Some(exit.0), None);
     }
     let detail = trap_message(e);
+    if e.downcast_ref::<WriteLimitExceeded>().is_some() {
+        // The trap's own message names the limit; the wasm backtrace follows it.
+        return (Status::WriteLimit, None, Some(detail));
+    }
     let (status, why) = match (e.downcast_ref::<Trap>(), refused, task.max_memory) {
         (Some(Trap::Interrupt), _, _) => {
             let ms = task.timeout.map_or(0, |t| t.as_millis());
@@ -532,8 +540,8 @@ fn wasi_ctx(
         }
     }
     // Unbuffered: each guest write is one write(2), so nothing is lost if the child is killed.
-    // Both output modes write to fds 1 and 2: the zygote decides whether those are its own
-    // stdio (inherit) or pipes it reads (capture).
+    // Fds 1 and 2 are always pipes the zygote reads: it captures what arrives, or relays it
+    // to its own stdio (inherit), so no rlimit of ours applies to the caller's streams.
     // SAFETY: `arrange_fds` made fds 1 and 2 the task's output; these Files are their only
     // users. `enter` closes the raw numbers once the guest is done; the Files live in the
     // store, which is never dropped before `_exit`, so nothing closes them twice.

@@ -4,17 +4,22 @@
 use crate::cgroup::Slot;
 use crate::outcome::{Captured, Outcome};
 use crate::sys::{self, ExitStatus};
+use crate::task::Output;
 use crate::wire::{ChildReport, Frame, FrameReader};
 use crate::zygote::{KILL_GRACE, judge, micros};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// One stream being drained: kept up to a cap, the rest read and dropped, so memory stays
-/// bounded however much the guest writes and cost is linear in what it writes.
+/// One stream being drained. Captured: kept up to a cap, the rest read and dropped, so memory
+/// stays bounded however much the guest writes and cost is linear in what it writes. Relayed
+/// (`sink`, output inherited): written on to the zygote's own descriptor as it arrives, so the
+/// sandbox never holds the caller's stdout or stderr (a file there would fall under the
+/// sandbox's file-size rlimit, which is meant for files in grants).
 struct Drain {
     fd: Option<OwnedFd>,
     captured: Captured,
     max: usize,
+    sink: Option<RawFd>,
 }
 
 impl Drain {
@@ -23,6 +28,16 @@ impl Drain {
         let n = sys::read(fd, buf)?;
         if n == 0 {
             self.fd = None;
+            return Ok(());
+        }
+        if let Some(sink) = self.sink {
+            if sys::write_all_waiting(sink, &buf[..n]).is_err() {
+                // The caller's stream is gone (EPIPE: its reader closed) or failing: stop
+                // relaying and close our end, so the guest's next write fails with EPIPE, as
+                // it would have written to the closed stream itself. Nothing here is fatal to
+                // the zygote or the task.
+                self.fd = None;
+            }
             return Ok(());
         }
         let room = self.max.saturating_sub(self.captured.bytes.len());
@@ -70,12 +85,18 @@ impl Flight {
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         report: OwnedFd,
-        stdout: Option<OwnedFd>,
-        stderr: Option<OwnedFd>,
-        max_bytes: usize,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        output: Output,
         slot: Option<Slot>,
     ) -> Self {
-        let drain = |fd| Drain { fd, captured: Captured::default(), max: max_bytes };
+        let drain = |fd, inherit_as| {
+            let (max, sink) = match output {
+                Output::Capture { max_bytes } => (max_bytes, None),
+                Output::Inherit => (0, Some(inherit_as)),
+            };
+            Drain { fd: Some(fd), captured: Captured::default(), max, sink }
+        };
         Self {
             pid,
             started,
@@ -85,7 +106,7 @@ impl Flight {
             report_fd: Some(report),
             frame: FrameReader::default(),
             report: Ok(None),
-            streams: [drain(stdout), drain(stderr)],
+            streams: [drain(stdout, 1), drain(stderr, 2)],
             timed_out: false,
             channel: None,
             slot,

@@ -22,9 +22,10 @@ use crate::protocol::{
 use crate::sys::{self, ExitStatus, Received};
 use crate::task::{Output, Stdin, Task, TaskError};
 use crate::template::Config;
-use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrameError, TaskHeader};
-use crate::zygote::{Isolation, ZygoteStats, bytes_u64, judge, micros, resolve_preopens};
-use std::borrow::Cow;
+use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrameError};
+use crate::zygote::{
+    Isolation, ZygoteStats, bytes_u64, judge, micros, resolve_preopens, task_header,
+};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -390,19 +391,8 @@ impl Connection {
         };
         // The frame's header borrows from the task; stdin follows it as raw bytes. Both are
         // checked against the frame's limit before any sandbox is asked for.
-        let mut header = TaskHeader {
-            argv0: Some(Cow::Borrowed(task.argv0.as_deref().unwrap_or(&self.name))),
-            args: Cow::Borrowed(&task.args),
-            env: Cow::Borrowed(&task.env),
-            inherit_stdin: matches!(task.stdin, Stdin::Inherit),
-            preopens: Cow::Borrowed(&preopens),
-            max_memory: task.max_memory,
-            fuel: task.fuel,
-            // At most MAX_TIMEOUT (validated): microseconds fit a u64.
-            timeout_us: task.timeout.map(micros),
-            remaining_us: None,
-            linger: false,
-        };
+        let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
+        let mut header = task_header(task, &self.name, &preopens, None, inherit_stdin, false);
         let size_check = wire::encode_task(&header, stdin_bytes);
         if let Err(TaskFrameError::TooLarge { part, len }) = size_check {
             return Err(Error::InvalidTask(TaskError::TooLarge { part, len }));
@@ -669,8 +659,11 @@ async fn drain(fd: OwnedFd, max: usize, relay: Option<i32>) -> std::io::Result<C
             return Ok(captured);
         }
         if let Some(target) = relay {
-            // A caller that stopped reading its own output loses the rest, as with a pipe.
-            let _ = sys::write_all(target, &buf[..n]);
+            // A caller that stopped reading its own output: close the pipe, so the guest's
+            // next write fails (EPIPE) as if it wrote to the caller's stream itself.
+            if sys::write_all_waiting(target, &buf[..n]).is_err() {
+                return Ok(captured);
+            }
             continue;
         }
         let keep = n.min(max.saturating_sub(captured.bytes.len()));

@@ -20,6 +20,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+mod budget;
 pub mod cache;
 mod cgroup;
 mod child;
@@ -38,6 +39,7 @@ mod wire;
 mod zygote;
 mod zygote_process;
 
+pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use error::{BoxError, Error};
 pub use host::{BlockingRuntime, LoadOptions, ModuleSource, Runtime, TemplateHandle};
 pub use outcome::{Captured, Outcome, Status, Timings};

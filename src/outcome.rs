@@ -17,6 +17,8 @@ pub enum Status {
     FuelExhausted,
     /// The guest tried to grow memory past its cap.
     MemoryLimit,
+    /// The task passed its budget of bytes written to files or of files created.
+    WriteLimit,
     /// The seccomp filter stopped a forbidden system call.
     SandboxViolation,
     /// The sandbox process was killed by a signal the runtime did not send for a deadline.
@@ -34,6 +36,7 @@ impl Status {
             Status::Timeout => "timeout",
             Status::FuelExhausted => "fuel_exhausted",
             Status::MemoryLimit => "memory_limit",
+            Status::WriteLimit => "write_limit",
             Status::SandboxViolation => "sandbox_violation",
             Status::Killed => "killed",
             Status::InternalError => "internal_error",

@@ -126,19 +126,77 @@ fn rules_one_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, seccompiler
     values.iter().map(|&v| SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)?])).collect()
 }
 
+/// `prlimit64(0, RLIMIT_CPU, new, NULL)` only: a sandbox lowering its own CPU backstop.
+fn own_cpu_limit_only() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    Ok(vec![SeccompRule::new(vec![
+        cond(0, SeccompCmpOp::Eq, 0)?,
+        cond(1, SeccompCmpOp::Eq, u64::from(libc::RLIMIT_CPU))?,
+        cond(3, SeccompCmpOp::Eq, 0)?,
+    ])?])
+}
+
 fn no_exec(arg: u8) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     let prot_exec = libc::PROT_EXEC as u64;
     Ok(vec![SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(prot_exec), 0)?])?])
 }
 
-/// Compiles the policy for `mode` to BPF (`None` for [`SeccompMode::Off`]). Done in the
+/// System calls the fork-server zygote makes after its own filter is installed, beyond a
+/// sandbox's allowlist (traced with `strace -f` of a zygote serving runs: forking and reaping
+/// sandboxes, the host socket, cgroup placement) and what a sandbox does between its fork and
+/// its own filter (fd layout, session, rlimits, capabilities, installing that filter).
+pub const ZYGOTE_EXTRA: &[(&str, i64)] = &[
+    ("clone", libc::SYS_clone),
+    ("wait4", libc::SYS_wait4),
+    ("kill", libc::SYS_kill),
+    ("pidfd_open", libc::SYS_pidfd_open),
+    ("pipe2", libc::SYS_pipe2),
+    ("poll", libc::SYS_poll),
+    ("ppoll", libc::SYS_ppoll),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("getppid", libc::SYS_getppid),
+    ("capset", libc::SYS_capset),
+    ("close_range", libc::SYS_close_range),
+    ("dup2", libc::SYS_dup2),
+    ("dup3", libc::SYS_dup3),
+    ("prctl", libc::SYS_prctl),
+    ("seccomp", libc::SYS_seccomp),
+    ("prlimit64", libc::SYS_prlimit64),
+    ("setsid", libc::SYS_setsid),
+];
+
+/// What the filter does on a refused call in `mode` (`None`: no filter).
+fn refusal(mode: SeccompMode) -> Option<SeccompAction> {
+    match mode {
+        SeccompMode::Enforce => Some(SeccompAction::Trap),
+        SeccompMode::Log => Some(SeccompAction::Log),
+        SeccompMode::Off => None,
+    }
+}
+
+fn finish(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, seccompiler::Error> {
+    let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)?;
+    filter.try_into().map_err(seccompiler::Error::Backend)
+}
+
+fn compiled(
+    what: &str,
+    built: Result<BpfProgram, seccompiler::Error>,
+) -> io::Result<Option<BpfProgram>> {
+    built
+        .map(Some)
+        .map_err(|e| io::Error::other(format!("cannot compile the {what} seccomp policy: {e}")))
+}
+
+/// The sandbox allowlist, whole: what a sandbox of an in-process zygote installs (the
+/// calling process has no filter of its own). `None` for [`SeccompMode::Off`]. Compiled in the
 /// zygote, before any fork, so a child only installs it.
 pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
-    let mismatch = match mode {
-        SeccompMode::Enforce => SeccompAction::Trap,
-        SeccompMode::Log => SeccompAction::Log,
-        SeccompMode::Off => return Ok(None),
-    };
+    let Some(refuse) = refusal(mode) else { return Ok(None) };
     let build = || -> Result<BpfProgram, seccompiler::Error> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             ALLOWED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
@@ -148,20 +206,76 @@ pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
         rules.insert(libc::SYS_mprotect, no_exec(2)?);
         rules.insert(libc::SYS_rt_sigaction, rules_one_of(0, &[libc::SIGABRT as u64])?);
         rules.insert(libc::SYS_tgkill, rules_one_of(2, &[libc::SIGABRT as u64])?);
+        rules.insert(libc::SYS_prlimit64, own_cpu_limit_only()?);
+        finish(rules, refuse, SeccompAction::Allow)
+    };
+    compiled("sandbox", build())
+}
+
+/// The fork-server zygote's own allowlist, installed on the zygote once it is set up: the
+/// sandbox allowlist plus [`ZYGOTE_EXTRA`], with `write`, `read` and `rt_sigaction` on any
+/// descriptor or signal, `kill` only with SIGKILL, `clone` only as a plain fork (optionally
+/// into a new PID namespace), and still no executable memory. Every sandbox inherits it.
+pub(crate) fn compile_zygote(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
+    let Some(refuse) = refusal(mode) else { return Ok(None) };
+    let build = || -> Result<BpfProgram, seccompiler::Error> {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            ALLOWED.iter().chain(ZYGOTE_EXTRA).map(|&(_, nr)| (nr, Vec::new())).collect();
+        for nr in [libc::SYS_write, libc::SYS_read, libc::SYS_rt_sigaction] {
+            rules.insert(nr, Vec::new());
+        }
+        rules.insert(libc::SYS_mmap, no_exec(2)?);
+        rules.insert(libc::SYS_mprotect, no_exec(2)?);
+        rules.insert(libc::SYS_tgkill, rules_one_of(2, &[libc::SIGABRT as u64])?);
+        rules.insert(libc::SYS_kill, rules_one_of(1, &[libc::SIGKILL as u64])?);
+        let sigchld = libc::SIGCHLD as u64;
+        let fork_flags = [
+            sigchld,
+            libc::CLONE_NEWPID as u64 | sigchld,
+            (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64 | sigchld,
+        ];
+        rules.insert(libc::SYS_clone, rules_one_of(0, &fork_flags)?);
+        finish(rules, refuse, SeccompAction::Allow)
+    };
+    compiled("zygote", build())
+}
+
+/// The short filter a fork-server sandbox adds on top of the zygote's: it refuses what the
+/// zygote's allowlist has beyond the sandbox's — every call of [`ZYGOTE_EXTRA`], and `write`,
+/// `read` and `rt_sigaction` outside the sandbox's descriptors and SIGABRT — and lets the
+/// rest through to the zygote's filter. The two together allow exactly what [`compile`]'s
+/// allowlist does; this one is a fraction of its length, and the kernel evaluates it only for
+/// the calls the zygote's filter allows, which is what makes attaching it cheap.
+pub(crate) fn compile_narrowing(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
+    let Some(refuse) = refusal(mode) else { return Ok(None) };
+    let build = || -> Result<BpfProgram, seccompiler::Error> {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            ZYGOTE_EXTRA.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
+        let outside = |arg: u8, allowed: &[u64]| -> Result<Vec<SeccompRule>, seccompiler::Error> {
+            let conds = allowed
+                .iter()
+                .map(|&v| cond(arg, SeccompCmpOp::Ne, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(vec![SeccompRule::new(conds)?])
+        };
+        rules.insert(libc::SYS_write, outside(0, &[1, 2, 3])?);
+        rules.insert(libc::SYS_read, outside(0, &[0, 4])?);
+        rules.insert(libc::SYS_rt_sigaction, outside(0, &[libc::SIGABRT as u64])?);
+        // prlimit64 (in ZYGOTE_EXTRA) is refused unless it is a sandbox lowering its own CPU
+        // backstop, the one form the sandbox allowlist has.
+        let cpu = u64::from(libc::RLIMIT_CPU);
         rules.insert(
             libc::SYS_prlimit64,
-            vec![SeccompRule::new(vec![
-                cond(0, SeccompCmpOp::Eq, 0)?,
-                cond(1, SeccompCmpOp::Eq, u64::from(libc::RLIMIT_CPU))?,
-                cond(3, SeccompCmpOp::Eq, 0)?,
-            ])?],
+            vec![
+                SeccompRule::new(vec![cond(0, SeccompCmpOp::Ne, 0)?])?,
+                SeccompRule::new(vec![cond(1, SeccompCmpOp::Ne, cpu)?])?,
+                SeccompRule::new(vec![cond(3, SeccompCmpOp::Ne, 0)?])?,
+            ],
         );
-        let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)?;
-        filter.try_into().map_err(seccompiler::Error::Backend)
+        // Matching a rule refuses; everything else passes on to the zygote's filter.
+        finish(rules, SeccompAction::Allow, refuse)
     };
-    build()
-        .map(Some)
-        .map_err(|e| io::Error::other(format!("cannot compile the seccomp policy: {e}")))
+    compiled("sandbox (narrowing)", build())
 }
 
 /// Installs `program` on the calling (child) process, with the SIGSYS handler that reports a
@@ -171,6 +285,12 @@ pub(crate) fn install(program: &BpfProgram) -> io::Result<()> {
     // SAFETY: `on_violation` is async-signal-safe: it formats into a stack buffer and calls
     // only write(2) and _exit(2).
     unsafe { sys::on_sigsys(on_violation)? };
+    seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Installs `program` on the calling process without a SIGSYS handler (the fork-server
+/// zygote's own filter: a refused call kills it with SIGSYS, which its host reports).
+pub(crate) fn apply(program: &BpfProgram) -> io::Result<()> {
     seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))
 }
 
@@ -281,9 +401,31 @@ mod tests {
 
     #[test]
     fn every_mode_compiles() {
-        assert!(compile(SeccompMode::Enforce).unwrap().is_some());
-        assert!(compile(SeccompMode::Log).unwrap().is_some());
-        assert!(compile(SeccompMode::Off).unwrap().is_none());
+        for c in [compile, compile_zygote, compile_narrowing] {
+            assert!(c(SeccompMode::Enforce).unwrap().is_some());
+            assert!(c(SeccompMode::Log).unwrap().is_some());
+            assert!(c(SeccompMode::Off).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn zygote_extras_are_not_in_the_sandbox_allowlist() {
+        // The narrowing filter refuses every extra outright, except `prlimit64`, which it
+        // narrows to the sandbox's one constrained form (lowering its own CPU limit); any other
+        // extra that a sandbox also needs would break sandboxes.
+        for (name, nr) in ZYGOTE_EXTRA {
+            assert!(ALLOWED.iter().all(|&(_, a)| a != *nr), "{name} is in both lists");
+            if *name != "prlimit64" {
+                assert!(CONSTRAINED.iter().all(|&(c, _)| c != *name), "{name} is constrained");
+            }
+        }
+    }
+
+    #[test]
+    fn the_narrowing_filter_is_a_fraction_of_the_whole() {
+        let whole = compile(SeccompMode::Enforce).unwrap().unwrap().len();
+        let short = compile_narrowing(SeccompMode::Enforce).unwrap().unwrap().len();
+        assert!(short * 2 < whole, "narrowing {short} instructions, whole {whole}");
     }
 
     #[test]

@@ -152,6 +152,31 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Like [`write_all`], but waits for `fd` to accept more when it is non-blocking and full
+/// (EAGAIN), as the caller's own stdout may be.
+pub fn write_all_waiting(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable region of `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: `p` is one valid pollfd; its result is only a wake-up (errors
+                    // resurface from the next write).
+                    unsafe { libc::poll(&mut p, 1, -1) };
+                    continue;
+                }
+                _ => return Err(err),
+            }
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
 /// `read(2)` into `buf`, retrying on EINTR; `Ok(0)` is end of file.
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     read_raw(fd.as_raw_fd(), buf)

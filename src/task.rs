@@ -22,7 +22,10 @@ pub enum Output {
     /// Captured into the [`Outcome`](crate::Outcome), at most this many bytes per stream; the
     /// excess is read and discarded, and the stream is flagged truncated.
     Capture { max_bytes: usize },
-    /// Written straight to the caller's own stdout and stderr.
+    /// Relayed to the caller's own stdout and stderr as it arrives. The sandbox writes to
+    /// pipes the zygote reads, never to the caller's descriptors themselves: the sandbox's
+    /// file-size rlimit (meant for files in grants) cannot cut the caller's output short. If
+    /// the caller's stream closes, the guest's next write to it fails with EPIPE.
     Inherit,
 }
 
@@ -98,6 +101,13 @@ pub struct Task {
     /// [`Config::fuel`](crate::Config::fuel)); running out ends the task with
     /// `fuel_exhausted`.
     pub fuel: Option<u64>,
+    /// Budget of bytes written to regular files (in granted directories; stdout and stderr
+    /// are not files and are not charged), counted at the WASI layer, overwrites included. A
+    /// write that would pass it ends the task with `write_limit`.
+    pub max_write: Option<u64>,
+    /// Budget of files, directories and links the task may create. Creating one more ends the
+    /// task with `write_limit`.
+    pub max_files: Option<u64>,
 }
 
 /// Why a task was refused before it started.
@@ -211,6 +221,18 @@ impl Task {
     /// Sets the fuel budget.
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
+        self
+    }
+
+    /// Bounds the bytes the task may write to files.
+    pub fn max_write(mut self, bytes: u64) -> Self {
+        self.max_write = Some(bytes);
+        self
+    }
+
+    /// Bounds the files, directories and links the task may create.
+    pub fn max_files(mut self, files: u64) -> Self {
+        self.max_files = Some(files);
         self
     }
 }

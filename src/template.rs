@@ -1,6 +1,7 @@
 //! A template: a WASI preview1 command module compiled once, linked once and instantiated once,
 //! ready to be forked per task.
 
+use crate::budget::WriteBudget;
 use crate::cache::CompileCache;
 use crate::error::{Error, boxed};
 use std::future::Future;
@@ -95,10 +96,11 @@ pub struct Template {
     code_source: CodeSource,
 }
 
-/// What a store holds: the task's WASI context and its memory cap.
+/// What a store holds: the task's WASI context, its memory cap and its write budget.
 pub(crate) struct TaskState {
     pub wasi: WasiP1Ctx,
     pub memory: MemoryCap,
+    pub writes: WriteBudget,
 }
 
 /// Caps linear-memory growth and remembers a refused growth, so a trap that follows can be
@@ -157,12 +159,17 @@ impl Template {
 
         let mut linker: Linker<TaskState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
+            .and_then(|()| crate::budget::add_to_linker(&mut linker))
             .map_err(|e| Error::Engine(boxed(e)))?;
         // The placeholder context has no args, env, stdio or preopens; each child swaps in its
         // task's context before calling `_start`.
         let mut store = Store::new(
             &engine,
-            TaskState { wasi: placeholder_ctx(), memory: MemoryCap::default() },
+            TaskState {
+                wasi: placeholder_ctx(),
+                memory: MemoryCap::default(),
+                writes: WriteBudget::default(),
+            },
         );
         store.limiter(|s| &mut s.memory);
         // No deadline and unlimited fuel while instantiating (a module's start function runs

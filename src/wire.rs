@@ -45,6 +45,8 @@ pub(crate) struct TaskHeader<'a> {
     pub preopens: Cow<'a, [crate::child::Preopen]>,
     pub max_memory: Option<usize>,
     pub fuel: Option<u64>,
+    pub max_write: Option<u64>,
+    pub max_files: Option<u64>,
     /// The task's whole timeout (for messages) and what is left of it at hand-over.
     pub timeout_us: Option<u64>,
     pub remaining_us: Option<u64>,
@@ -236,6 +238,8 @@ mod tests {
             preopens: Vec::new().into(),
             max_memory: Some(1 << 20),
             fuel: None,
+            max_write: None,
+            max_files: None,
             timeout_us: Some(5),
             remaining_us: Some(4),
             linger: false,

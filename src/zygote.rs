@@ -14,7 +14,7 @@ use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
 use crate::task::{DirGrant, MAX_TIMEOUT, TaskError};
-use crate::task::{Output, Stdin, Task};
+use crate::task::{Stdin, Task};
 use crate::template::Template;
 use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
@@ -42,6 +42,10 @@ pub struct ZygoteStats {
     pub namespaces: bool,
     /// Whether sandboxes install a seccomp filter.
     pub seccomp: bool,
+    /// Whether the zygote itself runs under its own seccomp filter (a fork-server zygote),
+    /// so that sandboxes add only a short narrowing one.
+    #[serde(default)]
+    pub zygote_seccomp: bool,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
@@ -83,6 +87,9 @@ struct Confinement {
     /// `Some` when the zygote lives in its own namespaces.
     mounted: Option<Vec<MountedGrant>>,
     seccomp: Option<BpfProgram>,
+    mode: SeccompMode,
+    /// This process runs under the zygote filter: sandboxes add only the narrowing one.
+    self_filtered: bool,
     max_file_size: u64,
 }
 
@@ -132,7 +139,13 @@ impl Zygote {
             None
         };
         let seccomp = crate::seccomp::compile(isolation.seccomp).map_err(Error::Seccomp)?;
-        let confinement = Confinement { mounted, seccomp, max_file_size: isolation.max_file_size };
+        let confinement = Confinement {
+            mounted,
+            seccomp,
+            mode: isolation.seccomp,
+            self_filtered: false,
+            max_file_size: isolation.max_file_size,
+        };
         Ok(Self {
             template,
             pid: sys::getpid(),
@@ -157,6 +170,7 @@ impl Zygote {
             memory_cgroup: self.cgroups.is_some(),
             namespaces: self.confinement.mounted.is_some(),
             seccomp: self.confinement.seccomp.is_some(),
+            zygote_seccomp: self.confinement.self_filtered,
         })
     }
 
@@ -467,6 +481,30 @@ impl Zygote {
         self.release_slot(slot);
     }
 
+    /// Fork-server support: confines this process — a zygote process of its own, set up and
+    /// about to serve — with the zygote seccomp filter
+    /// ([`compile_zygote`](crate::seccomp::compile_zygote)); its sandboxes inherit it and add
+    /// only the short narrowing filter. Pool sandboxes forked earlier are dismissed (they
+    /// carry the whole filter, which is no less strict, but the pool should be uniform).
+    pub(crate) fn install_zygote_filter(&mut self) -> Result<(), Error> {
+        let mode = self.confinement.mode;
+        let zygote = crate::seccomp::compile_zygote(mode).map_err(Error::Seccomp)?;
+        let narrowing = crate::seccomp::compile_narrowing(mode).map_err(Error::Seccomp)?;
+        let Some(zygote) = zygote else { return Ok(()) };
+        self.set_pool_size(0);
+        crate::seccomp::apply(&zygote).map_err(Error::Seccomp)?;
+        self.confinement.seccomp = narrowing;
+        self.confinement.self_filtered = true;
+        Ok(())
+    }
+
+    /// Fork-server support: makes spare empty cgroups ahead of time, off any task's path.
+    pub(crate) fn top_up_cgroups(&mut self) {
+        if let Some(cg) = &mut self.cgroups {
+            cg.top_up();
+        }
+    }
+
     /// Fork-server support: forks one more pool sandbox and returns its pid.
     pub(crate) fn prefork_one(&mut self) -> Result<libc::pid_t, Error> {
         let idle = self.prefork()?;
@@ -502,37 +540,19 @@ impl Zygote {
                     .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
             ),
         };
-        let max_bytes = match task.output {
-            Output::Capture { max_bytes } => Some(max_bytes),
-            Output::Inherit => None,
-        };
-        let poolable = matches!(payload, Payload::Guest)
-            && max_bytes.is_some()
-            && !matches!(task.stdin, Stdin::Inherit);
+        // Output always travels through pipes the zygote reads, captured or relayed to its
+        // own stdout/stderr (`Output::Inherit`): a sandbox never holds the caller's streams.
+        let poolable = matches!(payload, Payload::Guest) && !matches!(task.stdin, Stdin::Inherit);
         let stdin: &[u8] = match &task.stdin {
             Stdin::Bytes(b) => b,
             _ => &[],
         };
-        // The frame's header, borrowing from the task; stdin follows it as raw bytes. A task
-        // too large for a frame runs in a sandbox forked for it instead.
+        // The frame's head (header borrowing from the task); stdin follows it as raw bytes. A
+        // task too large for a frame runs in a sandbox forked for it instead.
         let head = (poolable && !self.pool.is_empty())
             .then(|| {
-                let header = TaskHeader {
-                    argv0: Some(Cow::Borrowed(
-                        task.argv0.as_deref().unwrap_or_else(|| self.template.name()),
-                    )),
-                    args: Cow::Borrowed(&task.args),
-                    env: Cow::Borrowed(&task.env),
-                    inherit_stdin: false,
-                    preopens: Cow::Borrowed(&preopens),
-                    max_memory: task.max_memory,
-                    fuel: task.fuel,
-                    // The timeout is at most MAX_TIMEOUT (validated): microseconds fit a u64.
-                    timeout_us: task.timeout.map(micros),
-                    remaining_us: deadline
-                        .map(|d| micros(d.saturating_duration_since(Instant::now()))),
-                    linger,
-                };
+                let name = self.template.name();
+                let header = task_header(task, name, &preopens, deadline, false, linger);
                 wire::encode_task(&header, stdin).ok()
             })
             .flatten();
@@ -553,9 +573,9 @@ impl Zygote {
                 task.timeout,
                 deadline,
                 report_r,
-                Some(out_r),
-                Some(err_r),
-                max_bytes.unwrap_or(0),
+                out_r,
+                err_r,
+                task.output,
                 slot,
             );
             if linger {
@@ -575,18 +595,12 @@ impl Zygote {
             None => None,
         };
         let (report_r, report_w) = sys::pipe().map_err(Error::Pipe)?;
-        let captured = match max_bytes {
-            Some(_) => {
-                let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
-                let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
-                Some((out_r, out_w, err_r, err_w))
-            }
-            None => None,
-        };
+        let (out_r, out_w) = sys::pipe().map_err(Error::Pipe)?;
+        let (err_r, err_w) = sys::pipe().map_err(Error::Pipe)?;
         let fds = ChildFds {
             stdin: matches!(task.stdin, Stdin::Inherit).then_some(0),
-            stdout: captured.as_ref().map_or(1, |c| c.1.as_raw_fd()),
-            stderr: captured.as_ref().map_or(2, |c| c.3.as_raw_fd()),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
             channel: gate.as_ref().map(|(r, _)| r.as_raw_fd()),
         };
@@ -604,14 +618,7 @@ impl Zygote {
         };
         let fork_us = micros(forked_at.elapsed());
         // Our copies of the child's ends must be closed, or we would never see end of file.
-        drop(report_w);
-        let (out_r, err_r) = match captured {
-            Some((out_r, out_w, err_r, err_w)) => {
-                drop((out_w, err_w));
-                (Some(out_r), Some(err_r))
-            }
-            None => (None, None),
-        };
+        drop((report_w, out_w, err_w));
         Ok(Flight::new(
             pid,
             started,
@@ -621,7 +628,7 @@ impl Zygote {
             report_r,
             out_r,
             err_r,
-            max_bytes.unwrap_or(0),
+            task.output,
             slot,
         ))
     }
@@ -717,6 +724,34 @@ pub(crate) fn resolve_preopens(
         out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
     }
     Ok(out)
+}
+
+/// The frame that hands `task` to a sandbox waiting on its channel (`argv[0]` defaults to
+/// `name`; `deadline` is when the task's time is up; `inherit_stdin`: the sandbox's fd 0 is
+/// the task's stdin).
+pub(crate) fn task_header<'a>(
+    task: &'a Task,
+    name: &'a str,
+    preopens: &'a [Preopen],
+    deadline: Option<Instant>,
+    inherit_stdin: bool,
+    linger: bool,
+) -> TaskHeader<'a> {
+    TaskHeader {
+        argv0: Some(Cow::Borrowed(task.argv0.as_deref().unwrap_or(name))),
+        args: Cow::Borrowed(&task.args),
+        env: Cow::Borrowed(&task.env),
+        inherit_stdin,
+        preopens: Cow::Borrowed(preopens),
+        max_memory: task.max_memory,
+        fuel: task.fuel,
+        max_write: task.max_write,
+        max_files: task.max_files,
+        // At most MAX_TIMEOUT (`Task::validate`): microseconds fit a u64.
+        timeout_us: task.timeout.map(micros),
+        remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
+        linger,
+    }
 }
 
 /// The message of a sandbox the kernel killed for its cgroup's limit.

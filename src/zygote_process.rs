@@ -52,6 +52,15 @@ fn become_zygote_if_asked() {
         let sock = unsafe { OwnedFd::from_raw_fd(0) };
         match serve(sock) {
             Ok(()) => 0,
+            // The host went away mid-reply: nothing to report to, nobody to tell.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                0
+            }
             Err(e) => {
                 eprintln!("zeroboot-wasm zygote: {e}");
                 70
@@ -98,7 +107,11 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
         Some(_) => return Err(std::io::Error::other("expected load")),
         None => return Ok(()),
     };
-    let zygote = match build(&load, fds.into_iter().next()) {
+    let built = build(&load, fds.into_iter().next()).and_then(|mut z| {
+        z.install_zygote_filter()?;
+        Ok(z)
+    });
+    let zygote = match built {
         Ok(z) => z,
         Err(e) => {
             let reply = Reply::LoadFailed { message: e.one_line(), kind: e.load_failure() };
@@ -233,6 +246,10 @@ impl Server {
                 }
             } else if !any && pool_short {
                 self.refill_one();
+            }
+            if !any || !pool_short {
+                // Spare empty cgroups, made after the reply is out (a no-op when enough exist).
+                self.zygote.top_up_cgroups();
             }
         }
     }

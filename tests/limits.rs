@@ -148,10 +148,18 @@ fn a_sandbox_killed_from_outside_is_reported_as_killed() {
     writeln!(input, "{}", task(&["spin"], json!({"timeout_ms": 20000}))).unwrap();
     input.flush().unwrap();
     let start = Instant::now();
+    // The worker's child is its zygote process; the sandbox is the zygote's child.
+    let kids = |pid: i32| -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
     let child = loop {
-        let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", w.id(), w.id()))
-            .unwrap_or_default();
-        if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(&pid) =
+            kids(w.id() as i32).first().and_then(|&z| kids(z).first().copied()).as_ref()
+        {
             break pid;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no sandbox appeared");
@@ -172,4 +180,207 @@ fn a_sandbox_killed_from_outside_is_reported_as_killed() {
     output.read_line(&mut line).unwrap();
     assert_hello(&serde_json::from_str(&line).unwrap());
     let _ = w.wait();
+}
+
+/// Issue 12, defect 9: a per-task budget of bytes written to files and of files created,
+/// enforced exactly, ending the task with `write_limit`; what stays under it is untouched,
+/// and stdout is not a file.
+mod write_budget {
+    use super::*;
+
+    fn grant(dir: &std::path::Path) -> String {
+        format!("{}::/data", dir.to_str().unwrap())
+    }
+
+    fn entries(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn bytes_past_the_budget_end_the_task_and_no_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![
+            // 3 MiB asked, 1 MiB allowed: 16 chunks of 64 KiB are written, the 17th traps.
+            task(&["/data", "bytes", "3145728"], json!({"max_write": 1 << 20})),
+            // Exactly the budget is fine.
+            task(&["/data", "bytes", "1048576"], json!({"max_write": 1 << 20})),
+        ];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        let over = &out[0];
+        assert_eq!(over["status"], "write_limit", "{over}");
+        let msg = over["message"].as_str().unwrap();
+        assert!(msg.contains("max_write") && msg.contains("1048576 bytes"), "{msg}");
+        assert!(over["exit_code"].is_null(), "{over}");
+        assert_eq!(out[1]["status"], "exited", "{}", out[1]);
+        assert_eq!(out[1]["stdout"], "done bytes 1048576\n", "{}", out[1]);
+        let len = std::fs::metadata(dir.path().join("big")).unwrap().len();
+        assert_eq!(len, 1 << 20);
+    }
+
+    #[test]
+    fn files_past_the_budget_end_the_task_and_exactly_the_budget_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![task(&["/data", "files", "500"], json!({"max_files": 100}))];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        assert_eq!(out[0]["status"], "write_limit", "{}", out[0]);
+        let msg = out[0]["message"].as_str().unwrap();
+        assert!(msg.contains("max_files") && msg.contains("100"), "{msg}");
+        assert_eq!(entries(dir.path()), 100);
+
+        // Directories count too; so does the worker's own flag, and on-demand forks agree.
+        let dirs = tempfile::tempdir().unwrap();
+        let g = grant(dirs.path());
+        let lines = vec![task(&["/data", "dirs", "50"], json!({}))];
+        let out =
+            worker(&guest("fs_fill"), &["--pool", "0", "--max-files", "20", "--dir", &g], &lines);
+        assert_eq!(out[0]["status"], "write_limit", "{}", out[0]);
+        assert_eq!(entries(dirs.path()), 20);
+    }
+
+    #[test]
+    fn work_under_the_budget_is_untouched_and_rewrites_create_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let lines = vec![
+            task(&["/data", "files", "50"], json!({"max_files": 50})),
+            // The same 50 paths again: opened with O_CREAT, but none is new.
+            task(&["/data", "files", "50"], json!({"max_files": 50})),
+            task(&["/data", "bytes", "100000"], json!({"max_write": 200000, "max_files": 1})),
+        ];
+        let out = worker(&guest("fs_fill"), &["--dir", &g], &lines);
+        for o in &out {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["exit_code"], 0, "{o}");
+        }
+        assert_eq!(entries(dir.path()), 51);
+    }
+
+    #[test]
+    fn stdout_is_not_charged() {
+        // 4 MiB to stdout under a 64 KiB write budget.
+        let out = common::run(&[
+            "run",
+            "--json",
+            "--max-write",
+            "64KiB",
+            guest("output_flood").to_str().unwrap(),
+            "64",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
+        assert_eq!(v["status"], "exited", "{v}");
+        assert_eq!(v["stdout_truncated"], true, "{v}");
+        assert_eq!(out.status.code(), Some(0));
+    }
+
+    #[test]
+    fn run_exits_153_with_the_limit_on_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grant(dir.path());
+        let out = common::run(&[
+            "run",
+            "--dir",
+            &g,
+            "--max-files",
+            "10",
+            guest("fs_fill").to_str().unwrap(),
+            "/data",
+            "files",
+            "1000",
+        ]);
+        assert_eq!(out.status.code(), Some(153), "{}", common::stderr(&out));
+        let err = common::stderr(&out);
+        assert!(err.contains("write_limit") && err.contains("max_files"), "{err}");
+        assert_eq!(entries(dir.path()), 10);
+    }
+}
+
+/// Issue 12, defects 2 and 3: what a sandbox does to memory — even memory that outlives it,
+/// such as files on a tmpfs — is charged to a cgroup of its own, never to its zygote's, so the
+/// OOM killer can pick only the sandbox, every task gets an outcome, and a later task's
+/// smaller limit still applies.
+mod memory_cgroups {
+    use super::*;
+
+    /// A directory on a tmpfs (files written there are memory), removed on drop.
+    struct TmpfsDir(std::path::PathBuf);
+
+    impl TmpfsDir {
+        fn new() -> Option<Self> {
+            let base = std::path::Path::new("/dev/shm");
+            if !base.is_dir() {
+                return None;
+            }
+            let p = base.join(format!("zeroboot-test-{}-{:?}", std::process::id(), Instant::now()));
+            std::fs::create_dir(&p).ok()?;
+            Some(Self(p))
+        }
+    }
+
+    impl Drop for TmpfsDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn memory_cgroup(o: &Value) -> bool {
+        o["zygote"]["memory_cgroup"].as_bool().unwrap_or(false)
+    }
+
+    #[test]
+    fn filling_a_tmpfs_grant_kills_the_sandbox_not_the_zygote() {
+        let Some(shm) = TmpfsDir::new() else {
+            panic!("this test needs /dev/shm (a tmpfs)");
+        };
+        let grant = format!("{}::/data", shm.0.display());
+        let g = guest("fs_fill");
+        let args = [
+            "--stats",
+            "--max-memory",
+            "32MiB",
+            "--max-write",
+            "1GiB",
+            "--max-file-size",
+            "1GiB",
+            "--dir",
+            grant.as_str(),
+        ];
+        let lines = vec![
+            // 192 MiB into a tmpfs under a 32 MiB (+64 MiB host overhead) bound.
+            task(&["/data", "bytes", "201326592"], json!({"timeout_ms": 20000})),
+            // Then ordinary tasks, one with a smaller limit than the first.
+            task(&["/data/small", "files", "1"], json!({"max_memory": 16 << 20})),
+            task(&["/data/small", "files", "1"], json!({})),
+        ];
+        std::fs::create_dir(shm.0.join("small")).unwrap();
+        let out = worker(&g, &args, &lines);
+        assert_eq!(out.len(), 3, "every task gets an outcome: {out:?}");
+        if memory_cgroup(&out[0]) {
+            assert_eq!(out[0]["status"], "memory_limit", "{}", out[0]);
+            assert!(out[0]["message"].as_str().unwrap().contains("cgroup"), "{}", out[0]);
+        } else {
+            eprintln!("no memory cgroup on this machine: the fill is bounded only by --max-write");
+        }
+        for o in &out[1..] {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["exit_code"], 0, "{o}");
+            // The layer is still there for every later task (never silently dropped).
+            assert_eq!(memory_cgroup(o), memory_cgroup(&out[0]), "{o}");
+        }
+    }
+
+    #[test]
+    fn large_stdin_under_a_small_cap_does_not_kill_the_zygote() {
+        // 10 MB of stdin for a guest that never reads it, under a 16 MiB cap: the input goes
+        // from the host straight into the sandbox, never through the zygote.
+        let body = "x".repeat(10 << 20);
+        let lines = vec![task(&[], json!({"stdin": body})), task(&[], json!({}))];
+        let out = worker(&guest("hello"), &["--max-memory", "16MiB"], &lines);
+        assert_eq!(out.len(), 2, "{out:?}");
+        for o in &out {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["stdout"], "hello from a zeroboot-wasm sandbox\n", "{o}");
+        }
+    }
 }

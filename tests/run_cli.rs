@@ -513,3 +513,70 @@ fn no_cache_and_cache_dir_flags_work() {
         dir.display()
     );
 }
+
+/// Issue 12, defect 8: the file-size rlimit is for files in grants, not the caller's own
+/// stdout. Redirected to a file, pass-through output past 64 MiB (the default cap) arrives
+/// whole, as with `wasmtime run`.
+#[test]
+fn pass_through_stdout_to_a_file_is_not_cut_at_the_file_size_cap() {
+    const CHUNKS: u64 = 1025; // 64 KiB each: 64 MiB + 64 KiB
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("out");
+    let file = std::fs::File::create(&path).expect("create output file");
+    let o = bin()
+        .args(["run", s(&guest("output_flood")), &CHUNKS.to_string()])
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run zeroboot-wasm");
+    assert_no_panic(&o);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let len = std::fs::metadata(&path).expect("output file").len();
+    assert_eq!(len, CHUNKS * 64 * 1024, "the caller's stdout was cut short");
+    assert_eq!(stderr(&o), "");
+}
+
+/// Pass-through output is relayed as it arrives (a prompt shows before the guest finishes).
+#[test]
+fn pass_through_output_streams() {
+    let start = Instant::now();
+    let mut child = bin()
+        .args(["run", "--timeout", "3s", s(&guest("multi")), "sleep"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zeroboot-wasm");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("read a line");
+    let first = start.elapsed();
+    assert_eq!(line, "sleeping\n");
+    assert!(first < Duration::from_millis(2500), "first line arrived after {first:?}");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(124), "the sleeper ends at its deadline");
+}
+
+/// A caller that stops reading (closed pipe): the guest sees EPIPE on its next write, nothing
+/// hangs and nothing crashes.
+#[test]
+fn pass_through_to_a_closed_stdout_ends_cleanly() {
+    let start = Instant::now();
+    let mut child = bin()
+        .args(["run", "--timeout", "20s", s(&guest("output_flood"))])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zeroboot-wasm");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut out, &mut buf).expect("read the first MiB");
+    drop(out);
+    let o = child.wait_with_output().expect("wait");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert_no_panic(&o);
+    // output_flood stops at its first failed write and returns normally.
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+}

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use zeroboot_wasm::{Config, DirGrant, Error, Status, Task};
 
 /// Limits apply to every task unless a flag changes them: timeout 60s, linear memory 1GiB,
-/// captured output 1MiB per stream, no fuel budget.
+/// captured output 1MiB per stream, 256MiB written to files and 10,000 files created, no fuel
+/// budget.
 /// Exit codes of the command, besides the guest's own exit code.
 pub mod exit {
     /// Bad command line: unknown flag, malformed value.
@@ -28,6 +29,9 @@ pub mod exit {
     pub const TRAPPED: i32 = 134;
     /// The sandbox was killed by a signal.
     pub const KILLED: i32 = 137;
+    /// The task passed its write budget (`write_limit`): 128 + SIGXFSZ, the status of a
+    /// process stopped for writing past its file-size limit.
+    pub const WRITE_LIMIT: i32 = 153;
     /// The seccomp filter stopped a forbidden system call (128 + SIGSYS).
     pub const SANDBOX_VIOLATION: i32 = 159;
 }
@@ -43,6 +47,7 @@ Exit codes:
   124    timeout
   134    the guest trapped (as `wasmtime run`), ran out of fuel, or hit its memory cap
   137    the sandbox was killed by a signal
+  153    write limit: the task passed --max-write or --max-files (128 + SIGXFSZ)
   159    sandbox violation (a system call the seccomp filter forbids)";
 
 #[derive(Parser, Debug)]
@@ -112,6 +117,14 @@ pub struct CommonArgs {
     /// Largest file a guest may write in a granted directory (writes past it fail with EFBIG).
     #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
     max_file_size: u64,
+    /// Most bytes a task may write to files in total (overwrites included; stdout and stderr
+    /// are not charged); a write past it ends the task with status write_limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "256MiB")]
+    max_write: u64,
+    /// Most files, directories and links a task may create; one more ends the task with
+    /// status write_limit.
+    #[arg(long, value_name = "N", default_value = "10000")]
+    max_files: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -176,6 +189,8 @@ impl CommonArgs {
             timeout: self.timeout.0,
             max_memory: Some(self.max_memory),
             fuel: self.fuel,
+            max_write: Some(self.max_write),
+            max_files: Some(self.max_files),
             ..Task::default()
         }
     }
@@ -225,6 +240,7 @@ pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
         Status::Exited => exit_code.unwrap_or(0),
         Status::Trapped | Status::FuelExhausted | Status::MemoryLimit => exit::TRAPPED,
         Status::Timeout => exit::TIMEOUT,
+        Status::WriteLimit => exit::WRITE_LIMIT,
         Status::SandboxViolation => exit::SANDBOX_VIOLATION,
         Status::Killed => exit::KILLED,
         Status::InternalError => exit::INTERNAL,

@@ -11,13 +11,15 @@ use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Stdin, Task};
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
-   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000}
-Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel); a
+   \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000,
+   \"max_write\": 1048576, \"max_files\": 100}
+Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
+--max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
 `timeout_ms` is at most 31536000000 (365 days). `args` and `env` may not hold NUL bytes, and
 env names may not be empty or hold `=`. A line may be at most 64 MiB (67108864 bytes).
 Output, one JSON object per line, in input order:
-  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"killed\"|\"internal_error\"|...,
+  {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"write_limit\"|\"killed\"|...,
    \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
    \"stderr_truncated\": false, \"message\": null,
    \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0},
@@ -55,6 +57,8 @@ struct Request {
     timeout_ms: Option<u64>,
     max_memory: Option<usize>,
     fuel: Option<u64>,
+    max_write: Option<u64>,
+    max_files: Option<u64>,
 }
 
 impl Request {
@@ -84,6 +88,12 @@ impl Request {
         }
         if let Some(fuel) = self.fuel {
             task.fuel = Some(fuel);
+        }
+        if let Some(bytes) = self.max_write {
+            task.max_write = Some(bytes);
+        }
+        if let Some(files) = self.max_files {
+            task.max_files = Some(files);
         }
         match self.timeout_ms {
             Some(0) => return Err("timeout_ms must be positive".into()),
