@@ -80,7 +80,7 @@ pub struct CommonArgs {
     /// Set an environment variable for the guest; `--env NAME` passes the host's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse::env_var)]
     env: Vec<(String, String)>,
-    /// Wall-clock deadline per task, e.g. `500ms`, `2s`, or `none`.
+    /// Wall-clock deadline per task, e.g. `500ms`, `2s`, or `none` (at most 365 days).
     #[arg(long, value_name = "DURATION", value_parser = parse::deadline, default_value = "60s")]
     timeout: parse::Deadline,
     /// Cap on the guest's linear memory, e.g. `64MiB`.
@@ -214,6 +214,7 @@ pub fn report_error(e: &Error) -> i32 {
         | Error::Load { kind: zeroboot_wasm::protocol::LoadFailure::MissingInput, .. } => {
             exit::NO_INPUT
         }
+        Error::InvalidTask(_) => exit::USAGE,
         _ if e.is_bad_input() => exit::DATA,
         _ => exit::INTERNAL,
     }

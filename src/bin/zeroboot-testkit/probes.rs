@@ -24,8 +24,9 @@ fn c(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-/// Runs in the sandbox, after seccomp: args[0] names the probe.
-pub fn probe(args: &[String]) -> String {
+/// Runs in the sandbox, after seccomp: args[0] names the probe; `dirs` maps each preopened
+/// directory's guest path to the path it is opened from inside the sandbox.
+pub fn probe(args: &[String], dirs: &[(&str, &str)]) -> String {
     let name = args.first().map(String::as_str).unwrap_or("");
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     // SAFETY (for every block below): each call is a plain system call with valid, live
@@ -179,6 +180,18 @@ pub fn probe(args: &[String]) -> String {
                 written += n as usize;
             }
             written as i64
+        }
+        "write_in_grant" => {
+            // args: GUEST NAME — create NAME in the directory the task preopens at GUEST,
+            // through the sandbox path the guest's preopen is opened from (its mount).
+            let Some(&(_, inside)) = dirs.iter().find(|(guest, _)| *guest == arg(1)) else {
+                return format!("write_in_grant: no preopen at {:?}", arg(1));
+            };
+            let path = c(&format!("{inside}/{}", arg(2)));
+            unsafe {
+                libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, 0o644)
+            }
+            .into()
         }
         other => return format!("unknown probe {other:?}"),
     };
