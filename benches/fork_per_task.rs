@@ -21,8 +21,11 @@ fn main() {
         tasks,
         concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         module: None,
-        // Set by Cargo only when the `testkit` feature built the test-support binary.
-        cold_runner: option_env!("CARGO_BIN_EXE_zeroboot-testkit").map(Into::into),
+        // Cargo names the test-support binary's path even when the feature is off (and a stale
+        // copy may sit there): use it only when this build also built it.
+        cold_runner: option_env!("CARGO_BIN_EXE_zeroboot-testkit")
+            .filter(|_| cfg!(feature = "testkit"))
+            .map(Into::into),
         namespaces: zeroboot_wasm::namespaces::available(),
     };
     match zeroboot_wasm::bench::run(&cfg) {

@@ -730,8 +730,8 @@ fn machine() -> Machine {
 
 /// What the table says in place of the `cold_process` row when there was no cold runner.
 pub const COLD_RUNNER_MISSING: &str = "not measured: no cold runner (the test-support binary \
-    zeroboot-testkit, built by `cargo build --release --features testkit`, was not found \
-    next to this one)";
+    zeroboot-testkit; `cargo build --release --features testkit` puts it next to zeroboot-wasm, \
+    `cargo bench --features testkit` passes it)";
 
 /// The human-readable table, with ratios to `floor` and to `in_process`.
 pub fn table(r: &BenchReport) -> String {
