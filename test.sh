@@ -5,12 +5,16 @@
 # Tests that need user namespaces are #[ignore]d, so a machine without them reports them as
 # ignored; where the machine can create them (checked here with util-linux's unshare, not with
 # our own code), they run, and a confinement regression fails the suite.
+#
+# `--features testkit` builds the test-support binary (`zeroboot-testkit`: the escape probes
+# and the benchmark's cold runner) and the test hooks it needs in the library; a plain
+# `cargo build --release` ships neither.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/build-guests.sh >/dev/null
 if unshare --user --map-root-user --mount --net true 2>/dev/null; then
-    cargo test --release "$@" -- --include-ignored
+    cargo test --release --features testkit "$@" -- --include-ignored
 else
     echo "test.sh: this machine cannot create user namespaces: the isolation tests are reported as ignored" >&2
-    cargo test --release "$@"
+    cargo test --release --features testkit "$@"
 fi

@@ -4,6 +4,10 @@
 //! pool, and the zygote (this process) must stay single-threaded to fork.
 //!
 //! `ZEROBOOT_BENCH_TASKS` sets the tasks per measurement (default 1000).
+//!
+//! The `cold_process` row needs the test-support binary: `cargo bench --features testkit`
+//! builds it and runs it as the cold runner. Plain `cargo bench` leaves that row out and the
+//! table says so.
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and expects a
@@ -17,7 +21,11 @@ fn main() {
         tasks,
         concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         module: None,
-        binary: env!("CARGO_BIN_EXE_zeroboot-wasm").into(),
+        // Cargo names the test-support binary's path even when the feature is off (and a stale
+        // copy may sit there): use it only when this build also built it.
+        cold_runner: option_env!("CARGO_BIN_EXE_zeroboot-testkit")
+            .filter(|_| cfg!(feature = "testkit"))
+            .map(Into::into),
         namespaces: zeroboot_wasm::namespaces::available(),
     };
     match zeroboot_wasm::bench::run(&cfg) {

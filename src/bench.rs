@@ -5,7 +5,9 @@
 //! - `in_process`: new `Store`, instantiate, run `_start` in this process — the lower bound
 //!   without OS isolation.
 //! - `cold_process`: a fresh process per task that loads the compiled module from the cache
-//!   and runs it (what `wasmtime run` does).
+//!   and runs it (what `wasmtime run` does). The runner is the test-support binary
+//!   (`zeroboot-testkit cold MODULE`, built with the `testkit` feature); without it this row is
+//!   left out, and the table says so.
 //! - `on_demand`: our path, forking a confined sandbox when the task arrives.
 //! - `pool`: our path with pre-forked, already-confined sandboxes.
 //!
@@ -14,13 +16,20 @@
 //! per second at concurrency 1 and at `concurrency` (default: the number of cores).
 //! Per-sandbox memory is measured from `smaps_rollup` of N live sandboxes after they ran the
 //! guest: M(N) = PSS of the zygote and its sandboxes, and the marginal cost is
-//! (M(N2) − M(N1)) / (N2 − N1).
+//! (M(N2) − M(N1)) / (N2 − N1). The sandboxes stay alive on their own: they run the bundled
+//! [`HELLO_THEN_WAIT_WAT`] (hello's one `fd_write`, then a WASI `poll_oneoff` sleep), from
+//! pre-forked sandboxes as `worker` uses, and are measured once their line has arrived — that
+//! is, while they wait — then killed. (Until November the sandboxes ran the benchmark's own
+//! guest to the end and were held alive after their report by a hook in the sandbox's exit
+//! path; that hook is gone from the production child.)
 
 use crate::error::{Error, boxed};
+use crate::flight::{self, Flight};
 use crate::template::{MemoryCap, TaskState};
-use crate::{Isolation, Output, Stdin, Task, Template, Zygote, sys};
+use crate::{Isolation, Output, Stdin, Task, Template, Zygote, sys, wire};
 use seccompiler::BpfProgram;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
@@ -37,6 +46,24 @@ pub const HELLO_WAT: &str = r#"(module
     (i32.store (i32.const 4) (i32.const 35))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
+/// Hello, then a wait: the guest of the per-sandbox memory measurement. It writes hello's line
+/// with one `fd_write`, then blocks in `poll_oneoff` on a relative monotonic-clock timeout of
+/// 30 s, so a sandbox stays alive, having run its guest, until it is killed.
+pub const HELLO_THEN_WAIT_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from a zeroboot-wasm sandbox\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 35))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; One subscription at 64 (48 bytes, zeroed memory): userdata 0, tag 0 (clock),
+    ;; clock id 1 (monotonic) at 80, timeout in ns at 88, precision 0, flags 0 (relative).
+    (i32.store (i32.const 80) (i32.const 1))
+    (i64.store (i32.const 88) (i64.const 30000000000))
+    (drop (call $poll_oneoff (i32.const 64) (i32.const 128) (i32.const 1) (i32.const 160)))))"#;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -46,8 +73,9 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// The module (`None`: the bundled hello).
     pub module: Option<PathBuf>,
-    /// Our binary, for `cold_process` (`zeroboot-wasm __cold MODULE`).
-    pub binary: PathBuf,
+    /// The cold runner for `cold_process`: the test-support binary, run as
+    /// `zeroboot-testkit cold MODULE`. `None` leaves the row out (never estimated).
+    pub cold_runner: Option<PathBuf>,
     /// Confine with namespaces (else only the per-sandbox layers).
     pub namespaces: bool,
 }
@@ -121,7 +149,8 @@ pub struct Machine {
 pub struct BenchReport {
     pub floor: Figures,
     pub in_process: Figures,
-    pub cold_process: Figures,
+    /// `None` when no cold runner was available (see [`BenchConfig::cold_runner`]).
+    pub cold_process: Option<Figures>,
     pub on_demand: Figures,
     pub pool: Figures,
     /// The fork server from a multi-threaded host: a zygote process of its own, sandboxes
@@ -132,6 +161,8 @@ pub struct BenchReport {
     pub server_pool: Figures,
     pub marginal_private_dirty_kb: f64,
     pub marginal_pss_kb: f64,
+    /// The guest the per-sandbox memory was measured with.
+    pub memory_guest: String,
     /// Attaching a sandbox's seccomp filter: the largest single step of an on-demand
     /// sandbox's setup (the kernel runs a new filter for every system call number still
     /// allowed, to build its action cache, so the cost grows with the filter's length and with
@@ -181,12 +212,20 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     let floor = measure_floor(n, c)?;
     let seccomp = measure_filters(50)?;
     let in_process = measure_in_process(&template, n)?;
-    let cold_process = measure_cold(&cfg.binary, &module_path, (n / 10).clamp(20, 200), c)?;
+    let cold_process = match &cfg.cold_runner {
+        Some(runner) => Some(measure_cold(runner, &module_path, (n / 10).clamp(20, 200), c)?),
+        None => None,
+    };
     if cfg.module.is_none() {
         let _ = std::fs::remove_file(&module_path);
     }
 
     let isolation = Isolation { namespaces: cfg.namespaces, ..Isolation::default() };
+    // Before this process becomes the zygote (and, with namespaces, is confined): the helper
+    // that measures live sandboxes is forked from it.
+    let (n1, n2) = (4, 16);
+    let (m1, m2) = measure_live_memory(&isolation, n1, n2)?;
+    let per = (n2 - n1) as f64;
     let isolation_name = if cfg.namespaces {
         "namespaces + seccomp + rlimits + no caps"
     } else {
@@ -208,10 +247,6 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     zygote.set_pool_size(0);
 
     let shape = zygote_shape(&proc_dir);
-    let (n1, n2) = (4, 16);
-    let m1 = live_memory(&mut zygote, &proc_dir, n1, &task)?;
-    let m2 = live_memory(&mut zygote, &proc_dir, n2, &task)?;
-    let per = (n2 - n1) as f64;
     Ok(BenchReport {
         floor,
         in_process,
@@ -222,6 +257,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         server_pool,
         marginal_private_dirty_kb: (m2.1 - m1.1) as f64 / per,
         marginal_pss_kb: (m2.0 - m1.0) as f64 / per,
+        memory_guest: "hello then wait (bundled WAT)".to_string(),
         seccomp,
         zygote: shape,
         concurrency: c,
@@ -377,15 +413,15 @@ fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
 }
 
 fn measure_cold(
-    binary: &std::path::Path,
+    runner: &std::path::Path,
     module: &std::path::Path,
     n: usize,
     c: usize,
 ) -> Result<Figures, Error> {
     use std::process::{Command, Stdio};
     let spawn = || {
-        Command::new(binary)
-            .arg("__cold")
+        Command::new(runner)
+            .arg("cold")
             .arg(module)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -538,24 +574,133 @@ fn zygote_shape(proc_dir: &File) -> ZygoteShape {
     }
 }
 
-/// Total PSS and private dirty (kB) of the zygote and `n` live sandboxes that ran the guest.
+/// PSS and private dirty, in kB.
+type Usage = (u64, u64);
+
+/// `(PSS, private dirty)` in kB of a zygote of [`HELLO_THEN_WAIT_WAT`] with `n1` and then
+/// `n2` live sandboxes. Measured in a helper process forked for it, which becomes that
+/// zygote: this process becomes the benchmark's own zygote afterwards, and a process is
+/// confined (enters its namespaces) only once.
+fn measure_live_memory(
+    isolation: &Isolation,
+    n1: usize,
+    n2: usize,
+) -> Result<(Usage, Usage), Error> {
+    let template = Template::from_bytes(
+        "hello-then-wait.wat",
+        HELLO_THEN_WAIT_WAT.as_bytes(),
+        &crate::Config::new(),
+    )?;
+    let (r, w) = sys::pipe().map_err(Error::Pipe)?;
+    let parent = sys::getpid();
+    // SAFETY: this process is single-threaded here: the fork server's host runtime was shut
+    // down before the floor was measured, and nothing since starts a thread (the zygote
+    // created after this checks it again). The child allocates and uses the library as a
+    // zygote does, which is sound in a single-threaded child.
+    match unsafe { sys::fork() }.map_err(Error::Fork)? {
+        sys::Fork::Child => {
+            drop(r);
+            let result: Result<_, String> =
+                sys::die_with_parent(parent).map_err(|e| e.to_string()).and_then(|()| {
+                    live_memory_zygote(template, isolation, n1, n2).map_err(|e| e.one_line())
+                });
+            let code = i32::from(sys::write_all(w.as_raw_fd(), &wire::encode(&result)).is_err());
+            sys::exit_now(code)
+        }
+        sys::Fork::Parent(pid) => {
+            drop(w);
+            drop(template);
+            let mut reader = wire::FrameReader::default();
+            let mut buf = [0u8; 4096];
+            let result = loop {
+                let n = sys::read(&r, &mut buf).map_err(Error::Collect)?;
+                if n == 0 {
+                    break Err("the helper ended without a result".to_string());
+                }
+                match reader.push::<Result<(Usage, Usage), String>>(&buf[..n]) {
+                    wire::Frame::Partial => continue,
+                    wire::Frame::Complete(r) => break r,
+                    wire::Frame::Corrupt(e) => break Err(e),
+                }
+            };
+            sys::wait(pid).map_err(|source| Error::Wait { pid, source })?;
+            result.map_err(|e| {
+                Error::Collect(std::io::Error::other(format!("live-memory measurement: {e}")))
+            })
+        }
+    }
+}
+
+/// In the helper: becomes the zygote and measures `n1`, then `n2`, live sandboxes.
+fn live_memory_zygote(
+    template: Template,
+    isolation: &Isolation,
+    n1: usize,
+    n2: usize,
+) -> Result<(Usage, Usage), Error> {
+    let proc_dir = File::open("/proc").map_err(Error::ThreadCount)?;
+    let mut zygote = Zygote::with_isolation(template, isolation.clone())?;
+    let task = Task::new()
+        .output(Output::Capture { max_bytes: 1 << 20 })
+        .stdin(Stdin::Empty)
+        .timeout(Duration::from_secs(60))
+        .max_write(crate::DEFAULT_MAX_WRITE)
+        .max_files(crate::DEFAULT_MAX_FILES);
+    let m1 = live_memory(&mut zygote, &proc_dir, n1, &task)?;
+    let m2 = live_memory(&mut zygote, &proc_dir, n2, &task)?;
+    Ok((m1, m2))
+}
+
+/// Total PSS and private dirty (kB) of the zygote and `n` live sandboxes that ran the guest:
+/// `n` pre-forked sandboxes are handed the task, and measured once each one's line has
+/// arrived (the guest then waits in `poll_oneoff`); then they are killed.
 fn live_memory(
     zygote: &mut Zygote,
     proc_dir: &File,
     n: usize,
     task: &Task,
-) -> Result<(u64, u64), Error> {
-    let tasks: Vec<Task> = (0..n).map(|_| task.clone()).collect();
-    let pids = zygote.run_lingering(&tasks)?;
-    let mut pss = rollup(&read_at(proc_dir, &format!("{}/smaps_rollup", std::process::id()))).0;
-    let mut dirty = 0;
-    for pid in pids {
-        let (p, d, _, _) = rollup(&read_at(proc_dir, &format!("{pid}/smaps_rollup")));
-        pss += p;
-        dirty += d;
+) -> Result<Usage, Error> {
+    zygote.set_pool_size(n);
+    let mut flights = Vec::with_capacity(n);
+    let mut started = Ok(());
+    for _ in 0..n {
+        match zygote.start(task) {
+            Ok(f) => flights.push(f),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
     }
-    zygote.dismiss_lingering();
-    Ok((pss, dirty))
+    zygote.set_pool_size(0);
+    let measured = started.and_then(|()| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut waiting: Vec<&mut Flight> =
+                flights.iter_mut().filter(|f| f.stdout_len() == 0).collect();
+            if waiting.is_empty() {
+                break;
+            }
+            if waiting.iter().any(|f| f.done()) {
+                return Err(Error::Collect(std::io::Error::other(
+                    "a sandbox of the memory measurement ended before writing its line",
+                )));
+            }
+            flight::drive(&mut waiting, &mut buf).map_err(Error::Collect)?;
+        }
+        let mut pss = rollup(&read_at(proc_dir, &format!("{}/smaps_rollup", sys::getpid()))).0;
+        let mut dirty = 0;
+        for f in &flights {
+            let (p, d, _, _) = rollup(&read_at(proc_dir, &format!("{}/smaps_rollup", f.pid)));
+            pss += p;
+            dirty += d;
+        }
+        Ok((pss, dirty))
+    });
+    for f in flights {
+        zygote.cancel(f);
+    }
+    measured
 }
 
 fn machine() -> Machine {
@@ -583,6 +728,11 @@ fn machine() -> Machine {
     }
 }
 
+/// What the table says in place of the `cold_process` row when there was no cold runner.
+pub const COLD_RUNNER_MISSING: &str = "not measured: no cold runner (the test-support binary \
+    zeroboot-testkit; `cargo build --release --features testkit` puts it next to zeroboot-wasm, \
+    `cargo bench --features testkit` passes it)";
+
 /// The human-readable table, with ratios to `floor` and to `in_process`.
 pub fn table(r: &BenchReport) -> String {
     let mut s = String::new();
@@ -604,14 +754,18 @@ pub fn table(r: &BenchReport) -> String {
         "×in_process"
     ));
     for (name, f) in [
-        ("floor", &r.floor),
-        ("in_process", &r.in_process),
-        ("cold_process", &r.cold_process),
-        ("on_demand", &r.on_demand),
-        ("pool", &r.pool),
-        ("srv_on_demand", &r.server_on_demand),
-        ("srv_pool", &r.server_pool),
+        ("floor", Some(&r.floor)),
+        ("in_process", Some(&r.in_process)),
+        ("cold_process", r.cold_process.as_ref()),
+        ("on_demand", Some(&r.on_demand)),
+        ("pool", Some(&r.pool)),
+        ("srv_on_demand", Some(&r.server_on_demand)),
+        ("srv_pool", Some(&r.server_pool)),
     ] {
+        let Some(f) = f else {
+            s.push_str(&format!("{name:<13} {COLD_RUNNER_MISSING}\n"));
+            continue;
+        };
         let conc = f.per_s_concurrent.map_or("-".to_string(), |v| format!("{v:.0}"));
         s.push_str(&format!(
             "{:<13} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10}   {:>8.2} {:>11.2}\n",
@@ -627,8 +781,8 @@ pub fn table(r: &BenchReport) -> String {
         ));
     }
     s.push_str(&format!(
-        "\nper sandbox (live, after running the guest): private dirty {:.0} kB, PSS {:.0} kB\n",
-        r.marginal_private_dirty_kb, r.marginal_pss_kb
+        "\nper sandbox (live, after running the guest; {}): private dirty {:.0} kB, PSS {:.0} kB\n",
+        r.memory_guest, r.marginal_private_dirty_kb, r.marginal_pss_kb
     ));
     let sc = &r.seccomp;
     s.push_str(&format!(
@@ -647,41 +801,16 @@ pub fn table(r: &BenchReport) -> String {
         r.server_pool.per_s_concurrent.unwrap_or(0.0) / r.pool.per_s_concurrent.unwrap_or(1.0).max(1e-9),
         r.server_on_demand.per_s_concurrent.unwrap_or(0.0) / r.on_demand.per_s_concurrent.unwrap_or(1.0).max(1e-9),
     ));
+    if let Some(cold) = &r.cold_process {
+        s.push_str(&format!(
+            "cold_process / on_demand p50: {:.1}×; ",
+            cold.p50_us / r.on_demand.p50_us.max(1e-9)
+        ));
+    }
     s.push_str(&format!(
-        "cold_process / on_demand p50: {:.1}×; pool concurrent throughput / floor concurrent: {:.0}%\n",
-        r.cold_process.p50_us / r.on_demand.p50_us.max(1e-9),
-        100.0 * r.pool.per_s_concurrent.unwrap_or(0.0) / r.floor.per_s_concurrent.unwrap_or(1.0).max(1e-9),
+        "pool concurrent throughput / floor concurrent: {:.0}%\n",
+        100.0 * r.pool.per_s_concurrent.unwrap_or(0.0)
+            / r.floor.per_s_concurrent.unwrap_or(1.0).max(1e-9),
     ));
     s
-}
-
-/// `zeroboot-wasm __cold MODULE`: what `wasmtime run` does, in this fresh process — load the
-/// compiled module (from the cache), instantiate, run `_start` with stdout passed through.
-/// Returns the exit code.
-pub fn cold_main(module: &std::path::Path) -> i32 {
-    let template = match Template::from_file(module, &crate::Config::new()) {
-        Ok(t) => t,
-        Err(_) => return 65,
-    };
-    let mut warm = match template.instantiate(&crate::InitLimits::default()) {
-        Ok(w) => w,
-        Err(_) => return 65,
-    };
-    let out = std::io::stdout();
-    let ctx = WasiCtxBuilder::new()
-        .stdout(wasmtime_wasi::cli::OutputFile::new(
-            match std::os::fd::AsFd::as_fd(&out).try_clone_to_owned() {
-                Ok(fd) => File::from(fd),
-                Err(_) => return 70,
-            },
-        ))
-        .build_p1();
-    warm.store.data_mut().wasi = ctx;
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
-        return 70;
-    };
-    match rt.block_on(warm.start.call_async(&mut warm.store, ())) {
-        Ok(()) => 0,
-        Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(134, |x| x.0),
-    }
 }

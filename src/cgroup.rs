@@ -259,12 +259,12 @@ fn remove_stale(parent: &Dir) {
         if Path::new("/proc").join(pid).exists() {
             continue;
         }
-        if let Ok(tree) = parent.open_dir(name) {
-            if let Ok(children) = tree.entries() {
-                for c in children.flatten() {
-                    if c.file_type().is_ok_and(|t| t.is_dir()) {
-                        let _ = tree.remove_dir(c.file_name());
-                    }
+        if let Ok(tree) = parent.open_dir(name)
+            && let Ok(children) = tree.entries()
+        {
+            for c in children.flatten() {
+                if c.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = tree.remove_dir(c.file_name());
                 }
             }
         }

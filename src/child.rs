@@ -13,7 +13,7 @@ use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
 use crate::template::{Template, Warm};
-use crate::wire::{self, ChildReport, TaskFrame};
+use crate::wire::{self, ChildReport};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
 use std::os::fd::RawFd;
@@ -71,12 +71,15 @@ pub(crate) struct Plan<'a> {
     pub gated: bool,
 }
 
-/// What the child runs once set up: the guest's `_start`, or (tests only) native code that
-/// probes the confinement.
+/// What the child runs once set up: the guest's `_start`, or — only in builds with the
+/// `testkit` feature, for the escape-probe tests — native code that probes the confinement,
+/// given the task's args and, for each preopened directory, its guest path and the path it is
+/// opened from in the sandbox.
 #[derive(Clone, Copy)]
 pub(crate) enum Payload {
     Guest,
-    Probe(fn(&[String]) -> String),
+    #[cfg(feature = "testkit")]
+    Probe(crate::zygote::ProbeFn),
 }
 
 /// How the child learns its task.
@@ -95,7 +98,6 @@ struct Ready<'a> {
     preopens: Vec<Preopen>,
     deadline: Option<Instant>,
     payload: Payload,
-    linger: bool,
     /// When setup counts from: the fork (on-demand) or the hand-over (pool).
     since: Instant,
 }
@@ -117,8 +119,8 @@ struct Ready<'a> {
 ///    inheritable), then `PR_SET_NO_NEW_PRIVS`.
 /// 8. **Seccomp**, last of the restraints: from here on only the allowlist works, and a
 ///    violation reports itself.
-/// 9. **The task**: already in memory, or read from the channel (fd 4) — so a pre-forked child waits
-///    fully sandboxed.
+/// 9. **The task**: already in memory, or read from the channel (fd 4) — so a pre-forked child
+///    waits fully sandboxed — and then, if it waited, lowers its CPU backstop to its task's.
 /// 10. **Per-task state**: the WASI context (args, env, stdio, preopened directories opened with
 ///     `openat`, and randomness drawn from the OS in this child — never state inherited from
 ///     the zygote), memory cap, fuel; the deadline timer armed.
@@ -148,13 +150,10 @@ pub(crate) fn enter(
         })
         .map_err(|e| format!("sandbox setup failed: {e}"))
         .and_then(|()| restrain(template, plan))
-        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan.gated)?)));
-    let (report, linger) = match setup {
-        Ok((rt, ready)) => {
-            let linger = ready.linger;
-            (run_task(template, warm, &rt, ready), linger)
-        }
-        Err(e) => (internal(e, forked_at), false),
+        .and_then(|rt| Ok((rt, receive(assignment, forked_at, plan)?)));
+    let report = match setup {
+        Ok((rt, ready)) => run_task(template, warm, &rt, ready),
+        Err(e) => internal(e, forked_at),
     };
     sys::close(STDOUT);
     sys::close(STDERR);
@@ -162,12 +161,6 @@ pub(crate) fn enter(
         Ok(()) => 0,
         Err(_) => 70,
     };
-    if linger {
-        // Stay mapped for the zygote's memory measurement until it closes the channel.
-        let mut byte = [0u8; 1];
-        // SAFETY: fd 4 is the task channel; reading into a one-byte stack buffer.
-        while unsafe { libc::read(CHANNEL, byte.as_mut_ptr().cast(), 1) } > 0 {}
-    }
     sys::exit_now(code)
 }
 
@@ -193,12 +186,14 @@ fn restrain(template: &Template, plan: &Plan) -> Result<tokio::runtime::Runtime,
     Ok(rt)
 }
 
-/// Step 9: the task, from memory or from the channel on fd 4.
-fn receive(
-    assignment: Assignment<'_>,
+/// Step 9: the task, from memory or from the channel on fd 4. A sandbox that waited for its
+/// task, with rlimits, then lowers its CPU backstop to its task's.
+fn receive<'a>(
+    assignment: Assignment<'a>,
     forked_at: Instant,
-    gated: bool,
-) -> Result<Ready<'_>, String> {
+    plan: &Plan,
+) -> Result<Ready<'a>, String> {
+    let gated = plan.gated;
     match assignment {
         Assignment::Now { task, preopens, deadline, payload } => {
             if gated {
@@ -210,51 +205,47 @@ fn receive(
                 }
                 sys::close(CHANNEL);
             }
-            Ok(Ready {
-                task: Cow::Borrowed(task),
-                preopens,
-                deadline,
-                payload,
-                linger: false,
-                since: forked_at,
-            })
+            Ok(Ready { task: Cow::Borrowed(task), preopens, deadline, payload, since: forked_at })
         }
         Assignment::Later => {
-            let mut reader = wire::FrameReader::default();
-            // A small stack buffer: a large heap one would be pages this sandbox dirties for nothing.
-            let mut buf = [0u8; 4096];
-            let frame: TaskFrame = loop {
-                // SAFETY: fd 4 is the task channel; `buf` is a valid writable buffer.
-                let n = unsafe { libc::read(CHANNEL, buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    // The zygote closed the channel without a task: it is shutting down.
-                    sys::exit_now(0);
-                }
-                match reader.push(&buf[..n as usize]) {
-                    wire::Frame::Partial => continue,
-                    wire::Frame::Complete(f) => break f,
-                    wire::Frame::Corrupt(e) => return Err(format!("corrupt task frame: {e}")),
-                }
+            let (header, stdin) = match wire::read_task(|buf| sys::read_raw(CHANNEL, buf)) {
+                Ok(Some(frame)) => frame,
+                // The channel closed without a task: the zygote is shutting down.
+                Ok(None) => sys::exit_now(0),
+                Err(e) => return Err(format!("corrupt task frame: {e}")),
             };
             let since = Instant::now();
+            let timeout = header.timeout_us.map(Duration::from_micros);
+            if let Some(limits) = &plan.harden {
+                limits
+                    .lower_cpu_for_task(timeout)
+                    .map_err(|e| format!("cannot lower the CPU-time limit to the task's: {e}"))?;
+            }
+            let deadline = match header.remaining_us {
+                None => None,
+                Some(us) => Some(
+                    since
+                        .checked_add(Duration::from_micros(us))
+                        .ok_or("task deadline out of range")?,
+                ),
+            };
             let task = Task {
-                argv0: frame.argv0,
-                args: frame.args,
-                env: frame.env,
-                stdin: if frame.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(frame.stdin) },
-                timeout: frame.timeout_us.map(Duration::from_micros),
-                max_memory: frame.max_memory,
-                fuel: frame.fuel,
-                max_write: frame.max_write,
-                max_files: frame.max_files,
+                argv0: header.argv0.map(Cow::into_owned),
+                args: header.args.into_owned(),
+                env: header.env.into_owned(),
+                stdin: if header.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(stdin) },
+                timeout,
+                max_memory: header.max_memory,
+                fuel: header.fuel,
+                max_write: header.max_write,
+                max_files: header.max_files,
                 ..Task::default()
             };
             Ok(Ready {
                 task: Cow::Owned(task),
-                preopens: frame.preopens,
-                deadline: frame.remaining_us.map(|us| since + Duration::from_micros(us)),
+                preopens: header.preopens.into_owned(),
+                deadline,
                 payload: Payload::Guest,
-                linger: frame.linger,
                 since,
             })
         }
@@ -377,9 +368,14 @@ fn run_task(
     rt: &tokio::runtime::Runtime,
     ready: Ready<'_>,
 ) -> ChildReport {
-    let Ready { task, preopens, deadline, payload, since, .. } = ready;
+    let Ready { mut task, preopens, deadline, payload, since, .. } = ready;
     let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), since);
-    let ctx = match wasi_ctx(template.name(), &task, &preopens) {
+    // A task decoded from the channel is ours: its stdin moves into the WASI pipe uncopied.
+    let stdin = match &mut task {
+        Cow::Owned(Task { stdin: Stdin::Bytes(bytes), .. }) => Some(std::mem::take(bytes)),
+        _ => None,
+    };
+    let ctx = match wasi_ctx(template.name(), &task, stdin, &preopens) {
         Ok(ctx) => ctx,
         Err(e) => return fail("cannot build the task's WASI context", &e),
     };
@@ -426,8 +422,11 @@ fn run_task(
             GUEST_DONE.store(true, Ordering::Release);
             r
         }
+        #[cfg(feature = "testkit")]
         Payload::Probe(probe) => {
-            let text = probe(&task.args);
+            let dirs: Vec<(&str, &str)> =
+                preopens.iter().map(|p| (p.guest.as_str(), p.path.as_str())).collect();
+            let text = probe(&task.args, &dirs);
             let _ = sys::write_all(STDOUT, text.as_bytes());
             Ok(())
         }
@@ -517,7 +516,13 @@ impl rand_core::TryRng for OsRandom {
     }
 }
 
-fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<WasiP1Ctx> {
+/// The task's WASI context; `owned_stdin`, when given, is the task's stdin, moved in.
+fn wasi_ctx(
+    name: &str,
+    task: &Task,
+    owned_stdin: Option<Vec<u8>>,
+    preopens: &[Preopen],
+) -> std::io::Result<WasiP1Ctx> {
     let mut b = WasiCtxBuilder::new();
     b.arg(task.argv0.as_deref().unwrap_or(name));
     b.args(&task.args);
@@ -528,12 +533,15 @@ fn wasi_ctx(name: &str, task: &Task, preopens: &[Preopen]) -> std::io::Result<Wa
     let mut seed = [0u8; 16];
     sys::getrandom(&mut seed)?;
     b.insecure_random_seed(u128::from_le_bytes(seed));
-    match &task.stdin {
-        Stdin::Empty => {}
-        Stdin::Bytes(bytes) => {
+    match (owned_stdin, &task.stdin) {
+        (Some(bytes), _) => {
+            b.stdin(MemoryInputPipe::new(bytes));
+        }
+        (None, Stdin::Empty) => {}
+        (None, Stdin::Bytes(bytes)) => {
             b.stdin(MemoryInputPipe::new(bytes.clone()));
         }
-        Stdin::Inherit => {
+        (None, Stdin::Inherit) => {
             // SAFETY: `arrange_fds` made fd 0 the task's stdin; this File becomes its only user.
             b.stdin(InputFile::new(unsafe { sys::file_from_fd(STDIN) }));
         }

@@ -107,6 +107,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The task holds something that cannot reach the guest unaltered, or a deadline too
+    /// long to represent ([`Task::validate`](crate::Task::validate)).
+    #[error("invalid task")]
+    InvalidTask(#[source] crate::task::TaskError),
     /// A task asked for a fuel budget but the template was compiled without metering.
     #[error("a fuel budget needs a template compiled with fuel metering (Config::fuel, or --fuel)")]
     FuelNotMetered,
@@ -210,6 +214,7 @@ impl Error {
                 | Error::CompileTimeout { .. }
                 | Error::CompileMemoryLimit { .. }
                 | Error::GrantDir { .. }
+                | Error::InvalidTask(_)
                 | Error::FuelNotMetered
                 | Error::NotGranted { .. }
                 | Error::Load { kind: crate::protocol::LoadFailure::BadModule, .. }

@@ -61,8 +61,6 @@ pub(crate) struct Flight {
     report: Result<Option<ChildReport>, String>,
     streams: [Drain; 2],
     timed_out: bool,
-    /// A lingering pool child's task channel, closed to let it exit.
-    channel: Option<OwnedFd>,
     /// The sandbox's memory cgroup, removed once it is reaped.
     slot: Option<Slot>,
 }
@@ -108,18 +106,13 @@ impl Flight {
             report: Ok(None),
             streams: [drain(stdout, 1), drain(stderr, 2)],
             timed_out: false,
-            channel: None,
             slot,
         }
     }
 
-    pub(crate) fn keep_channel(&mut self, channel: OwnedFd) {
-        self.channel = Some(channel);
-    }
-
-    /// Whether the report has arrived (or can no longer arrive).
-    pub(crate) fn reported(&self) -> bool {
-        self.report_fd.is_none()
+    /// Bytes of stdout captured so far.
+    pub(crate) fn stdout_len(&self) -> usize {
+        self.streams[0].captured.bytes.len()
     }
 
     /// Whether every pipe is closed: the outcome can be decided.
@@ -176,7 +169,6 @@ impl Flight {
     /// Kills and reaps a flight whose outcome no longer matters; returns its cgroup.
     pub(crate) fn abandon(self) -> Option<Slot> {
         sys::kill_hard(self.pid);
-        drop(self.channel);
         let _ = sys::wait(self.pid);
         self.slot
     }
@@ -189,7 +181,6 @@ impl Flight {
         mut self,
         zombies: &mut Vec<(libc::pid_t, Option<Slot>)>,
     ) -> std::io::Result<Landed> {
-        drop(self.channel.take());
         let reported = matches!(&self.report, Ok(Some(_)));
         let mut slot = self.slot.take();
         let (status, peak) = if reported && !self.timed_out {

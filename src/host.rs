@@ -20,10 +20,12 @@ use crate::protocol::{
     VERSION,
 };
 use crate::sys::{self, ExitStatus, Received};
-use crate::task::{Output, Stdin, Task};
+use crate::task::{Output, Stdin, Task, TaskError};
 use crate::template::Config;
-use crate::wire::{self, ChildReport, Frame, FrameReader};
-use crate::zygote::{Isolation, ZygoteStats, judge, micros, resolve_preopens, task_frame};
+use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrameError};
+use crate::zygote::{
+    Isolation, ZygoteStats, bytes_u64, judge, micros, resolve_preopens, task_header,
+};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -379,9 +381,30 @@ impl Connection {
         started: Instant,
         id: u64,
     ) -> Result<Outcome, Error> {
+        task.validate().map_err(Error::InvalidTask)?;
+        let deadline = match task.timeout {
+            None => None,
+            Some(t) => Some(
+                started
+                    .checked_add(t)
+                    .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
+            ),
+        };
         let preopens = resolve_preopens(self.grants.as_deref(), &task.dirs)?;
         if task.fuel.is_some() && !self.meters_fuel {
             return Err(Error::FuelNotMetered);
+        }
+        let stdin_bytes: &[u8] = match &task.stdin {
+            Stdin::Bytes(b) => b,
+            _ => &[],
+        };
+        // The frame's header borrows from the task; stdin follows it as raw bytes. Both are
+        // checked against the frame's limit before any sandbox is asked for.
+        let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
+        let mut header = task_header(task, &self.name, &preopens, None, inherit_stdin);
+        let size_check = wire::encode_task(&header, stdin_bytes);
+        if let Err(TaskFrameError::TooLarge { part, len }) = size_check {
+            return Err(Error::InvalidTask(TaskError::TooLarge { part, len }));
         }
         let max_bytes = match task.output {
             Output::Capture { max_bytes } => max_bytes,
@@ -400,7 +423,7 @@ impl Connection {
         let request = Request::Run {
             id,
             timeout_us: task.timeout.map(micros),
-            max_memory: task.max_memory.map(|m| m as u64),
+            max_memory: task.max_memory.map(bytes_u64),
             inherit_stdin: stdin.is_some(),
         };
         let fds: Vec<_> = stdin.iter().map(|f| f.as_raw_fd()).collect();
@@ -434,12 +457,11 @@ impl Connection {
         else {
             return Err(protocol_err("started without its pipes"));
         };
-        let deadline = task.timeout.map(|t| started + t);
-        let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
-        let frame = task_frame(task, &self.name, preopens, deadline, inherit_stdin, false);
+        header.remaining_us = deadline.map(|d| micros(d.saturating_duration_since(Instant::now())));
+        let head = wire::encode_task(&header, stdin_bytes).map_err(protocol_err)?;
         let inherit = matches!(task.output, Output::Inherit);
         let (wrote, out, err, report) = tokio::join!(
-            write_task(task_w, wire::encode(&frame)),
+            write_task(task_w, head, stdin_bytes),
             drain(out_r, max_bytes, inherit.then_some(1)),
             drain(err_r, max_bytes, inherit.then_some(2)),
             read_report(report_r),
@@ -625,11 +647,13 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> Result<Option<(Reply, Vec<OwnedFd>)>, 
     }
 }
 
-/// Writes the task frame into the sandbox's channel, then closes it. A sandbox that died
-/// before reading it is not an error here: its outcome says what happened.
-async fn write_task(fd: OwnedFd, frame: Vec<u8>) -> std::io::Result<()> {
+/// Writes the task frame — its head, then stdin's bytes straight from the task — into the
+/// sandbox's channel, then closes it. A sandbox that died before reading it is not an error
+/// here: its outcome says what happened.
+async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> std::io::Result<()> {
     let mut pipe = tokio::net::unix::pipe::Sender::from_owned_fd(fd)?;
-    pipe.write_all(&frame).await
+    pipe.write_all(&head).await?;
+    pipe.write_all(stdin).await
 }
 
 /// Reads a sandbox's output stream to its end: kept up to `max` bytes (the rest read and

@@ -38,6 +38,9 @@ pub mod seccomp;
 pub mod sys;
 mod task;
 mod template;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 mod wire;
 mod zygote;
 mod zygote_process;
@@ -50,7 +53,8 @@ pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};
 pub use seccomp::SeccompMode;
 pub use task::{
-    DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, Output, Stdin, Task,
+    DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, MAX_REQUEST_BYTES,
+    MAX_TIMEOUT, Output, Stdin, Task, TaskError,
 };
 pub use template::{CodeSource, Config, InitLimits, Template};
 pub use zygote::{HOST_OVERHEAD, Isolation, KILL_GRACE, Zygote, ZygoteStats};

@@ -22,12 +22,16 @@ pub(crate) struct Rlimits {
     pub cpu_seconds: u64,
 }
 
+/// CPU-seconds backstop for a task with this deadline: the deadline plus two seconds (ten
+/// minutes without a deadline).
+pub(crate) fn cpu_backstop(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(600, |t| t.as_secs().saturating_add(2))
+}
+
 impl Rlimits {
-    /// Limits for a task with this deadline: CPU backstop of the deadline plus two seconds
-    /// (ten minutes without a deadline).
+    /// Limits for a task with this deadline (see [`cpu_backstop`]).
     pub(crate) fn for_task(max_file_size: u64, timeout: Option<Duration>) -> Self {
-        let cpu_seconds = timeout.map_or(600, |t| t.as_secs() + 2);
-        Self { max_file_size, cpu_seconds }
+        Self { max_file_size, cpu_seconds: cpu_backstop(timeout) }
     }
 
     /// Applies them to the calling (child) process.
@@ -38,6 +42,20 @@ impl Rlimits {
         // Past the file-size limit, write(2) fails with EFBIG instead of killing us.
         sys::ignore_signal(libc::SIGXFSZ)?;
         // SIGXCPU at the soft limit (reported as `killed`), SIGKILL a second later.
-        sys::setrlimit(libc::RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds + 1)
+        sys::setrlimit(libc::RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds.saturating_add(1))
+    }
+}
+
+impl Rlimits {
+    /// In a pre-forked sandbox (whose limits are `self`), once its task has arrived: lowers
+    /// the CPU backstop from the pool's (the largest any task may need) to this task's — CPU
+    /// time already used, rounded up, plus [`cpu_backstop`] — soft and hard limit alike, so it
+    /// cannot be raised again; never above the pool's. Runs under seccomp, which allows
+    /// exactly this call.
+    pub(crate) fn lower_cpu_for_task(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let used = sys::cpu_time_used()?;
+        let used_secs = used.as_secs().saturating_add(u64::from(used.subsec_nanos() > 0));
+        let soft = used_secs.saturating_add(cpu_backstop(timeout)).min(self.cpu_seconds);
+        sys::lower_cpu_limit(soft, soft.saturating_add(1))
     }
 }

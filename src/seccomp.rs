@@ -7,7 +7,9 @@
 //! and report pipe (file writes use `pwrite64`/`pwritev2`); `read` only from stdin and the task
 //! channel (files use `pread64`); `mmap`/`mprotect` never with `PROT_EXEC` (the compiled code is already mapped:
 //! no new executable memory after the fork); `rt_sigaction` and `tgkill` only for `SIGABRT`
-//! (what `abort()` needs). `prctl` and `seccomp` are denied, so the filter cannot be changed.
+//! (what `abort()` needs); `prlimit64` only to set the caller's own `RLIMIT_CPU` (a pool
+//! child lowering its CPU backstop to its task's, see [`CONSTRAINED`]). `prctl` and `seccomp`
+//! are denied, so the filter cannot be changed.
 //!
 //! Cost: attaching the filter takes ~200 µs per sandbox on the development VM (`zeroboot-wasm
 //! bench` prints it), nearly all of it fixed per filter rather than per instruction: a filter a
@@ -104,6 +106,12 @@ pub const CONSTRAINED: &[(&str, &str)] = &[
     ("mprotect", "prot without PROT_EXEC"),
     ("rt_sigaction", "signal is SIGABRT"),
     ("tgkill", "signal is SIGABRT"),
+    (
+        "prlimit64",
+        "pid 0 (the caller), resource RLIMIT_CPU, old limit not read: a sandbox forked before \
+         its task lowering its CPU backstop to its task's once the task arrives (a hard limit cannot be \
+         raised without CAP_SYS_RESOURCE, which is gone)",
+    ),
 ];
 
 fn cond(
@@ -116,6 +124,15 @@ fn cond(
 
 fn rules_one_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     values.iter().map(|&v| SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)?])).collect()
+}
+
+/// `prlimit64(0, RLIMIT_CPU, new, NULL)` only: a sandbox lowering its own CPU backstop.
+fn own_cpu_limit_only() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    Ok(vec![SeccompRule::new(vec![
+        cond(0, SeccompCmpOp::Eq, 0)?,
+        cond(1, SeccompCmpOp::Eq, u64::from(libc::RLIMIT_CPU))?,
+        cond(3, SeccompCmpOp::Eq, 0)?,
+    ])?])
 }
 
 fn no_exec(arg: u8) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
@@ -189,6 +206,7 @@ pub(crate) fn compile(mode: SeccompMode) -> io::Result<Option<BpfProgram>> {
         rules.insert(libc::SYS_mprotect, no_exec(2)?);
         rules.insert(libc::SYS_rt_sigaction, rules_one_of(0, &[libc::SIGABRT as u64])?);
         rules.insert(libc::SYS_tgkill, rules_one_of(2, &[libc::SIGABRT as u64])?);
+        rules.insert(libc::SYS_prlimit64, own_cpu_limit_only()?);
         finish(rules, refuse, SeccompAction::Allow)
     };
     compiled("sandbox", build())
@@ -243,6 +261,17 @@ pub(crate) fn compile_narrowing(mode: SeccompMode) -> io::Result<Option<BpfProgr
         rules.insert(libc::SYS_write, outside(0, &[1, 2, 3])?);
         rules.insert(libc::SYS_read, outside(0, &[0, 4])?);
         rules.insert(libc::SYS_rt_sigaction, outside(0, &[libc::SIGABRT as u64])?);
+        // prlimit64 (in ZYGOTE_EXTRA) is refused unless it is a sandbox lowering its own CPU
+        // backstop, the one form the sandbox allowlist has.
+        let cpu = u64::from(libc::RLIMIT_CPU);
+        rules.insert(
+            libc::SYS_prlimit64,
+            vec![
+                SeccompRule::new(vec![cond(0, SeccompCmpOp::Ne, 0)?])?,
+                SeccompRule::new(vec![cond(1, SeccompCmpOp::Ne, cpu)?])?,
+                SeccompRule::new(vec![cond(3, SeccompCmpOp::Ne, 0)?])?,
+            ],
+        );
         // Matching a rule refuses; everything else passes on to the zygote's filter.
         finish(rules, SeccompAction::Allow, refuse)
     };
@@ -381,11 +410,14 @@ mod tests {
 
     #[test]
     fn zygote_extras_are_not_in_the_sandbox_allowlist() {
-        // The narrowing filter refuses every extra outright; an extra that a sandbox also
-        // needs would break sandboxes, and one listed twice would widen nothing but confuse.
+        // The narrowing filter refuses every extra outright, except `prlimit64`, which it
+        // narrows to the sandbox's one constrained form (lowering its own CPU limit); any other
+        // extra that a sandbox also needs would break sandboxes.
         for (name, nr) in ZYGOTE_EXTRA {
             assert!(ALLOWED.iter().all(|&(_, a)| a != *nr), "{name} is in both lists");
-            assert!(CONSTRAINED.iter().all(|&(c, _)| c != *name), "{name} is constrained");
+            if *name != "prlimit64" {
+                assert!(CONSTRAINED.iter().all(|&(c, _)| c != *name), "{name} is constrained");
+            }
         }
     }
 

@@ -179,11 +179,18 @@ pub fn write_all_waiting(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 
 /// `read(2)` into `buf`, retrying on EINTR; `Ok(0)` is end of file.
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    read_raw(fd.as_raw_fd(), buf)
+}
+
+/// `read(2)` from descriptor number `fd` (a forked child's fixed fds), retrying on EINTR;
+/// `Ok(0)` is end of file. Reading cannot close or redirect anyone's descriptor, so a raw
+/// number is enough; a descriptor that is not open gives EBADF.
+pub fn read_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes; `fd` is open.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
@@ -226,15 +233,35 @@ pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<(ExitStatus, u64)>> {
     wait4(pid, libc::WNOHANG)
 }
 
-/// This process's own peak resident set, in bytes (`getrusage`).
-pub fn peak_rss() -> u64 {
+/// This process's own resource usage (`getrusage(RUSAGE_SELF)`).
+fn own_usage() -> io::Result<libc::rusage> {
     // SAFETY: rusage is plain data; all-zero is a valid value for the kernel to overwrite.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is valid for writing.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0;
-    }
-    (usage.ru_maxrss.max(0) as u64) * 1024
+    check(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) })?;
+    Ok(usage)
+}
+
+/// `ru_maxrss` (KiB) in bytes.
+fn maxrss_bytes(usage: &libc::rusage) -> u64 {
+    u64::try_from(usage.ru_maxrss).unwrap_or(0).saturating_mul(1024)
+}
+
+/// This process's own peak resident set, in bytes (`getrusage`).
+pub fn peak_rss() -> u64 {
+    own_usage().map_or(0, |u| maxrss_bytes(&u))
+}
+
+/// CPU time this process has used, user plus system — what `RLIMIT_CPU` counts.
+pub fn cpu_time_used() -> io::Result<std::time::Duration> {
+    let usage = own_usage()?;
+    let tv = |t: libc::timeval| {
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let micros = u64::try_from(t.tv_usec).unwrap_or(0);
+        std::time::Duration::from_secs(secs)
+            .saturating_add(std::time::Duration::from_micros(micros))
+    };
+    Ok(tv(usage.ru_utime).saturating_add(tv(usage.ru_stime)))
 }
 
 fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(ExitStatus, u64)>> {
@@ -255,7 +282,7 @@ fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(ExitStatus,
             return Err(err);
         }
     }
-    let peak = (usage.ru_maxrss.max(0) as u64) * 1024;
+    let peak = maxrss_bytes(&usage);
     let st = if libc::WIFEXITED(status) {
         ExitStatus::Code(libc::WEXITSTATUS(status))
     } else {
@@ -363,13 +390,17 @@ pub fn disarm_alarm() -> io::Result<()> {
 
 /// Arms a one-shot real-time timer: SIGALRM after `after`, then every `every` (zero: once).
 pub fn arm_alarm(after: std::time::Duration, every: std::time::Duration) -> io::Result<()> {
-    let tv = |d: std::time::Duration| libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    let tv = |d: std::time::Duration| -> io::Result<libc::timeval> {
+        Ok(libc::timeval {
+            tv_sec: libc::time_t::try_from(d.as_secs())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            // Below 1,000,000: always fits.
+            tv_usec: libc::suseconds_t::from(d.subsec_micros()),
+        })
     };
     // A zero `it_value` would disarm the timer: fire after at least 1 µs.
     let after = after.max(std::time::Duration::from_micros(1));
-    let it = libc::itimerval { it_interval: tv(every), it_value: tv(after) };
+    let it = libc::itimerval { it_interval: tv(every)?, it_value: tv(after)? };
     // SAFETY: `it` is a valid itimerval; the old value is not requested.
     check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) }).map(drop)
 }
@@ -536,6 +567,29 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> i
     let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
     // SAFETY: `lim` is a valid rlimit the kernel only reads.
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// Lowers this process's `RLIMIT_CPU` with `prlimit64(0, RLIMIT_CPU, new, NULL)` — exactly
+/// the call the seccomp policy allows a sandbox (see [`crate::seccomp`]), issued directly so
+/// the filter does not depend on how the C library implements `setrlimit`. Without
+/// `CAP_SYS_RESOURCE` a hard limit can only go down, so the new one is final.
+pub fn lower_cpu_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: `lim` is a valid rlimit64 the kernel only reads; the old value is not requested
+    // (null); pid 0 is the calling process.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0 as libc::pid_t,
+            libc::RLIMIT_CPU,
+            &lim as *const libc::rlimit64,
+            std::ptr::null_mut::<libc::rlimit64>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sets `sig` to be ignored.

@@ -35,6 +35,13 @@ pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 /// Default wall-clock deadline (used by the command line): 60 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest deadline a task may have: 365 days. A longer one is refused rather than converted
+/// (to microseconds, to an `Instant`, to a CPU-time limit) where it could overflow; a task
+/// that must never time out has no deadline at all.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Largest request that travels to a sandbox in one piece: a `worker` request line, and each
+/// part (header, stdin) of the frame that hands a task to a pre-forked sandbox. 64 MiB.
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
 impl Default for Output {
     fn default() -> Self {
@@ -103,7 +110,63 @@ pub struct Task {
     pub max_files: Option<u64>,
 }
 
+/// Why a task was refused before it started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// `argv[0]` holds a NUL byte, which the guest's C-string view would cut short.
+    #[error("argv[0] contains a NUL byte")]
+    NulInArgv0,
+    /// An argument holds a NUL byte.
+    #[error("argument {index} contains a NUL byte")]
+    NulInArg { index: usize },
+    /// An environment variable has an empty name.
+    #[error("an environment variable has an empty name")]
+    EmptyEnvName,
+    /// An environment variable's name holds `=` (the guest would split it elsewhere).
+    #[error("environment variable name {name:?} contains `=`")]
+    EqualsInEnvName { name: String },
+    /// An environment variable's name or value holds a NUL byte.
+    #[error("environment variable {name:?} contains a NUL byte")]
+    NulInEnv { name: String },
+    /// A part of the task (its stdin, or its args, env and directories together) is larger
+    /// than [`MAX_REQUEST_BYTES`], the most a sandbox is handed in one piece.
+    #[error("task {part} of {len} bytes exceeds the limit of {max} bytes", max = MAX_REQUEST_BYTES)]
+    TooLarge { part: &'static str, len: usize },
+    /// The deadline is longer than [`MAX_TIMEOUT`].
+    #[error("timeout of {ms} ms is longer than the maximum of {max_ms} ms (365 days)", max_ms = MAX_TIMEOUT.as_millis())]
+    TimeoutTooLong { ms: u128 },
+}
+
 impl Task {
+    /// Checks what would otherwise be altered or overflow on the way to the guest: NUL bytes
+    /// in `argv[0]`, arguments or environment, `=` in or empty environment names, a deadline
+    /// past [`MAX_TIMEOUT`]. [`Zygote::run`](crate::Zygote::run) calls it before forking.
+    pub fn validate(&self) -> Result<(), TaskError> {
+        if self.argv0.as_deref().is_some_and(|a| a.contains('\0')) {
+            return Err(TaskError::NulInArgv0);
+        }
+        if let Some(index) = self.args.iter().position(|a| a.contains('\0')) {
+            return Err(TaskError::NulInArg { index });
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() {
+                return Err(TaskError::EmptyEnvName);
+            }
+            if name.contains('\0') || value.contains('\0') {
+                return Err(TaskError::NulInEnv { name: name.clone() });
+            }
+            if name.contains('=') {
+                return Err(TaskError::EqualsInEnvName { name: name.clone() });
+            }
+        }
+        if let Some(t) = self.timeout
+            && t > MAX_TIMEOUT
+        {
+            return Err(TaskError::TimeoutTooLong { ms: t.as_millis() });
+        }
+        Ok(())
+    }
+
     /// A task with no arguments, empty environment and stdin, captured output.
     pub fn new() -> Self {
         Self::default()
@@ -171,5 +234,36 @@ impl Task {
     pub fn max_files(mut self, files: u64) -> Self {
         self.max_files = Some(files);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_refuses_what_would_be_altered() {
+        assert_eq!(Task::new().args(["a", "b"]).env("K", "V=W").validate(), Ok(()));
+        assert_eq!(
+            Task::new().args(["ok", "a\0b"]).validate(),
+            Err(TaskError::NulInArg { index: 1 })
+        );
+        let argv0 = Task { argv0: Some("x\0".into()), ..Task::new() };
+        assert_eq!(argv0.validate(), Err(TaskError::NulInArgv0));
+        assert_eq!(Task::new().env("", "v").validate(), Err(TaskError::EmptyEnvName));
+        assert_eq!(
+            Task::new().env("A=B", "v").validate(),
+            Err(TaskError::EqualsInEnvName { name: "A=B".into() })
+        );
+        assert_eq!(
+            Task::new().env("K", "v\0w").validate(),
+            Err(TaskError::NulInEnv { name: "K".into() })
+        );
+        assert_eq!(Task::new().timeout(MAX_TIMEOUT).validate(), Ok(()));
+        assert!(matches!(
+            Task::new().timeout(MAX_TIMEOUT + Duration::from_millis(1)).validate(),
+            Err(TaskError::TimeoutTooLong { .. })
+        ));
+        assert!(Task::new().timeout(Duration::MAX).validate().is_err());
     }
 }

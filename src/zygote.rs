@@ -13,14 +13,21 @@ use crate::outcome::{Captured, Outcome, Status, Timings};
 use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
-use crate::task::DirGrant;
+use crate::task::{DirGrant, MAX_TIMEOUT, TaskError};
 use crate::task::{Stdin, Task};
 use crate::template::{InitLimits, Template, Warm};
-use crate::wire::{self, ChildReport, TaskFrame};
+use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
+
+/// Test support: native code run in a sandbox instead of the guest
+/// ([`Zygote::run_probe`]), given the task's args and, per preopened directory, its guest
+/// path and the path it is opened from inside the sandbox.
+#[doc(hidden)]
+pub type ProbeFn = fn(&[String], &[(&str, &str)]) -> String;
 
 /// A snapshot of the zygote process, as seen at fork time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +64,9 @@ pub struct Isolation {
     /// Largest file a guest may write (`RLIMIT_FSIZE`).
     pub max_file_size: u64,
     /// Host directories tasks may be granted. With namespaces, a task can only be granted one
-    /// of these (named as here), since the host filesystem is gone afterwards.
+    /// of these (named as here, and read-only exactly when it is read-only here), since the
+    /// host filesystem is gone afterwards. Each is mounted on its own with its own flags, so a
+    /// directory granted both read-write and read-only has a read-only mount for the latter.
     pub grants: Vec<DirGrant>,
     /// Limits on instantiating the template (its `start` function, initialisers, declared
     /// memories), which happens after the namespaces are entered.
@@ -99,7 +108,6 @@ pub struct Zygote {
     pool_size: usize,
     /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
     zombies: Vec<(libc::pid_t, Option<Slot>)>,
-    lingering: Vec<Flight>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
     proc_maps: std::fs::File,
@@ -183,7 +191,6 @@ impl Zygote {
             pool: VecDeque::new(),
             pool_size: 0,
             zombies: Vec::new(),
-            lingering: Vec::new(),
             proc_stat,
             proc_maps,
             confinement,
@@ -223,7 +230,7 @@ impl Zygote {
     /// happens to a started task, including its death, is an [`Outcome`].
     pub fn run(&mut self, task: &Task) -> Result<Outcome, Error> {
         let started = Instant::now();
-        let flight = self.launch(task, Payload::Guest, started, false)?;
+        let flight = self.launch(task, Payload::Guest, started)?;
         self.land(flight)
     }
 
@@ -236,7 +243,7 @@ impl Zygote {
         let mut buf = vec![0u8; 64 * 1024];
         while next < tasks.len() || !flying.is_empty() {
             while next < tasks.len() && flying.len() < concurrency.max(1) {
-                match self.launch(&tasks[next], Payload::Guest, Instant::now(), false) {
+                match self.launch(&tasks[next], Payload::Guest, Instant::now()) {
                     Ok(f) => flying.push((next, f)),
                     Err(e) => results[next] = Some(Err(e)),
                 }
@@ -299,51 +306,28 @@ impl Zygote {
         }
     }
 
-    /// Test support: forks a sandbox through exactly the same setup as [`run`](Self::run),
-    /// then runs `probe` (native code, given the task's args) instead of the guest; what it
-    /// returns becomes the sandbox's stdout. Used to prove the confinement from the inside.
+    /// Test support (the `testkit` feature; never in a release build without it): forks a
+    /// sandbox through exactly the same setup as [`run`](Self::run), then runs `probe` (native
+    /// code, given the task's args) instead of the guest; what it returns becomes the
+    /// sandbox's stdout. Used to prove the confinement from the inside.
+    #[cfg(feature = "testkit")]
     #[doc(hidden)]
-    pub fn run_probe(
-        &mut self,
-        task: &Task,
-        probe: fn(&[String]) -> String,
-    ) -> Result<Outcome, Error> {
-        let flight = self.launch(task, Payload::Probe(probe), Instant::now(), false)?;
+    pub fn run_probe(&mut self, task: &Task, probe: ProbeFn) -> Result<Outcome, Error> {
+        let flight = self.launch(task, Payload::Probe(probe), Instant::now())?;
         self.land(flight)
     }
 
-    /// Bench support: runs `tasks` on pool children that stay alive after reporting, returning
-    /// their pids; `dismiss_lingering` lets them exit.
-    #[doc(hidden)]
-    pub fn run_lingering(&mut self, tasks: &[Task]) -> Result<Vec<libc::pid_t>, Error> {
-        let mut flights = Vec::new();
-        for t in tasks {
-            if self.pool.is_empty() {
-                let idle = self.prefork()?;
-                self.pool.push_back(idle);
-            }
-            flights.push(self.launch(t, Payload::Guest, Instant::now(), true)?);
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let mut set: Vec<&mut Flight> = flights.iter_mut().filter(|f| !f.reported()).collect();
-            if set.is_empty() {
-                break;
-            }
-            flight::drive(&mut set, &mut buf).map_err(Error::Collect)?;
-        }
-        let pids = flights.iter().map(|f| f.pid).collect();
-        self.lingering.extend(flights);
-        Ok(pids)
+    /// Starts `task` in a sandbox (from the pool when there is one) and returns it in flight,
+    /// for a caller that drives it itself ([`flight::drive`]) and then lands or cancels it.
+    pub(crate) fn start(&mut self, task: &Task) -> Result<Flight, Error> {
+        self.launch(task, Payload::Guest, Instant::now())
     }
 
-    /// Bench support: lets lingering children exit and reaps them.
-    #[doc(hidden)]
-    pub fn dismiss_lingering(&mut self) {
-        for f in std::mem::take(&mut self.lingering) {
-            let slot = f.abandon();
-            self.release_slot(slot);
-        }
+    /// Kills a sandbox in flight whose outcome no longer matters, reaps it and removes its
+    /// cgroup.
+    pub(crate) fn cancel(&mut self, flight: Flight) {
+        let slot = flight.abandon();
+        self.release_slot(slot);
     }
 
     /// Reaps sandboxes that reported before they were gone (`block`: wait for each).
@@ -370,7 +354,7 @@ impl Zygote {
 
     /// A fresh cgroup for a sandbox whose linear memory is capped at `max_memory`.
     fn take_slot(&mut self, max_memory: Option<u64>) -> Result<Option<Slot>, Error> {
-        let limit = max_memory.map(|m| m.saturating_add(HOST_OVERHEAD as u64));
+        let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
         match &mut self.cgroups {
             Some(cg) => cg.take(limit).map(Some).map_err(Error::MemoryLimit),
             None => Ok(None),
@@ -382,6 +366,7 @@ impl Zygote {
         if self.zombies.len() > 64 {
             self.reap_zombies(false);
         }
+        task.validate().map_err(Error::InvalidTask)?;
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
@@ -470,7 +455,10 @@ impl Zygote {
             report: report_w.as_raw_fd(),
             channel: Some(task_r.as_raw_fd()),
         };
-        let forked = self.fork_child(fds, None, Assignment::Later, slot.as_mut(), None);
+        // The CPU backstop the longest task may need; the child lowers it to its own task's
+        // when the task arrives.
+        let forked =
+            self.fork_child(fds, Some(MAX_TIMEOUT), Assignment::Later, slot.as_mut(), None);
         let pid = match forked {
             Ok((pid, _)) => pid,
             Err(e) => {
@@ -550,28 +538,43 @@ impl Zygote {
     }
 
     /// Starts `task`: hands it to a pool child, or forks one for it.
-    fn launch(
-        &mut self,
-        task: &Task,
-        payload: Payload,
-        started: Instant,
-        linger: bool,
-    ) -> Result<Flight, Error> {
+    fn launch(&mut self, task: &Task, payload: Payload, started: Instant) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
-        let deadline = task.timeout.map(|t| started + t);
+        let deadline = match task.timeout {
+            None => None,
+            Some(t) => Some(
+                started
+                    .checked_add(t)
+                    .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
+            ),
+        };
         // Output always travels through pipes the zygote reads, captured or relayed to its
         // own stdout/stderr (`Output::Inherit`): a sandbox never holds the caller's streams.
         let poolable = matches!(payload, Payload::Guest) && !matches!(task.stdin, Stdin::Inherit);
-        if poolable && let Some(mut idle) = self.pool.pop_front() {
-            if let Err(e) = idle.set_memory_limit(task.max_memory.map(|m| m as u64)) {
+        let stdin: &[u8] = match &task.stdin {
+            Stdin::Bytes(b) => b,
+            _ => &[],
+        };
+        // The frame's head (header borrowing from the task); stdin follows it as raw bytes. A
+        // task too large for a frame runs in a sandbox forked for it instead.
+        let head = (poolable && !self.pool.is_empty())
+            .then(|| {
+                let name = self.template.name();
+                let header = task_header(task, name, &preopens, deadline, false);
+                wire::encode_task(&header, stdin).ok()
+            })
+            .flatten();
+        if let Some(head) = head
+            && let Some(mut idle) = self.pool.pop_front()
+        {
+            if let Err(e) = idle.set_memory_limit(task.max_memory.map(bytes_u64)) {
                 self.dismiss(idle);
                 return Err(e);
             }
-            let name = self.template.name();
-            let frame = task_frame(task, name, preopens, deadline, false, linger);
             let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
-            let sent = sys::write_all(task_w.as_raw_fd(), &wire::encode(&frame));
-            let mut flight = Flight::new(
+            let sent = sys::write_all(task_w.as_raw_fd(), &head)
+                .and_then(|()| sys::write_all(task_w.as_raw_fd(), stdin));
+            let flight = Flight::new(
                 pid,
                 started,
                 0,
@@ -583,9 +586,6 @@ impl Zygote {
                 task.output,
                 slot,
             );
-            if linger {
-                flight.keep_channel(task_w);
-            }
             if let Err(e) = sent {
                 let slot = flight.abandon();
                 self.release_slot(slot);
@@ -594,7 +594,7 @@ impl Zygote {
             return Ok(flight);
         }
 
-        let mut slot = self.take_slot(task.max_memory.map(|m| m as u64))?;
+        let mut slot = self.take_slot(task.max_memory.map(bytes_u64))?;
         let gate = match slot {
             Some(_) => Some(sys::pipe().map_err(Error::Pipe)?),
             None => None,
@@ -693,7 +693,7 @@ impl Idle {
     /// Sets its cgroup's limit for a linear-memory cap of `max_memory` (a limit that cannot
     /// be applied is an error for the task, never a layer silently dropped).
     fn set_memory_limit(&mut self, max_memory: Option<u64>) -> Result<(), Error> {
-        let limit = max_memory.map(|m| m.saturating_add(HOST_OVERHEAD as u64));
+        let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
         match &mut self.slot {
             Some(slot) => slot.set_limit(limit).map_err(Error::MemoryLimit),
             None => Ok(()),
@@ -704,7 +704,6 @@ impl Idle {
 impl Drop for Zygote {
     fn drop(&mut self) {
         self.reap_zombies(true);
-        self.dismiss_lingering();
         while let Some(idle) = self.pool.pop_front() {
             self.dismiss(idle);
         }
@@ -733,9 +732,9 @@ pub(crate) fn resolve_preopens(
             }
             Some(mounted) => mounted
                 .iter()
-                .find(|g| {
-                    (g.host == d.host || g.canonical == d.host) && (d.read_only || !g.read_only)
-                })
+                // Its own mount, with its own flags: a read-only grant of a directory also
+                // granted read-write must not be served from the read-write mount.
+                .find(|g| (g.host == d.host || g.canonical == d.host) && d.read_only == g.read_only)
                 .map(|g| g.inside.clone())
                 .ok_or_else(|| Error::NotGranted { path: d.host.clone() })?,
         };
@@ -747,31 +746,26 @@ pub(crate) fn resolve_preopens(
 /// The frame that hands `task` to a sandbox waiting on its channel (`argv[0]` defaults to
 /// `name`; `deadline` is when the task's time is up; `inherit_stdin`: the sandbox's fd 0 is
 /// the task's stdin).
-pub(crate) fn task_frame(
-    task: &Task,
-    name: &str,
-    preopens: Vec<Preopen>,
+pub(crate) fn task_header<'a>(
+    task: &'a Task,
+    name: &'a str,
+    preopens: &'a [Preopen],
     deadline: Option<Instant>,
     inherit_stdin: bool,
-    linger: bool,
-) -> TaskFrame {
-    TaskFrame {
-        argv0: Some(task.argv0.clone().unwrap_or_else(|| name.to_string())),
-        args: task.args.clone(),
-        env: task.env.clone(),
-        stdin: match &task.stdin {
-            Stdin::Bytes(b) => b.clone(),
-            _ => Vec::new(),
-        },
+) -> TaskHeader<'a> {
+    TaskHeader {
+        argv0: Some(Cow::Borrowed(task.argv0.as_deref().unwrap_or(name))),
+        args: Cow::Borrowed(&task.args),
+        env: Cow::Borrowed(&task.env),
         inherit_stdin,
-        preopens,
+        preopens: Cow::Borrowed(preopens),
         max_memory: task.max_memory,
         fuel: task.fuel,
         max_write: task.max_write,
         max_files: task.max_files,
+        // At most MAX_TIMEOUT (`Task::validate`): microseconds fit a u64.
         timeout_us: task.timeout.map(micros),
         remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
-        linger,
     }
 }
 
@@ -787,6 +781,11 @@ pub(crate) fn oom_message(limit: Option<u64>) -> String {
 /// running Wasm traps at the deadline; one blocked in a host call is stopped by its own timer
 /// 10 ms later; this backstop is for a child that does neither.
 pub const KILL_GRACE: Duration = Duration::from_millis(50);
+
+/// A byte count as a `u64` (lossless on every target we build for; saturating otherwise).
+pub(crate) fn bytes_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
 pub(crate) fn micros(d: Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)

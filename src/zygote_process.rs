@@ -303,6 +303,16 @@ impl Server {
         stdin: Option<&OwnedFd>,
     ) -> std::io::Result<()> {
         let started = Instant::now();
+        // Checked: `Instant + Duration` panics past the clock's range.
+        let backstop = match timeout_us.map(|us| {
+            started.checked_add(Duration::from_micros(us)).and_then(|d| d.checked_add(KILL_GRACE))
+        }) {
+            Some(None) => {
+                let message = format!("timeout of {} µs is out of range", timeout_us.unwrap_or(0));
+                return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
+            }
+            backstop => backstop.flatten(),
+        };
         let (mut sandbox, fork_us) = match self.zygote.hand_out(stdin, max_memory) {
             Ok(h) => h,
             Err(e) => {
@@ -322,7 +332,6 @@ impl Server {
                 return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
             }
         };
-        let backstop = timeout_us.map(|us| started + Duration::from_micros(us) + KILL_GRACE);
         let fds = [
             sandbox.task_w.as_raw_fd(),
             sandbox.report_r.as_raw_fd(),

@@ -276,3 +276,14 @@ fn bad_module_in_worker() {
     let o = common::run_with_stdin(&["worker", s(&p)], b"{}\n");
     assert_error(&o, DATA, &["not a WebAssembly module"]);
 }
+
+/// Issue 12, defect 6: a deadline too long to represent is refused, not wrapped or clamped.
+#[test]
+fn absurd_timeout() {
+    for t in ["999999999", "366d", "99999999999999999999999"] {
+        let o = run(&["run", "--timeout", t, s(&guest("hello"))]);
+        assert_usage_error(&o, &[t]);
+    }
+    let o = run(&["run", "--timeout", "365d", s(&guest("hello"))]);
+    assert_eq!(code(&o), 0, "the maximum itself is accepted: {}", stderr(&o));
+}

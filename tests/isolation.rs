@@ -1,25 +1,43 @@
 //! Isolation in depth, proven black-box: native escape probes forked through exactly the
-//! sandbox setup a guest gets (`zeroboot-wasm __probe`), and a running sandbox inspected from
-//! outside through /proc. Tests that need user namespaces skip with a message where the machine
-//! lacks them.
+//! sandbox setup a guest gets (`zeroboot-testkit probe`, the test-support binary: these tests
+//! are compiled only with `--features testkit`, which `test.sh` passes), and a running sandbox
+//! inspected from outside through /proc. Tests that need user namespaces are ignored where the
+//! machine lacks them.
 
 mod common;
 
-use common::{bin, guest, stdout};
+use common::guest;
+#[cfg(feature = "testkit")]
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs a probe and returns its outcome.
+/// Runs a probe in the test-support binary and returns its outcome.
+#[cfg(feature = "testkit")]
 fn probe(flags: &[&str], probe_args: &[&str]) -> Value {
-    let out = bin().arg("__probe").args(flags).args(probe_args).output().expect("run __probe");
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroboot-testkit"))
+        .arg("probe")
+        .args(flags)
+        .args(probe_args)
+        .output()
+        .expect("run zeroboot-testkit probe");
     assert!(
         out.status.success(),
-        "__probe {probe_args:?} failed: {}",
+        "probe {probe_args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout(&out).trim()).expect("probe outcome is JSON")
+    serde_json::from_str(common::stdout(&out).trim()).expect("probe outcome is JSON")
+}
+
+/// Without the `testkit` feature the escape-probe tests are not compiled; this shows them as
+/// ignored in the summary rather than leaving them out silently.
+#[cfg(not(feature = "testkit"))]
+#[test]
+#[ignore = "the escape-probe tests need the test-support binary: cargo test --features testkit \
+            (test.sh passes it)"]
+fn escape_probes_need_the_testkit_feature() {
+    panic!("build with --features testkit to run the escape probes");
 }
 
 /// Whether namespaces work here; prints why a test is skipped otherwise.
@@ -35,10 +53,12 @@ fn require_namespaces() {
     );
 }
 
+#[cfg(feature = "testkit")]
 fn finding(o: &Value) -> String {
     o["stdout"].as_str().unwrap_or_default().to_string()
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn enforce_mode_kills_each_forbidden_call_and_names_it() {
@@ -77,6 +97,7 @@ fn enforce_mode_kills_each_forbidden_call_and_names_it() {
     assert!(tcp.accept().is_err(), "a sandbox reached the loopback listener");
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn host_filesystem_proc_and_descriptors_are_out_of_reach() {
@@ -94,6 +115,7 @@ fn host_filesystem_proc_and_descriptors_are_out_of_reach() {
     assert_eq!(finding(&o), "open_fds: [1,2,3]", "{o}");
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn file_size_limit_stops_writes_in_a_granted_directory() {
@@ -114,6 +136,7 @@ fn file_size_limit_stops_writes_in_a_granted_directory() {
     assert_eq!(meta.len(), 8192);
 }
 
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn log_mode_logs_instead_of_killing_and_other_layers_still_refuse() {
@@ -160,6 +183,19 @@ fn children(pid: u32) -> Vec<u32> {
             let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
             out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
         }
+    }
+    out
+}
+
+/// `pid`'s children, their children, and so on (the worker's sandboxes are children of its
+/// zygote process).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = children(pid);
+    let mut i = 0;
+    while i < out.len() {
+        let more = children(out[i]);
+        out.extend(more);
+        i += 1;
     }
     out
 }
@@ -245,4 +281,85 @@ fn files_a_guest_creates_belong_to_the_invoking_user() {
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.gid()), (euid, egid));
+}
+
+/// Issue 12: a directory granted both read-write and read-only gets a mount of its own for
+/// each grant, so the read-only grant is read-only in the kernel, not only in WASI. The probe
+/// writes through the sandbox path the task's preopen is opened from.
+#[test]
+#[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
+fn a_directory_granted_read_write_and_read_only_has_a_read_only_mount_for_the_latter() {
+    require_namespaces();
+    let dir = tempfile::tempdir().unwrap();
+    let rw = format!("{}::/rw", dir.path().display());
+    let ro = format!("{}::/ro", dir.path().display());
+    let flags = ["--dir", rw.as_str(), "--dir-ro", ro.as_str()];
+    let o = probe(&flags, &["write_in_grant", "/ro", "through-ro"]);
+    assert_eq!(o["status"], "exited", "{o}");
+    assert_eq!(finding(&o), "write_in_grant: refused Read-only file system (os error 30)");
+    assert!(!dir.path().join("through-ro").exists());
+    let o = probe(&flags, &["write_in_grant", "/rw", "through-rw"]);
+    assert!(finding(&o).starts_with("write_in_grant: allowed"), "{o}");
+    assert!(dir.path().join("through-rw").exists());
+}
+
+/// `RLIMIT_CPU` (soft, hard) of a live process, from /proc/<pid>/limits.
+fn cpu_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max cpu time")).unwrap_or_default();
+    let mut fields = line.split_whitespace().skip(3);
+    (fields.next().unwrap_or_default().into(), fields.next().unwrap_or_default().into())
+}
+
+/// Issue 12, defect 7: a pre-forked sandbox's CPU backstop becomes its task's (CPU used so
+/// far, rounded up, + deadline + 2 s) when the task arrives, soft and hard, instead of the
+/// pool's. Seen from outside, on the running pool sandbox of a spinning guest.
+#[test]
+#[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
+fn a_pool_sandbox_takes_its_task_cpu_backstop() {
+    require_namespaces();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"))
+        .args(["worker", "--pool", "1", guest("spin").to_str().unwrap()])
+        .env("ZEROBOOT_WASM_CACHE_DIR", tempfile::tempdir().unwrap().path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start worker");
+    let mut input = worker.stdin.take().unwrap();
+    let mut output = BufReader::new(worker.stdout.take().unwrap());
+    // Let the zygote fill its pool first. The running sandbox is the one under seccomp that
+    // is not asleep (idle pool sandboxes wait in read(2)).
+    std::thread::sleep(Duration::from_secs(1));
+    writeln!(input, "{{\"timeout_ms\": 3000}}").unwrap();
+    input.flush().unwrap();
+    let start = Instant::now();
+    let (sandbox, limit) = loop {
+        let kids = descendants(worker.id());
+        let running = kids.iter().copied().find(|&p| {
+            status_field(p, "Seccomp") == "2" && status_field(p, "State").starts_with('R')
+        });
+        if let Some(pid) = running {
+            let limit = cpu_limit(pid);
+            if limit.0.parse::<u64>().is_ok_and(|soft| soft <= 6) {
+                break (pid, limit);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(2) {
+            let seen: Vec<_> = kids.iter().map(|&p| (p, cpu_limit(p))).collect();
+            panic!("no running pool sandbox with the task's CPU backstop; children: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // 3 s deadline + 2 s, plus the CPU second the sandbox had started (rounded up).
+    let soft: u64 = limit.0.parse().unwrap();
+    assert!((5..=6).contains(&soft), "sandbox {sandbox}: {limit:?}");
+    assert_eq!(limit.1, (soft + 1).to_string(), "hard limit is soft + 1: {limit:?}");
+    let mut reply = String::new();
+    output.read_line(&mut reply).unwrap();
+    let v: Value = serde_json::from_str(&reply).expect("outcome");
+    assert_eq!(v["status"], "timeout", "{v}");
+    assert_eq!(v["timings_us"]["fork"], 0, "the task must have run in a pool sandbox: {v}");
+    drop(input);
+    let _ = worker.wait();
 }

@@ -87,17 +87,21 @@ fn scan_after_a_secret_task(pool: &str) {
     let own = format!("OWN-MARKER-{nonce}-55aa");
     writeln!(input, "{}", json!({"args": ["spin", own], "timeout_ms": 20000})).unwrap();
     input.flush().unwrap();
+    // The spinning sandbox is the zygote's child that is still running 200 ms later: a pool
+    // sandbox being forked, or the first task's sandbox tearing down, is running only briefly.
     let start = Instant::now();
     let (zygote, sandbox) = loop {
         let zygote = children(w.id() as i32).first().copied();
-        let running = zygote.and_then(|z| children(z).into_iter().find(|&p| state(p) == "R"));
-        if let (Some(z), Some(s)) = (zygote, running) {
+        let running: Vec<i32> = zygote.map_or_else(Vec::new, |z| {
+            children(z).into_iter().filter(|&p| state(p) == "R").collect()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let spinning = running.into_iter().find(|&p| state(p) == "R");
+        if let (Some(z), Some(s)) = (zygote, spinning) {
             break (z, s);
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
-        std::thread::sleep(Duration::from_millis(10));
     };
-    std::thread::sleep(Duration::from_millis(100));
     // The scan works: the later sandbox does hold its own task's input.
     assert!(contains(&memory(sandbox), own.as_bytes()), "the scan missed the sandbox's own args");
     for (who, pid) in [("zygote", zygote), ("later sandbox", sandbox)] {

@@ -398,3 +398,106 @@ fn exit_codes_up_to_125_pass_through_and_higher_ones_trap_as_in_wasmtime() {
         assert!(msg.contains("invalid exit status"), "{msg}");
     }
 }
+
+/// `len` bytes of printable, varied text (so a lost or reordered chunk shows).
+fn text_of(len: usize) -> String {
+    (0..len).map(|i| char::from(b'a' + (i % 23) as u8 + (i / 4093 % 3) as u8)).collect()
+}
+
+/// Issue 12, defect 5: stdin travels to a pre-forked sandbox as raw bytes, so a large stdin
+/// (past what the old JSON-array frame could carry) arrives whole.
+#[test]
+fn large_stdin_reaches_a_pool_sandbox_whole() {
+    let big = text_of(30_000_000);
+    let out = worker(
+        &guest("echo"),
+        &["--max-output", "40MiB"],
+        &lines(&[json!({"stdin": big}), json!({"stdin": "small"})]),
+    );
+    assert_eq!(out.len(), 2);
+    assert_exited(&out[0], 0);
+    assert_eq!(out[0]["timings_us"]["fork"], 0, "the task must run in a pool sandbox");
+    assert_eq!(out[0]["stderr"], "echo: 30000000 bytes\n");
+    assert_eq!(out[0]["stdout_truncated"], false);
+    let echoed = out[0]["stdout"].as_str().expect("stdout");
+    assert_eq!(echoed.len(), big.len());
+    assert!(echoed == big, "stdin came back altered");
+    assert_exited(&out[1], 0);
+    assert_eq!(out[1]["stdout"], "small");
+}
+
+/// Issue 12, defect 5: a request line over the limit (64 MiB) is an invalid request, read
+/// to its end without being kept, and the next line is served.
+#[test]
+fn over_long_line_is_an_invalid_request_and_the_worker_goes_on() {
+    // The documented limit (README, `worker --help`): 64 MiB.
+    let limit = 64usize << 20;
+    let prefix = r#"{"stdin": ""#;
+    let suffix = r#""}"#;
+    let mut too_long = String::with_capacity(limit + 1);
+    too_long.push_str(prefix);
+    too_long.push_str(&"x".repeat(limit + 1 - prefix.len() - suffix.len()));
+    too_long.push_str(suffix);
+    assert_eq!(too_long.len(), limit + 1);
+    let out = worker(&guest("echo"), &[], &[too_long, json!({"stdin": "next"}).to_string()]);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(out[0]["status"], "invalid_request", "{}", out[0]);
+    let msg = out[0]["message"].as_str().expect("message");
+    assert!(msg.contains(&format!("exceeds the limit of {limit} bytes")), "{msg}");
+    assert_exited(&out[1], 0);
+    assert_eq!(out[1]["stdout"], "next");
+}
+
+/// Issue 12, defect 6: `timeout_ms` is checked, not wrapped (18446744073709552 ms used to
+/// become "a deadline of 0 ms" in a pool sandbox); the maximum is 365 days.
+#[test]
+fn absurd_timeouts_are_invalid_requests() {
+    let out = worker(
+        &guest("hello"),
+        &[],
+        &lines(&[
+            json!({"timeout_ms": 18_446_744_073_709_552u64}),
+            json!({"timeout_ms": u64::MAX}),
+            json!({"timeout_ms": 31_536_000_001u64}),
+            json!({"timeout_ms": 31_536_000_000u64}),
+            json!({"timeout_ms": 5000}),
+        ]),
+    );
+    assert_eq!(out.len(), 5, "{out:#?}");
+    for v in &out[..3] {
+        assert_eq!(v["status"], "invalid_request", "{v}");
+        let msg = v["message"].as_str().expect("message");
+        assert!(msg.contains("longer than the maximum of 31536000000 ms"), "{msg}");
+    }
+    assert_exited(&out[3], 0);
+    assert_exited(&out[4], 0);
+}
+
+/// Issue 12, defect 10: NUL bytes in args or env, and empty or `=`-holding env names, are
+/// refused instead of reaching the guest altered (`"a\0b"` used to arrive as `"a"`).
+#[test]
+fn nul_bytes_and_bad_env_names_are_invalid_requests() {
+    let out = worker(
+        &guest("args_env"),
+        &[],
+        &lines(&[
+            json!({"args": ["ok", "a\u{0}b"]}),
+            json!({"env": {"K": "v\u{0}w"}}),
+            json!({"env": {"K\u{0}": "v"}}),
+            json!({"env": {"A=B": "c"}}),
+            json!({"env": {"": "c"}}),
+            json!({"args": ["fine"], "env": {"K": "a=b"}}),
+        ]),
+    );
+    assert_eq!(out.len(), 6, "{out:#?}");
+    let why =
+        ["argument 1 contains a NUL byte", "NUL byte", "NUL byte", "contains `=`", "empty name"];
+    for (v, why) in out.iter().zip(why) {
+        assert_eq!(v["status"], "invalid_request", "{v}");
+        let msg = v["message"].as_str().expect("message");
+        assert!(msg.contains(why), "{msg}");
+    }
+    assert_exited(&out[5], 0);
+    let text = out[5]["stdout"].as_str().expect("stdout");
+    assert!(text.contains("arg[1]=fine\n") && text.contains("env:K=a=b\n"), "{text}");
+}

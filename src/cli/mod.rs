@@ -1,7 +1,6 @@
 //! Command-line parsing and the `run` and `worker` commands.
 
 mod parse;
-mod probes;
 mod run;
 mod worker;
 
@@ -70,12 +69,6 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
-    /// Benchmark support: load and run a module in this fresh process (a cold start).
-    #[command(name = "__cold", hide = true)]
-    Cold { module: PathBuf },
-    /// Test support: run a native escape probe through the full sandbox setup.
-    #[command(name = "__probe", hide = true)]
-    Probe(probes::ProbeArgs),
 }
 
 /// Options shared by `run` and `worker`.
@@ -90,7 +83,7 @@ pub struct CommonArgs {
     /// Set an environment variable for the guest; `--env NAME` passes the host's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse::env_var)]
     env: Vec<(String, String)>,
-    /// Wall-clock deadline per task, e.g. `500ms`, `2s`, or `none`.
+    /// Wall-clock deadline per task, e.g. `500ms`, `2s`, or `none` (at most 365 days).
     #[arg(long, value_name = "DURATION", value_parser = parse::deadline, default_value = "60s")]
     timeout: parse::Deadline,
     /// Cap on the guest's linear memory, e.g. `64MiB`.
@@ -166,11 +159,6 @@ impl CommonArgs {
         c
     }
 
-    /// Builds an in-process zygote: this process, confined as the flags say.
-    fn zygote(&self, template: zeroboot_wasm::Template) -> Result<zeroboot_wasm::Zygote, Error> {
-        zeroboot_wasm::Zygote::with_isolation(template, self.isolation())
-    }
-
     fn isolation(&self) -> zeroboot_wasm::Isolation {
         zeroboot_wasm::Isolation {
             namespaces: self.namespaces == OnOff::On,
@@ -231,9 +219,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Worker(args) => worker::main(args),
-        Command::Probe(args) => probes::main(args),
         Command::Bench(args) => bench_main(args),
-        Command::Cold { module } => zeroboot_wasm::bench::cold_main(&module),
     }
 }
 
@@ -248,6 +234,7 @@ pub fn report_error(e: &Error) -> i32 {
         | Error::Load { kind: zeroboot_wasm::protocol::LoadFailure::MissingInput, .. } => {
             exit::NO_INPUT
         }
+        Error::InvalidTask(_) => exit::USAGE,
         _ if e.is_bad_input() => exit::DATA,
         _ => exit::INTERNAL,
     }
@@ -284,6 +271,15 @@ pub struct BenchArgs {
     module: Option<PathBuf>,
 }
 
+/// The `cold_process` baseline's runner: the test-support binary `zeroboot-testkit`, when it
+/// sits next to this executable (a build with `--features testkit` puts it there). It is
+/// never shipped; without it the benchmark leaves the row out and says so.
+fn cold_runner() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let runner = exe.parent()?.join("zeroboot-testkit");
+    runner.is_file().then_some(runner)
+}
+
 fn bench_main(a: BenchArgs) -> i32 {
     let cfg = zeroboot_wasm::bench::BenchConfig {
         tasks: a.tasks,
@@ -291,7 +287,7 @@ fn bench_main(a: BenchArgs) -> i32 {
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         module: a.module,
-        binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("zeroboot-wasm")),
+        cold_runner: cold_runner(),
         namespaces: a.namespaces == OnOff::On,
     };
     match zeroboot_wasm::bench::run(&cfg) {

@@ -1,7 +1,7 @@
 //! Value parsers for command-line flags.
 
 use std::time::Duration;
-use zeroboot_wasm::DirGrant;
+use zeroboot_wasm::{DirGrant, MAX_TIMEOUT};
 
 pub fn dir_rw(s: &str) -> Result<DirGrant, String> {
     DirGrant::parse(s, false)
@@ -42,7 +42,8 @@ fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     Some((n, s[end..].trim()))
 }
 
-/// `500ms`, `2s`, `1.5s`, `1m`, `250us`; a bare number is seconds.
+/// `500ms`, `2s`, `1.5s`, `1m`, `250us`, `2h`, `1d`; a bare number is seconds. At most
+/// [`MAX_TIMEOUT`].
 pub fn duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration `{s}`: expected e.g. 500ms, 2s, 1m");
     let (n, unit) = number_and_unit(s).ok_or_else(bad)?;
@@ -51,12 +52,21 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1e3,
         "us" | "µs" => n / 1e6,
         "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return Err(bad()),
     };
-    if !(secs > 0.0 && secs < 1e9) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(format!("invalid duration `{s}`: must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let max = MAX_TIMEOUT.as_secs();
+    // Checked before converting: `Duration::from_secs_f64` panics on values it cannot hold.
+    if secs > MAX_TIMEOUT.as_secs_f64() {
+        return Err(format!(
+            "invalid duration `{s}`: longer than the maximum of {max}s (365 days)"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 /// `1024`, `64KiB`, `64k`, `1MiB`, `1M`, `2GiB` (K/M/G are binary multiples).
@@ -94,6 +104,10 @@ mod tests {
         assert!(duration("fast").is_err());
         assert!(duration("0s").is_err());
         assert!(duration("5 parsecs").is_err());
+        assert_eq!(duration("365d"), Ok(MAX_TIMEOUT));
+        assert!(duration("366d").is_err());
+        assert!(duration("1e400").is_err());
+        assert!(duration("99999999999999999999999999").is_err());
     }
 
     #[test]

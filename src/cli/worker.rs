@@ -6,7 +6,7 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{BlockingRuntime, Stdin, Task};
+use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Stdin, Task};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
@@ -16,6 +16,8 @@ Input, one JSON object per line (every field optional):
 Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
 --max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
+`timeout_ms` is at most 31536000000 (365 days). `args` and `env` may not hold NUL bytes, and
+env names may not be empty or hold `=`. A line may be at most 64 MiB (67108864 bytes).
 Output, one JSON object per line, in input order:
   {\"status\": \"exited\"|\"trapped\"|\"timeout\"|\"write_limit\"|\"killed\"|...,
    \"exit_code\": 0, \"stdout\": \"...\", \"stderr\": \"...\", \"stdout_truncated\": false,
@@ -23,8 +25,8 @@ Output, one JSON object per line, in input order:
    \"timings_us\": {\"fork\": 0, \"setup\": 0, \"run\": 0, \"total\": 0},
    \"peak_memory_bytes\": 0, \"fuel_consumed\": 0 (with a fuel budget only)}
 A stream that is not UTF-8 also gets `stdout_base64` / `stderr_base64` with the exact bytes.
-A line that is not a valid request gets {\"status\": \"invalid_request\", \"message\": ...} and
-the worker goes on. Blank lines are ignored. The worker exits 0 at end of input.";
+A line that is not a valid request (or is too long) gets
+{\"status\": \"invalid_request\", \"message\": ...} and the worker goes on. Blank lines are ignored. The worker exits 0 at end of input.";
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -98,7 +100,57 @@ impl Request {
             Some(ms) => task.timeout = Some(Duration::from_millis(ms)),
             None => {}
         }
+        // NUL bytes, bad env names, a timeout past the maximum: refused here, with the line.
+        task.validate().map_err(|e| format!("invalid task: {e}"))?;
         Ok(task)
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// End of input, no line.
+    End,
+    /// A line, in the buffer (without its newline).
+    Read,
+    /// A line of this many bytes, over the limit: read to its end and dropped.
+    TooLong(usize),
+}
+
+/// Reads one line into `line` (cleared first, newline dropped), keeping at most `max` bytes:
+/// the rest of a longer line is read and discarded, so memory stays bounded by `max`.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    line.clear();
+    let mut len = 0usize;
+    let mut any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match (any, len > max) {
+                (false, _) => Line::End,
+                (true, false) => Line::Read,
+                (true, true) => Line::TooLong(len),
+            });
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        len = len.saturating_add(chunk.len());
+        if len <= max {
+            line.extend_from_slice(chunk);
+        } else if line.capacity() > 0 {
+            // Over the limit: give back what the line had taken.
+            *line = Vec::new();
+        }
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(if len > max { Line::TooLong(len) } else { Line::Read });
+        }
     }
 }
 
@@ -124,16 +176,29 @@ pub fn main(a: WorkerArgs) -> i32 {
     let mut line = Vec::new();
     let mut line_no = 0u64;
     loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => return 0,
-            Ok(_) => {}
+        let read = read_line(&mut input, &mut line, MAX_REQUEST_BYTES);
+        line_no += 1;
+        match read {
+            Ok(Line::End) => return 0,
+            Ok(Line::Read) => {}
+            Ok(Line::TooLong(len)) => {
+                let reply = error_line(
+                    "invalid_request",
+                    &format!(
+                        "line {line_no}: request of {len} bytes exceeds the limit of \
+                         {MAX_REQUEST_BYTES} bytes"
+                    ),
+                );
+                if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+                    return 0;
+                }
+                continue;
+            }
             Err(e) => {
                 eprintln!("zeroboot-wasm: error: cannot read requests: {e}");
                 return super::exit::INTERNAL;
             }
         }
-        line_no += 1;
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t.trim(),
             Err(_) => {
@@ -147,10 +212,15 @@ pub fn main(a: WorkerArgs) -> i32 {
         if text.is_empty() {
             continue;
         }
-        let reply = match serde_json::from_str::<Request>(text)
+        let parsed = serde_json::from_str::<Request>(text)
             .map_err(|e| format!("line {line_no}: invalid request: {e}"))
-            .and_then(|r| r.into_task(&base).map_err(|e| format!("line {line_no}: {e}")))
-        {
+            .and_then(|r| r.into_task(&base).map_err(|e| format!("line {line_no}: {e}")));
+        // The request is parsed (its stdin now lives in the task): a large line's buffer is
+        // not kept for the rest of the worker's life.
+        if line.capacity() > 1 << 20 {
+            line = Vec::new();
+        }
+        let reply = match parsed {
             Err(e) => error_line("invalid_request", &e),
             Ok(task) => {
                 let stats = a.stats.then(|| rt.stats(&template));

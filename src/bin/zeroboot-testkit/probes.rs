@@ -1,50 +1,15 @@
-//! `zeroboot-wasm __probe NAME [ARGS…]` (hidden, for tests): forks a sandbox through exactly
-//! the setup a guest gets — namespaces, rlimits, no capabilities, no new privileges, seccomp —
-//! and then, as native code, attempts one escape. It prints the task's outcome as JSON; the
-//! probe's own finding is its stdout: `NAME: allowed …` or `NAME: refused …`. A probe stopped
-//! by seccomp has status `sandbox_violation` and no finding.
+//! The escape probes: native code run in a sandbox, after seccomp, through exactly the setup
+//! a guest gets — namespaces, rlimits, no capabilities, no new privileges, seccomp — each
+//! attempting one escape. The probe's finding is its stdout: `NAME: allowed …` or
+//! `NAME: refused …`. A probe stopped by seccomp has status `sandbox_violation` and no finding.
 //!
 //! These are deliberate raw system calls — the escape attempts themselves — so they live here
 //! rather than in `sys`, and share one safety argument (below, in `probe`) instead of one
 //! comment per block.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
-use super::{CommonArgs, report_error};
-use clap::Args;
 use std::ffi::CString;
 use std::io::Error as IoError;
-use zeroboot_wasm::{Config, Template};
-
-#[derive(Args, Debug)]
-pub struct ProbeArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// The probe, then its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    probe: Vec<String>,
-}
-
-pub fn main(a: ProbeArgs) -> i32 {
-    let mut config = Config::new();
-    config.cache_dir(None);
-    let template =
-        match Template::from_bytes("probe", b"(module (func (export \"_start\")))", &config) {
-            Ok(t) => t,
-            Err(e) => return report_error(&e),
-        };
-    let mut zygote = match a.common.zygote(template) {
-        Ok(z) => z,
-        Err(e) => return report_error(&e),
-    };
-    let task = a.common.base_task().args(a.probe.iter().cloned());
-    match zygote.run_probe(&task, probe) {
-        Ok(outcome) => {
-            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
-            0
-        }
-        Err(e) => report_error(&e),
-    }
-}
 
 /// `ok` or the OS error of the last call.
 fn verdict(name: &str, ret: i64) -> String {
@@ -59,8 +24,9 @@ fn c(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-/// Runs in the sandbox, after seccomp: args[0] names the probe.
-fn probe(args: &[String]) -> String {
+/// Runs in the sandbox, after seccomp: args[0] names the probe; `dirs` maps each preopened
+/// directory's guest path to the path it is opened from inside the sandbox.
+pub fn probe(args: &[String], dirs: &[(&str, &str)]) -> String {
     let name = args.first().map(String::as_str).unwrap_or("");
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     // SAFETY (for every block below): each call is a plain system call with valid, live
@@ -214,6 +180,18 @@ fn probe(args: &[String]) -> String {
                 written += n as usize;
             }
             written as i64
+        }
+        "write_in_grant" => {
+            // args: GUEST NAME — create NAME in the directory the task preopens at GUEST,
+            // through the sandbox path the guest's preopen is opened from (its mount).
+            let Some(&(_, inside)) = dirs.iter().find(|(guest, _)| *guest == arg(1)) else {
+                return format!("write_in_grant: no preopen at {:?}", arg(1));
+            };
+            let path = c(&format!("{inside}/{}", arg(2)));
+            unsafe {
+                libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, 0o644)
+            }
+            .into()
         }
         other => return format!("unknown probe {other:?}"),
     };

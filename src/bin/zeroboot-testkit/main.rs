@@ -1,0 +1,117 @@
+//! `zeroboot-testkit`: test and bench support, built only with the `testkit` feature and never
+//! shipped (`cargo build --release` builds neither it nor the probe payload in the library).
+//!
+//! - `zeroboot-testkit probe [FLAGS] NAME [ARGS…]` forks a sandbox through the full setup a
+//!   guest gets and, as native code, attempts one escape (see `probes.rs`); prints the task's
+//!   outcome as JSON. Used by `tests/isolation.rs`.
+//! - `zeroboot-testkit cold MODULE` loads and runs a module in this fresh process: the
+//!   `cold_process` baseline of `zeroboot-wasm bench` and `cargo bench`.
+
+mod probes;
+
+#[allow(dead_code)]
+#[path = "../../cli/parse.rs"]
+mod parse;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use zeroboot_wasm::{Config, DirGrant, Isolation, Output, SeccompMode, Task, Template, Zygote};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zeroboot-testkit",
+    about = "Test and bench support for zeroboot-wasm (not shipped)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a native escape probe through the full sandbox setup; print the outcome as JSON.
+    Probe(ProbeArgs),
+    /// Load and run a module in this fresh process (a cold start, like `wasmtime run`).
+    Cold { module: PathBuf },
+}
+
+/// The isolation flags of `zeroboot-wasm run`, with the same syntax.
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Grant a host directory read-write, seen by the probe at GUEST.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse::dir_rw)]
+    dirs: Vec<DirGrant>,
+    /// Grant a host directory read-only.
+    #[arg(long = "dir-ro", value_name = "HOST[::GUEST]", value_parser = parse::dir_ro)]
+    dirs_ro: Vec<DirGrant>,
+    /// Largest file the probe may write (`RLIMIT_FSIZE`).
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
+    max_file_size: u64,
+    #[arg(long, value_enum, default_value = "enforce")]
+    seccomp: SeccompArg,
+    #[arg(long, value_enum, default_value = "on")]
+    namespaces: OnOff,
+    /// The probe, then its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    probe: Vec<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum SeccompArg {
+    Enforce,
+    Log,
+    Off,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+fn main() {
+    let code = match Cli::parse().command {
+        Command::Probe(a) => probe_main(a),
+        Command::Cold { module } => zeroboot_wasm::testkit::cold_main(&module),
+    };
+    std::process::exit(code);
+}
+
+fn probe_main(a: ProbeArgs) -> i32 {
+    let grants: Vec<DirGrant> = a.dirs.iter().chain(&a.dirs_ro).cloned().collect();
+    let isolation = Isolation {
+        namespaces: a.namespaces == OnOff::On,
+        seccomp: match a.seccomp {
+            SeccompArg::Enforce => SeccompMode::Enforce,
+            SeccompArg::Log => SeccompMode::Log,
+            SeccompArg::Off => SeccompMode::Off,
+        },
+        max_file_size: a.max_file_size,
+        grants: grants.clone(),
+        init: zeroboot_wasm::InitLimits::default(),
+    };
+    let mut config = Config::new();
+    config.cache_dir(None);
+    let result = Template::from_bytes("probe", b"(module (func (export \"_start\")))", &config)
+        .and_then(|template| Zygote::with_isolation(template, isolation))
+        .and_then(|mut zygote| {
+            let mut task = Task::new()
+                .args(a.probe.iter().cloned())
+                .output(Output::Capture { max_bytes: 1 << 20 })
+                .timeout(std::time::Duration::from_secs(60));
+            for g in grants {
+                task = task.dir(g);
+            }
+            zygote.run_probe(&task, probes::probe)
+        });
+    match result {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            eprintln!("zeroboot-testkit: error: {}", e.one_line());
+            70
+        }
+    }
+}
