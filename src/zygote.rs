@@ -499,19 +499,6 @@ impl Zygote {
         self.release_slot(slot);
     }
 
-    /// Fork-server support: confines this process — a zygote process of its own, set up and
-    /// about to serve — with the zygote seccomp filter
-    /// ([`compile_zygote`](crate::seccomp::compile_zygote)); its sandboxes inherit it and add
-    /// only the short narrowing filter. Pool sandboxes forked earlier are dismissed (they
-    /// carry the whole filter, which is no less strict, but the pool should be uniform).
-    pub(crate) fn install_zygote_filter(&mut self) -> Result<(), Error> {
-        if self.confinement.self_filtered {
-            return Ok(());
-        }
-        self.set_pool_size(0);
-        filter_zygote(&mut self.confinement)
-    }
-
     /// Fork-server support: makes spare empty cgroups ahead of time, off any task's path.
     pub(crate) fn top_up_cgroups(&mut self) {
         if let Some(cg) = &mut self.cgroups {

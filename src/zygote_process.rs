@@ -108,11 +108,7 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
         Some(_) => return Err(std::io::Error::other("expected load")),
         None => return Ok(()),
     };
-    let built = build(&load, fds.into_iter().next()).and_then(|mut z| {
-        z.install_zygote_filter()?;
-        Ok(z)
-    });
-    let zygote = match built {
+    let zygote = match build(&load, fds.into_iter().next()) {
         Ok(z) => z,
         Err(e) => {
             let reply = Reply::LoadFailed { message: e.one_line(), kind: e.load_failure() };
