@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 /// ([`Zygote::run_probe`]), given the task's args and, per preopened directory, its guest
 /// path and the path it is opened from inside the sandbox.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub type ProbeFn = fn(&[String], &[(&str, &str)]) -> String;
 
 /// A snapshot of the zygote process, as seen at fork time.

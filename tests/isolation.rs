@@ -7,7 +7,6 @@
 mod common;
 
 use common::guest;
-#[cfg(feature = "testkit")]
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -286,6 +285,7 @@ fn files_a_guest_creates_belong_to_the_invoking_user() {
 /// Issue 12: a directory granted both read-write and read-only gets a mount of its own for
 /// each grant, so the read-only grant is read-only in the kernel, not only in WASI. The probe
 /// writes through the sandbox path the task's preopen is opened from.
+#[cfg(feature = "testkit")]
 #[test]
 #[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
 fn a_directory_granted_read_write_and_read_only_has_a_read_only_mount_for_the_latter() {
