@@ -214,7 +214,9 @@ impl Slot {
             (None, Version::V2) => "max".to_string(),
         };
         use std::os::unix::fs::FileExt;
-        self.limit_file.write_at(value.as_bytes(), 0)?;
+        // The kernel may reclaim to meet a lower limit, and gives up with EINTR when a signal
+        // arrives meanwhile (a SIGCHLD, a timer): try again.
+        retry_interrupted(|| self.limit_file.write_at(value.as_bytes(), 0))?;
         self.limit = bytes;
         self.written = true;
         Ok(())
@@ -227,7 +229,8 @@ impl Slot {
 
     /// Moves process `pid` (a sandbox just forked) into this cgroup.
     pub(crate) fn attach(&mut self, pid: libc::pid_t) -> io::Result<()> {
-        self.procs_file.write_all(pid.to_string().as_bytes())
+        let pid = pid.to_string();
+        retry_interrupted(|| self.procs_file.write(pid.as_bytes())).map(drop)
     }
 
     /// Whether the kernel's OOM killer has killed a process in this cgroup.
@@ -236,6 +239,16 @@ impl Slot {
             .lines()
             .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
             .is_some_and(|n| n > 0)
+    }
+}
+
+/// Runs `op` again while it fails with EINTR.
+fn retry_interrupted<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
