@@ -60,6 +60,8 @@ pub(crate) struct Preopen {
 /// What the zygote decided for this child before forking it, whatever its task.
 pub(crate) struct Plan<'a> {
     pub zygote_pid: libc::pid_t,
+    /// The zygote's lifeline pipe, (read end, write end) (see [`enter`], step 1).
+    pub lifeline: (RawFd, RawFd),
     /// The child is PID 1 of a new PID namespace (its parent's pid reads as 0).
     pub new_pid_ns: bool,
     /// Per-sandbox hardening: a session of its own, rlimits, no capabilities, no new privileges.
@@ -106,7 +108,8 @@ struct Ready<'a> {
 ///
 /// The order, and why:
 /// 1. **Die with the zygote** (`PR_SET_PDEATHSIG`), first, so no later failure can leave an
-///    orphan running guest code.
+///    orphan running guest code; and if the zygote died before that took effect (its
+///    lifeline pipe has hung up), exit at once.
 /// 2. **Descriptors**: stdio and the report pipe moved to 0–3 (and the task channel, for a
 ///    sandbox whose task comes later, to 4); every other inherited descriptor closed (the zygote's module file, its
 ///    /proc handles, other sandboxes' pipes).
@@ -140,6 +143,16 @@ pub(crate) fn enter(
     let forked_at = plan.forked_at;
     let mut report_fd = fds.report;
     let setup = sys::die_with_parent(if plan.new_pid_ns { 0 } else { plan.zygote_pid })
+        .and_then(|()| {
+            // In a new PID namespace the parent's pid reads as 0 whatever happened to it: a
+            // zygote that died before the death signal was armed shows as its lifeline pipe
+            // hung up (only the zygote holds the write end).
+            sys::close(plan.lifeline.1);
+            if sys::hung_up(plan.lifeline.0) {
+                sys::exit_now(0);
+            }
+            Ok(())
+        })
         .and_then(|()| arrange_fds(&fds))
         .inspect(|()| report_fd = REPORT)
         .and_then(|()| sys::unblock_all_signals())

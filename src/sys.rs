@@ -94,6 +94,15 @@ pub fn die_with_parent(expected_parent: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the write ends of the pipe whose read end is `fd` are all closed (end of file is
+/// ready): a zero-timeout `poll`. Async-signal-safe.
+pub fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: `p` is one valid pollfd; a zero timeout never blocks.
+    let ret = unsafe { libc::poll(&mut p, 1, 0) };
+    ret > 0 && p.revents & (libc::POLLHUP | libc::POLLIN) != 0
+}
+
 /// Unblocks every signal in this thread's mask. Async-signal-safe.
 pub fn unblock_all_signals() -> io::Result<()> {
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use; the old mask is

@@ -112,6 +112,9 @@ pub struct Zygote {
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
     proc_stat: std::fs::File,
     proc_maps: std::fs::File,
+    /// A pipe only this process holds the write end of (children close it): a child that
+    /// sees it hung up knows the zygote died before its death signal was armed.
+    lifeline: (OwnedFd, OwnedFd),
     confinement: Confinement,
 }
 
@@ -194,6 +197,7 @@ impl Zygote {
             zombies: Vec::new(),
             proc_stat,
             proc_maps,
+            lifeline: sys::pipe().map_err(Error::Pipe)?,
             confinement,
         })
     }
@@ -401,6 +405,7 @@ impl Zygote {
         let new_pid_ns = self.confinement.mounted.is_some();
         let plan = Plan {
             zygote_pid: self.pid,
+            lifeline: (self.lifeline.0.as_raw_fd(), self.lifeline.1.as_raw_fd()),
             new_pid_ns,
             harden: Some(Rlimits::for_task(self.confinement.max_file_size, timeout)),
             seccomp: self.confinement.seccomp.as_ref(),

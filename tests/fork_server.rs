@@ -5,45 +5,15 @@
 
 mod common;
 
-use common::guest;
-use std::collections::HashSet;
+use common::{children_of as children, guest, load_options as options, wait_until};
 use std::time::{Duration, Instant};
 use zeroboot_wasm::*;
-
-fn options(cache: &tempfile::TempDir, pool: usize) -> LoadOptions {
-    let mut config = Config::new();
-    config.cache_dir(Some(cache.path().to_path_buf()));
-    let isolation = Isolation { namespaces: namespaces::available(), ..Isolation::default() };
-    LoadOptions { config, isolation, pool, ..LoadOptions::default() }
-}
-
-/// The direct children of process `pid`.
-fn children(pid: i32) -> HashSet<i32> {
-    let mut out = HashSet::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
-    for t in tasks.flatten() {
-        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    out
-}
 
 fn alive(pid: i32) -> bool {
     // A zombie still has a /proc entry: count only processes not yet dead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -108,3 +108,38 @@ pub fn spawn_worker(
     let output = std::io::BufReader::new(w.stdout.take().expect("stdout"));
     (w, input, output)
 }
+
+/// Load options for fork-server tests: a private compile cache, namespaces where the machine
+/// has them, and a pool of `pool`.
+pub fn load_options(cache: &tempfile::TempDir, pool: usize) -> zeroboot_wasm::LoadOptions {
+    let mut config = zeroboot_wasm::Config::new();
+    config.cache_dir(Some(cache.path().to_path_buf()));
+    let isolation = zeroboot_wasm::Isolation {
+        namespaces: zeroboot_wasm::namespaces::available(),
+        ..zeroboot_wasm::Isolation::default()
+    };
+    zeroboot_wasm::LoadOptions { config, isolation, pool, ..zeroboot_wasm::LoadOptions::default() }
+}
+
+/// The direct children of process `pid`.
+pub fn children_of(pid: i32) -> std::collections::HashSet<i32> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; returns its last answer.
+pub fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
