@@ -143,7 +143,7 @@ pub(crate) fn enter(
     let forked_at = plan.forked_at;
     let mut report_fd = fds.report;
     let setup = sys::die_with_parent(if plan.new_pid_ns { 0 } else { plan.zygote_pid })
-        .and_then(|()| {
+        .map(|()| {
             // In a new PID namespace the parent's pid reads as 0 whatever happened to it: a
             // zygote that died before the death signal was armed shows as its lifeline pipe
             // hung up (only the zygote holds the write end).
@@ -151,7 +151,6 @@ pub(crate) fn enter(
             if sys::hung_up(plan.lifeline.0) {
                 sys::exit_now(0);
             }
-            Ok(())
         })
         .and_then(|()| arrange_fds(&fds))
         .inspect(|()| report_fd = REPORT)
