@@ -223,14 +223,23 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     let mut input = worker.stdin.take().unwrap();
     writeln!(input, "{{\"timeout_ms\": 20000}}").unwrap();
     input.flush().unwrap();
-    // Wait until the sandbox exists and is running its guest (seccomp is installed last). The
-    // worker is the host; its child is the zygote process; sandboxes are the zygote's children.
+    // Wait until the sandbox exists and is running its guest. The worker is the host; its
+    // child is the zygote process; sandboxes are the zygote's children. A sandbox inherits the
+    // zygote's own filter at fork, so `Seccomp: 2` alone does not mean its setup is done: take
+    // the one still running (spinning) 200 ms later — pool sandboxes wait asleep, and one being
+    // set up runs for microseconds.
     let start = Instant::now();
+    let running = || {
+        children(worker.id())
+            .into_iter()
+            .flat_map(children)
+            .filter(|&pid| status_field(pid, "State").starts_with('R'))
+            .collect::<Vec<_>>()
+    };
     let sandbox = loop {
-        let running = children(worker.id()).into_iter().flat_map(children).find(|&pid| {
-            status_field(pid, "Seccomp") == "2" && status_field(pid, "State").starts_with('R')
-        });
-        if let Some(pid) = running {
+        let first = running();
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(&pid) = running().iter().find(|p| first.contains(p)) {
             break pid;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
