@@ -382,14 +382,7 @@ impl Connection {
         id: u64,
     ) -> Result<Outcome, Error> {
         task.validate().map_err(Error::InvalidTask)?;
-        let deadline = match task.timeout {
-            None => None,
-            Some(t) => Some(
-                started
-                    .checked_add(t)
-                    .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
-            ),
-        };
+        let deadline = task.deadline_from(started).map_err(Error::InvalidTask)?;
         let preopens = resolve_preopens(self.grants.as_deref(), &task.dirs)?;
         if task.fuel.is_some() && !self.meters_fuel {
             return Err(Error::FuelNotMetered);

@@ -138,6 +138,20 @@ pub enum TaskError {
 }
 
 impl Task {
+    /// When the task's time is up, counted from `started` (`None` without a timeout).
+    pub(crate) fn deadline_from(
+        &self,
+        started: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, TaskError> {
+        match self.timeout {
+            None => Ok(None),
+            Some(t) => started
+                .checked_add(t)
+                .map(Some)
+                .ok_or(TaskError::TimeoutTooLong { ms: t.as_millis() }),
+        }
+    }
+
     /// Checks what would otherwise be altered or overflow on the way to the guest: NUL bytes
     /// in `argv[0]`, arguments or environment, `=` in or empty environment names, a deadline
     /// past [`MAX_TIMEOUT`]. [`Zygote::run`](crate::Zygote::run) calls it before forking.

@@ -13,7 +13,7 @@ use crate::outcome::{Captured, Outcome, Status, Timings};
 use crate::rlimits::{DEFAULT_MAX_FILE_SIZE, Rlimits};
 use crate::seccomp::SeccompMode;
 use crate::sys::{self, ExitStatus, Fork};
-use crate::task::{DirGrant, MAX_TIMEOUT, TaskError};
+use crate::task::{DirGrant, MAX_TIMEOUT};
 use crate::task::{Stdin, Task};
 use crate::template::{InitLimits, Template, Warm};
 use crate::wire::{self, ChildReport, TaskHeader};
@@ -533,14 +533,7 @@ impl Zygote {
     /// Starts `task`: hands it to a pool child, or forks one for it.
     fn launch(&mut self, task: &Task, payload: Payload, started: Instant) -> Result<Flight, Error> {
         let preopens = self.preflight(task)?;
-        let deadline = match task.timeout {
-            None => None,
-            Some(t) => Some(
-                started
-                    .checked_add(t)
-                    .ok_or(Error::InvalidTask(TaskError::TimeoutTooLong { ms: t.as_millis() }))?,
-            ),
-        };
+        let deadline = task.deadline_from(started).map_err(Error::InvalidTask)?;
         // Output always travels through pipes the zygote reads, captured or relayed to its
         // own stdout/stderr (`Output::Inherit`): a sandbox never holds the caller's streams.
         let poolable = matches!(payload, Payload::Guest) && !matches!(task.stdin, Stdin::Inherit);
