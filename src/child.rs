@@ -8,6 +8,7 @@
 //! into traps.
 
 use crate::budget::{WriteBudget, WriteLimitExceeded};
+use crate::entry::{self, EntryError, Scalar};
 use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
@@ -19,7 +20,7 @@ use std::borrow::Cow;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Trap};
+use wasmtime::{Engine, Trap, Val};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -251,6 +252,7 @@ fn receive<'a>(
                 fuel: header.fuel,
                 max_write: header.max_write,
                 max_files: header.max_files,
+                invoke: header.invoke.map(Cow::into_owned),
                 ..Task::default()
             };
             Ok(Ready {
@@ -430,7 +432,7 @@ fn run_task(
     let started = Instant::now();
     let result = match payload {
         Payload::Guest => {
-            let r = rt.block_on(warm.start.call_async(&mut warm.store, ()));
+            let r = rt.block_on(call_entry(template, warm, &task));
             GUEST_DONE.store(true, Ordering::Release);
             r
         }
@@ -457,13 +459,81 @@ fn run_task(
     ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed, peak_rss }
 }
 
-/// Sorts an error out of `_start` into a status, exit code and message.
+/// Step 11: the guest's code for this task, in order: `_initialize` when the zygote did not
+/// warm the instance up; the reseed hook, with 128 fresh bits from the OS; then `_start`, or
+/// the export the task invokes, whose results are printed to stdout as Wasmtime prints them.
+async fn call_entry(template: &Template, warm: &mut Warm, task: &Task) -> wasmtime::Result<()> {
+    if let Some(init) = warm.per_task_init.clone() {
+        init.call_async(&mut warm.store, ()).await?;
+    }
+    if let Some(reseed) = warm.reseed.clone() {
+        let mut seed = [0u8; 16];
+        sys::getrandom(&mut seed)?;
+        let (a, b) = seed.split_at(8);
+        let word = |w: &[u8]| i64::from_le_bytes(w.try_into().unwrap_or_default());
+        reseed.call_async(&mut warm.store, (word(a), word(b))).await?;
+    }
+    let Some(name) = task.invoke.as_deref() else {
+        return match warm.start.clone() {
+            Some(start) => start.call_async(&mut warm.store, ()).await,
+            None => Err(EntryError::NoStart { module: template.name().to_string() }.into()),
+        };
+    };
+    let no_export =
+        || EntryError::NoSuchExport { module: template.name().to_string(), name: name.to_string() };
+    let ty = template.exports().func(name).ok_or_else(no_export)?;
+    let func = warm.instance.get_func(&mut warm.store, name).ok_or_else(no_export)?;
+    let params: Vec<Val> = entry::parse_args(ty, &task.args)?
+        .into_iter()
+        .map(|s| match s {
+            Scalar::I32(v) => Val::I32(v),
+            Scalar::I64(v) => Val::I64(v),
+            Scalar::F32(bits) => Val::F32(bits),
+            Scalar::F64(bits) => Val::F64(bits),
+        })
+        .collect();
+    let mut results = vec![Val::I32(0); ty.results.len()];
+    func.call_async(&mut warm.store, &params, &mut results).await?;
+    let text: String = results.iter().map(|v| format!("{}\n", show(v))).collect();
+    sys::write_all(STDOUT, text.as_bytes())?;
+    Ok(())
+}
+
+/// A result of an invoked export, as `wasmtime run --invoke` prints it.
+fn show(v: &Val) -> String {
+    let absent = |kind: &str, null: bool| {
+        if null { format!("<null {kind}>") } else { format!("<{kind}>") }
+    };
+    match v {
+        Val::I32(i) => i.to_string(),
+        Val::I64(i) => i.to_string(),
+        Val::F32(bits) => f32::from_bits(*bits).to_string(),
+        Val::F64(bits) => f64::from_bits(*bits).to_string(),
+        Val::V128(x) => x.as_u128().to_string(),
+        Val::ExternRef(r) => absent("externref", r.is_none()),
+        Val::FuncRef(r) => absent("funcref", r.is_none()),
+        Val::AnyRef(r) => absent("anyref", r.is_none()),
+        Val::ExnRef(r) => absent("exnref", r.is_none()),
+        Val::ContRef(r) => absent("contref", r.is_none()),
+    }
+}
+
+/// Sorts an error out of the guest's code into a status, exit code and message.
 fn classify(
     e: &wasmtime::Error,
     refused: Option<usize>,
     task: &Task,
 ) -> (Status, Option<i32>, Option<String>) {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        // A guest that handles a refused growth itself (an interpreter's "out of memory"
+        // error) and then fails still ended for its memory cap.
+        if let (true, Some(wanted), Some(max)) = (exit.0 != 0, refused, task.max_memory) {
+            let why = format!(
+                "guest exited with code {} after its linear memory growth to {wanted} bytes was refused (cap {max} bytes)",
+                exit.0
+            );
+            return (Status::MemoryLimit, Some(exit.0), Some(why));
+        }
         return (Status::Exited, Some(exit.0), None);
     }
     let detail = trap_message(e);

@@ -43,9 +43,22 @@ pub enum Error {
     /// The module is a component, not a core module.
     #[error("{name} is a WebAssembly component; only WASI preview1 core modules are supported")]
     Component { name: String },
-    /// No `_start` export of type `() -> ()`: not a WASI command.
-    #[error("module {name} has no `_start` function of type () -> (): it is not a WASI command")]
+    /// The module exports no function at all: neither a command's `_start` nor anything to
+    /// call with `--invoke`.
+    #[error(
+        "module {name} exports no functions: it is neither a WASI command (`_start`) nor a reactor with exports to invoke"
+    )]
     NoStart { name: String },
+    /// An export with a name the runtime gives a meaning to (`_start`, `_initialize`, a Wizer
+    /// initialiser, the reseed hook) has the wrong type.
+    #[error("module {name} exports `{export}` with the wrong type: it must be {ty}")]
+    BadExport { name: String, export: String, ty: String },
+    /// The warm-up export named (`--init NAME`) is not exported.
+    #[error("module {name} exports no function `{export}` to run as its initialiser")]
+    NoInitializer { name: String, export: String },
+    /// The module's initialiser (warm-up, in the zygote) trapped or exited.
+    #[error("module {name}: its initialiser `{export}` failed: {detail}")]
+    WarmUp { name: String, export: String, detail: String },
     /// The module imports something we do not provide.
     #[error(
         "module {name} imports `{module}::{field}`, which is not provided (only wasi_snapshot_preview1 is)"
@@ -58,9 +71,9 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// The module's `start` function (run while instantiating) passed the load deadline.
+    /// The module's `start` function or its initialiser (warm-up) passed the load deadline.
     #[error(
-        "module {name} did not finish instantiating within {} ms: its start function was stopped",
+        "module {name} did not finish instantiating and initialising within {} ms: its start function or initialiser was stopped",
         timeout.as_millis()
     )]
     InitTimeout { name: String, timeout: Duration },
@@ -206,6 +219,9 @@ impl Error {
                 | Error::Compile { .. }
                 | Error::Component { .. }
                 | Error::NoStart { .. }
+                | Error::BadExport { .. }
+                | Error::NoInitializer { .. }
+                | Error::WarmUp { .. }
                 | Error::UnknownImport { .. }
                 | Error::Instantiate { .. }
                 | Error::InitTimeout { .. }

@@ -240,6 +240,7 @@ struct Connection {
     sock: AsyncFd<OwnedFd>,
     pid: i32,
     meters_fuel: bool,
+    exports: Option<crate::entry::Exports>,
     grants: Option<Vec<MountedGrant>>,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>,
     stats: Mutex<VecDeque<oneshot::Sender<ZygoteStats>>>,
@@ -310,12 +311,13 @@ impl Connection {
                 },
             },
             pool: options.pool,
+            warm_up: options.config.warm_up_choice().clone(),
         };
         send(&sock, &Request::Load(load), &[module_fd.as_raw_fd()]).await?;
         drop(module_fd);
-        let (meters_fuel, grants, namespaces) = match recv(&sock).await? {
-            Some((Reply::Ready { meters_fuel, grants, namespaces }, _)) => {
-                (meters_fuel, grants, namespaces)
+        let (meters_fuel, grants, namespaces, exports) = match recv(&sock).await? {
+            Some((Reply::Ready { meters_fuel, grants, namespaces, exports }, _)) => {
+                (meters_fuel, grants, namespaces, exports)
             }
             Some((Reply::LoadFailed { message, kind }, _)) => {
                 let _ = child.wait().await;
@@ -328,6 +330,7 @@ impl Connection {
             sock,
             pid,
             meters_fuel,
+            exports,
             grants: namespaces.then(|| grants.into_iter().map(mounted).collect()),
             pending: Mutex::new(HashMap::new()),
             stats: Mutex::new(VecDeque::new()),
@@ -382,6 +385,11 @@ impl Connection {
         id: u64,
     ) -> Result<Outcome, Error> {
         task.validate().map_err(Error::InvalidTask)?;
+        if let Some(exports) = &self.exports {
+            exports
+                .check(&self.name, task.invoke.as_deref(), &task.args)
+                .map_err(|e| Error::InvalidTask(e.into()))?;
+        }
         let deadline = task.deadline_from(started).map_err(Error::InvalidTask)?;
         let preopens = resolve_preopens(self.grants.as_deref(), &task.dirs)?;
         if task.fuel.is_some() && !self.meters_fuel {

@@ -27,6 +27,7 @@ pub mod cache;
 mod cgroup;
 mod child;
 mod compile;
+pub mod entry;
 mod error;
 mod flight;
 mod host;
@@ -47,6 +48,7 @@ mod zygote_process;
 
 pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use compile::{CompileLimits, DEFAULT_COMPILE_MAX_MEMORY, DEFAULT_COMPILE_TIMEOUT};
+pub use entry::WarmUp;
 pub use error::{BoxError, Error};
 pub use host::{BlockingRuntime, LoadOptions, ModuleSource, Runtime, TemplateHandle};
 pub use outcome::{Captured, Outcome, Status, Timings};

@@ -91,6 +91,9 @@ pub struct LoadRequest {
     pub isolation: IsolationSpec,
     /// Sandboxes kept forked ahead of time.
     pub pool: usize,
+    /// What the zygote runs once before its first fork.
+    #[serde(default)]
+    pub warm_up: crate::entry::WarmUp,
 }
 
 /// Whose fault a failed load was.
@@ -144,6 +147,11 @@ pub enum Reply {
         meters_fuel: bool,
         grants: Vec<MountedGrantInfo>,
         namespaces: bool,
+        /// What the module exports, so the host can check a task's entry point before
+        /// starting a sandbox; `None` when the list is too long for a message (the sandbox
+        /// then reports a bad entry point as its outcome).
+        #[serde(default)]
+        exports: Option<crate::entry::Exports>,
     },
     LoadFailed {
         message: String,

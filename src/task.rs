@@ -108,6 +108,11 @@ pub struct Task {
     /// Budget of files, directories and links the task may create. Creating one more ends the
     /// task with `write_limit`.
     pub max_files: Option<u64>,
+    /// The export to call instead of `_start`, as `wasmtime run --invoke` does: its
+    /// parameters are parsed from the leading [`args`](Self::args) (which are the guest's
+    /// `argv` too), and its results printed to stdout, one per line, as Wasmtime prints them.
+    /// A reactor module (no `_start`) needs one.
+    pub invoke: Option<String>,
 }
 
 /// Why a task was refused before it started.
@@ -132,6 +137,10 @@ pub enum TaskError {
     /// than [`MAX_REQUEST_BYTES`], the most a sandbox is handed in one piece.
     #[error("task {part} of {len} bytes exceeds the limit of {max} bytes", max = MAX_REQUEST_BYTES)]
     TooLarge { part: &'static str, len: usize },
+    /// The entry point cannot be called: no `_start` and no `invoke`, no such export, or
+    /// arguments that do not fit its parameters.
+    #[error(transparent)]
+    Entry(#[from] crate::entry::EntryError),
     /// The deadline is longer than [`MAX_TIMEOUT`].
     #[error("timeout of {ms} ms is longer than the maximum of {max_ms} ms (365 days)", max_ms = MAX_TIMEOUT.as_millis())]
     TimeoutTooLong { ms: u128 },
@@ -241,6 +250,12 @@ impl Task {
     /// Bounds the bytes the task may write to files.
     pub fn max_write(mut self, bytes: u64) -> Self {
         self.max_write = Some(bytes);
+        self
+    }
+
+    /// Calls the export `name` instead of `_start` (see [`Task::invoke`](Self::invoke)).
+    pub fn invoke(mut self, name: impl Into<String>) -> Self {
+        self.invoke = Some(name.into());
         self
     }
 

@@ -1,17 +1,19 @@
-//! A template: a WASI preview1 command module compiled once (in a bounded child process) and
-//! linked once; the zygote instantiates it once, confined and under a task's limits
-//! ([`InitLimits`]), and forks the instance per task.
+//! A template: a WASI preview1 module compiled once (in a bounded child process) and linked
+//! once; the zygote instantiates it once and runs its initialiser once ([`WarmUp`]), confined
+//! and under a task's limits ([`InitLimits`]), and forks the warm instance per task.
 
 use crate::budget::WriteBudget;
 use crate::cache::CompileCache;
 use crate::compile::CompileLimits;
+use crate::entry::{self, ExportedFunc, Exports, ValKind, WarmUp};
 use crate::error::{Error, boxed};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
-use wasmtime::{Engine, Linker, Module, Store, Trap, TypedFunc};
+use wasmtime::{Engine, Instance, Linker, Module, Store, Trap, TypedFunc};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// Engine-level settings shared by every task of a template.
 #[derive(Debug, Clone)]
@@ -19,6 +21,7 @@ pub struct Config {
     cache_dir: Option<PathBuf>,
     meter_fuel: bool,
     compile: Option<CompileLimits>,
+    warm_up: WarmUp,
 }
 
 impl Default for Config {
@@ -29,6 +32,7 @@ impl Default for Config {
             cache_dir: crate::cache::default_dir(),
             meter_fuel: false,
             compile: Some(CompileLimits::default()),
+            warm_up: WarmUp::Auto,
         }
     }
 }
@@ -60,6 +64,17 @@ impl Config {
     pub fn compile_limits(&mut self, limits: Option<CompileLimits>) -> &mut Self {
         self.compile = limits;
         self
+    }
+
+    /// What the zygote runs once before forking (default [`WarmUp::Auto`]).
+    pub fn warm_up(&mut self, warm_up: WarmUp) -> &mut Self {
+        self.warm_up = warm_up;
+        self
+    }
+
+    /// The warm-up choice.
+    pub fn warm_up_choice(&self) -> &WarmUp {
+        &self.warm_up
     }
 
     /// The compile bounds, if modules are compiled in a child process.
@@ -139,8 +154,9 @@ impl InitLimits {
     }
 }
 
-/// A compiled and linked WASI command, checked (its imports are provided, it exports
-/// `_start`), not yet instantiated: building one runs no guest code.
+/// A compiled and linked WASI module, checked (its imports are provided; it exports `_start`,
+/// or functions to call with [`Task::invoke`](crate::Task::invoke); its initialiser and reseed
+/// hook have the right types), not yet instantiated: building one runs no guest code.
 ///
 /// [`Zygote`](crate::Zygote) instantiates it — after confining itself, under
 /// [`InitLimits`] — and forks the instance per task: each child gets a copy-on-write copy, so
@@ -152,12 +168,24 @@ pub struct Template {
     pub(crate) linker: Linker<TaskState>,
     pub(crate) fuel: bool,
     code_source: CodeSource,
+    exports: Exports,
+    /// The initialisers the zygote runs, in order (from [`WarmUp`] and the exports).
+    initializers: Vec<String>,
+    warm_up: WarmUp,
 }
 
-/// A template's instance, created in the zygote: what each sandbox inherits and runs.
+/// A template's instance, created and warmed in the zygote: what each sandbox inherits.
 pub(crate) struct Warm {
     pub store: Store<TaskState>,
-    pub start: TypedFunc<(), ()>,
+    pub instance: Instance,
+    /// `_start`, for a command.
+    pub start: Option<TypedFunc<(), ()>>,
+    /// The guest's per-fork reseed hook ([`entry::RESEED`]), if it exports one.
+    pub reseed: Option<TypedFunc<(i64, i64), ()>>,
+    /// `_initialize`, when the zygote did not run it ([`WarmUp::Off`]): each sandbox does.
+    pub per_task_init: Option<TypedFunc<(), ()>>,
+    /// How long instantiation and warm-up took in the zygote.
+    pub warm_up_time: Duration,
 }
 
 /// What a store holds: the task's WASI context, its memory cap and its write budget.
@@ -253,17 +281,80 @@ impl Template {
                 });
             }
         }
-        match module.get_export("_start") {
-            Some(wasmtime::ExternType::Func(f))
-                if f.params().len() == 0 && f.results().len() == 0 => {}
-            _ => return Err(Error::NoStart { name }),
+        let exports = describe_exports(&module);
+        let nullary = |f: &ExportedFunc| f.params.is_empty() && f.results.is_empty();
+        let expect = |export: &str, ty: &str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::BadExport { name: name.clone(), export: export.into(), ty: ty.into() })
+            }
+        };
+        if let Some(f) = exports.func("_start") {
+            expect("_start", "() -> ()", nullary(f))?;
+        }
+        if exports.funcs.is_empty() {
+            return Err(Error::NoStart { name });
+        }
+        if let Some(f) = exports.func(entry::RESEED) {
+            expect(
+                entry::RESEED,
+                "(i64, i64) -> ()",
+                f.params == [ValKind::I64, ValKind::I64] && f.results.is_empty(),
+            )?;
+        }
+        let mut initializers = Vec::new();
+        if let Some(f) = exports.func(entry::INITIALIZE) {
+            expect(entry::INITIALIZE, "() -> ()", nullary(f))?;
+            if config.warm_up != WarmUp::Off {
+                initializers.push(entry::INITIALIZE.to_string());
+            }
+        }
+        match &config.warm_up {
+            WarmUp::Off => {}
+            WarmUp::Auto => {
+                if let Some(f) = entry::WIZER_INITIALIZE.iter().find_map(|n| exports.func(n)) {
+                    expect(&f.name, "() -> ()", nullary(f))?;
+                    initializers.push(f.name.clone());
+                }
+            }
+            WarmUp::Export(init) => {
+                let f = exports.func(init).ok_or_else(|| Error::NoInitializer {
+                    name: name.clone(),
+                    export: init.clone(),
+                })?;
+                expect(init, "() -> ()", nullary(f))?;
+                if !initializers.contains(init) {
+                    initializers.push(init.clone());
+                }
+            }
         }
         // Wasmtime makes a module's copy-on-write memory image (a memfd, for a module not
         // mapped from the cache) lazily, at its first instantiation; make it now, while the
         // process is unconfined: the fork-server zygote instantiates under a seccomp filter
         // that has no `memfd_create`.
         module.initialize_copy_on_write_image().map_err(|e| Error::Engine(boxed(e)))?;
-        Ok(Self { name, engine, module, linker, fuel: config.meter_fuel, code_source })
+        Ok(Self {
+            name,
+            engine,
+            module,
+            linker,
+            fuel: config.meter_fuel,
+            code_source,
+            exports,
+            initializers,
+            warm_up: config.warm_up.clone(),
+        })
+    }
+
+    /// The functions the module exports, and whether it is a command (`_start`).
+    pub fn exports(&self) -> &Exports {
+        &self.exports
+    }
+
+    /// The exports the zygote runs once before forking, in order (see [`WarmUp`]).
+    pub fn initializers(&self) -> &[String] {
+        &self.initializers
     }
 
     /// The module's name, as given when the template was built.
@@ -282,7 +373,13 @@ impl Template {
     }
 
     /// Instantiates the module in this process — running its `start` function and
-    /// initialisers — under `limits`, then warms Wasmtime's per-thread state for forking.
+    /// initialisers — then runs its warm-up ([`Template::initializers`]), all under `limits`
+    /// (one deadline for the whole), then warms Wasmtime's per-thread state for forking.
+    ///
+    /// Warm-up has WASI, with no arguments but the module's name, no environment, no stdin,
+    /// no directories; its stdout is discarded and its stderr kept (up to 64 KiB) for the
+    /// message if it fails. That context is replaced afterwards, so nothing it opened
+    /// survives into a sandbox.
     ///
     /// With a timeout, SIGALRM is this process's for the duration (its previous disposition
     /// is put back afterwards); the caller must not use `ITIMER_REAL` meanwhile.
@@ -290,13 +387,18 @@ impl Template {
         if limits.fuel.is_some() && !self.fuel {
             return Err(Error::FuelNotMetered);
         }
+        let began = std::time::Instant::now();
         let name = || self.name.clone();
-        // The placeholder context has no args, env, stdio or preopens; each child swaps in its
-        // task's context before calling `_start`.
+        let stderr = MemoryOutputPipe::new(WARM_UP_STDERR);
         let cap = MemoryCap { max: limits.max_memory, ..MemoryCap::default() };
+        let wasi = WasiCtxBuilder::new()
+            .arg(&self.name)
+            .stdout(wasmtime_wasi::p2::pipe::SinkOutputStream)
+            .stderr(stderr.clone())
+            .build_p1();
         let mut store = Store::new(
             &self.engine,
-            TaskState { wasi: placeholder_ctx(), memory: cap, writes: WriteBudget::default() },
+            TaskState { wasi, memory: cap, writes: WriteBudget::default() },
         );
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(NO_DEADLINE);
@@ -317,11 +419,23 @@ impl Template {
             }
             None => None,
         };
-        let instantiating = self.linker.instantiate_async(&mut store, &self.module);
-        let result = rt.block_on(async {
+        // Which initialiser failed, if one did (`None`: instantiation itself).
+        let mut failed_in: Option<&str> = None;
+        let store_ref = &mut store;
+        let warming = async {
+            let instance = self.linker.instantiate_async(&mut *store_ref, &self.module).await?;
+            for init in &self.initializers {
+                failed_in = Some(init);
+                let f = instance.get_typed_func::<(), ()>(&mut *store_ref, init)?;
+                f.call_async(&mut *store_ref, ()).await?;
+            }
+            failed_in = None;
+            wasmtime::Result::Ok(instance)
+        };
+        let result: Option<wasmtime::Result<Instance>> = rt.block_on(async {
             match limits.timeout {
-                Some(t) => tokio::time::timeout(t, instantiating).await.ok(),
-                None => Some(instantiating.await),
+                Some(t) => tokio::time::timeout(t, warming).await.ok(),
+                None => Some(warming.await),
             }
         });
         if let Some(timer) = timer {
@@ -343,18 +457,83 @@ impl Template {
                     (_, Some(wanted), Some(max)) => {
                         Error::InitMemoryLimit { name: name(), wanted, max }
                     }
-                    _ => Error::Instantiate { name: name(), source: boxed(e) },
+                    _ => match failed_in {
+                        None => Error::Instantiate { name: name(), source: boxed(e) },
+                        Some(export) => Error::WarmUp {
+                            name: name(),
+                            export: export.to_string(),
+                            detail: warm_up_failure(&e, &stderr.contents()),
+                        },
+                    },
                 });
             }
         };
-        // No deadline and unlimited fuel until a child sets its task's own.
+        // What warm-up opened goes with its context; no deadline and unlimited fuel until a
+        // child sets its task's own.
+        store.data_mut().wasi = placeholder_ctx();
         store.set_epoch_deadline(NO_DEADLINE);
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(|_| Error::NoStart { name: name() })?;
+        let nullary = |store: &mut Store<TaskState>, export: &str| {
+            self.exports.func(export).and_then(|_| instance.get_typed_func(store, export).ok())
+        };
+        let start = nullary(&mut store, "_start");
+        let per_task_init = match self.warm_up {
+            WarmUp::Off => nullary(&mut store, entry::INITIALIZE),
+            _ => None,
+        };
+        let reseed = match self.exports.func(entry::RESEED) {
+            Some(_) => Some(
+                instance
+                    .get_typed_func::<(i64, i64), ()>(&mut store, entry::RESEED)
+                    .map_err(|e| Error::Instantiate { name: name(), source: boxed(e) })?,
+            ),
+            None => None,
+        };
         prewarm(&self.engine);
-        Ok(Warm { store, start })
+        Ok(Warm { store, instance, start, reseed, per_task_init, warm_up_time: began.elapsed() })
     }
+}
+
+/// How much of an initialiser's stderr is kept for its failure message.
+const WARM_UP_STDERR: usize = 64 << 10;
+
+/// A failed initialiser's message: how it ended (an exit code, or the trap and its
+/// backtrace), then what it wrote to stderr.
+fn warm_up_failure(e: &wasmtime::Error, stderr: &[u8]) -> String {
+    let how = match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        Some(exit) => format!("it exited with code {}", exit.0),
+        None => format!("{e:#}"),
+    };
+    let stderr = String::from_utf8_lossy(stderr);
+    match stderr.trim_end() {
+        "" => how,
+        text => format!("{how}\nits stderr:\n{text}"),
+    }
+}
+
+/// Every exported function of `module`, with its type.
+fn describe_exports(module: &Module) -> Exports {
+    let kind = |t: wasmtime::ValType| match t {
+        wasmtime::ValType::I32 => ValKind::I32,
+        wasmtime::ValType::I64 => ValKind::I64,
+        wasmtime::ValType::F32 => ValKind::F32,
+        wasmtime::ValType::F64 => ValKind::F64,
+        wasmtime::ValType::V128 => ValKind::V128,
+        wasmtime::ValType::Ref(r) => ValKind::Ref(r.to_string()),
+    };
+    let funcs: Vec<ExportedFunc> = module
+        .exports()
+        .filter_map(|e| match e.ty() {
+            wasmtime::ExternType::Func(f) => Some(ExportedFunc {
+                name: e.name().to_string(),
+                params: f.params().map(kind).collect(),
+                results: f.results().map(kind).collect(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let start =
+        funcs.iter().any(|f| f.name == "_start" && f.params.is_empty() && f.results.is_empty());
+    Exports { start, funcs }
 }
 
 /// The engine whose epoch the instantiation timer bumps, while one is armed.

@@ -50,6 +50,9 @@ pub(crate) struct TaskHeader<'a> {
     /// The task's whole timeout (for messages) and what is left of it at hand-over.
     pub timeout_us: Option<u64>,
     pub remaining_us: Option<u64>,
+    /// The export to call instead of `_start`.
+    #[serde(default)]
+    pub invoke: Option<Cow<'a, str>>,
 }
 
 /// Why a task frame cannot be built or read.
@@ -240,6 +243,7 @@ mod tests {
             max_files: None,
             timeout_us: Some(5),
             remaining_us: Some(4),
+            invoke: Some("add".into()),
         }
     }
 

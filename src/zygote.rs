@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub type ProbeFn = fn(&[String], &[(&str, &str)]) -> String;
 
 /// A snapshot of the zygote process, as seen at fork time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZygoteStats {
     /// Threads in the process (must be 1 to fork).
     pub threads: usize,
@@ -47,6 +47,13 @@ pub struct ZygoteStats {
     /// so that sandboxes add only a short narrowing one.
     #[serde(default)]
     pub zygote_seccomp: bool,
+    /// The initialisers the zygote ran before its first fork (see
+    /// [`WarmUp`](crate::WarmUp)), in order.
+    #[serde(default)]
+    pub initializers: Vec<String>,
+    /// How long instantiating the module and running those took, in microseconds.
+    #[serde(default)]
+    pub warm_up_us: u64,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
@@ -213,6 +220,8 @@ impl Zygote {
             namespaces: self.confinement.mounted.is_some(),
             seccomp: self.confinement.seccomp.is_some(),
             zygote_seccomp: self.confinement.self_filtered,
+            initializers: self.template.initializers().to_vec(),
+            warm_up_us: crate::protocol::micros(self.warm.warm_up_time),
         })
     }
 
@@ -372,6 +381,10 @@ impl Zygote {
             self.reap_zombies(false);
         }
         task.validate().map_err(Error::InvalidTask)?;
+        self.template
+            .exports()
+            .check(self.template.name(), task.invoke.as_deref(), &task.args)
+            .map_err(|e| Error::InvalidTask(e.into()))?;
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
@@ -752,6 +765,7 @@ pub(crate) fn task_header<'a>(
         // At most MAX_TIMEOUT (`Task::validate`): microseconds fit a u64.
         timeout_us: task.timeout.map(micros),
         remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
+        invoke: task.invoke.as_deref().map(Cow::Borrowed),
     }
 }
 

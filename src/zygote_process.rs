@@ -129,6 +129,8 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
             })
             .collect(),
         namespaces: zygote.stats().map(|s| s.namespaces).unwrap_or(false),
+        exports: Some(zygote.template().exports().clone())
+            .filter(|e| crate::protocol::encode(e).len() <= MAX_MESSAGE / 2),
     };
     send(&sock, &ready, &[])?;
     let mut server =
@@ -149,6 +151,7 @@ fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygote, Error> {
         .map_err(|source| Error::ReadModule { path, source })?;
     drop(module);
     let mut config = Config::new();
+    config.warm_up(load.warm_up.clone());
     config.cache_dir(load.cache_dir.clone()).fuel(load.fuel).compile_limits(load.compile.map(
         |c| CompileLimits {
             timeout: Duration::from_micros(c.timeout_us),

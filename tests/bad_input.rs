@@ -154,10 +154,17 @@ fn component_is_rejected() {
 }
 
 #[test]
-fn module_without_start() {
+fn reactor_without_invoke() {
     let (_d, p) = file("nostart.wat", b"(module (func (export \"foo\")))\n");
     let o = run(&["run", s(&p)]);
-    assert_error(&o, DATA, &["_start", s(&p)]);
+    assert_error(&o, DATA, &["_start", "--invoke", s(&p)]);
+}
+
+#[test]
+fn module_without_functions() {
+    let (_d, p) = file("nofuncs.wat", b"(module (memory (export \"m\") 1))\n");
+    let o = run(&["run", s(&p)]);
+    assert_error(&o, DATA, &["exports no functions", s(&p)]);
 }
 
 #[test]

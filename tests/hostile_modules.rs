@@ -164,7 +164,10 @@ const START_GROWS_128M: &str = r#"(module
 fn start_function_that_loops_fails_to_load_at_the_timeout() {
     let (_d, m) = module("loop.wat", START_LOOPS);
     let (o, took) = run_bounded(&["run", "--timeout", "1s", s(&m)], b"", HANG);
-    assert_load_error(&o, &["did not finish instantiating within 1000 ms", "loop.wat"]);
+    assert_load_error(
+        &o,
+        &["did not finish instantiating and initialising within 1000 ms", "loop.wat"],
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -176,7 +179,7 @@ fn start_function_that_loops_runs_out_of_fuel() {
     // A budget too big to run out within the deadline: the deadline still holds.
     let (o, took) =
         run_bounded(&["run", "--timeout", "1s", "--fuel", "1000000000000000", s(&m)], b"", HANG);
-    assert_load_error(&o, &["did not finish instantiating within 1000 ms"]);
+    assert_load_error(&o, &["did not finish instantiating and initialising within 1000 ms"]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -186,7 +189,7 @@ fn worker_with_a_looping_start_function_exits_with_an_error() {
     for pool in ["0", "2"] {
         let (o, took) =
             run_bounded(&["worker", "--pool", pool, "--timeout", "1s", s(&m)], b"{}\n", HANG);
-        assert_load_error(&o, &["did not finish instantiating within 1000 ms"]);
+        assert_load_error(&o, &["did not finish instantiating and initialising within 1000 ms"]);
         assert!(took < Duration::from_secs(5), "took {took:?}");
     }
 }
@@ -195,7 +198,7 @@ fn worker_with_a_looping_start_function_exits_with_an_error() {
 fn start_function_blocked_in_a_host_call_fails_to_load_at_the_timeout() {
     let (_d, m) = module("sleep.wat", START_SLEEPS);
     let (o, took) = run_bounded(&["run", "--timeout", "1s", s(&m)], b"", HANG);
-    assert_load_error(&o, &["did not finish instantiating within 1000 ms"]);
+    assert_load_error(&o, &["did not finish instantiating and initialising within 1000 ms"]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 

@@ -135,13 +135,18 @@ fn component_is_rejected() {
 }
 
 #[test]
-fn missing_start_is_no_start() {
-    let e = reject("nostart", br#"(module (func (export "foo")))"#);
-    assert!(matches!(&e, Error::NoStart { name } if name == "nostart"), "{e:?}");
+fn a_module_without_functions_or_with_a_mistyped_entry_is_refused() {
+    let e = reject("nofuncs", br#"(module (memory (export "_start") 1))"#);
+    assert!(matches!(&e, Error::NoStart { name } if name == "nofuncs"), "{e:?}");
     let e = reject("typed", br#"(module (func (export "_start") (result i32) (i32.const 0)))"#);
-    assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");
-    let e = reject("memstart", br#"(module (memory (export "_start") 1))"#);
-    assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");
+    assert!(matches!(&e, Error::BadExport { export, .. } if export == "_start"), "{e:?}");
+    let e = reject(
+        "reseed",
+        br#"(module (func (export "_start")) (func (export "zeroboot-reseed") (param i32)))"#,
+    );
+    assert!(matches!(&e, Error::BadExport { export, .. } if export == "zeroboot-reseed"), "{e:?}");
+    let e = reject("init", br#"(module (func (export "wizer.initialize") (param i32)))"#);
+    assert!(matches!(&e, Error::BadExport { export, .. } if export == "wizer.initialize"), "{e:?}");
 }
 
 #[test]

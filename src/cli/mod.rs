@@ -1,5 +1,6 @@
 //! Command-line parsing and the `run` and `worker` commands.
 
+mod interp;
 mod parse;
 mod run;
 mod worker;
@@ -67,6 +68,14 @@ enum Command {
     /// Keep one warm template and run one task per JSON line read on stdin.
     #[command(after_help = worker::WORKER_HELP)]
     Worker(worker::WorkerArgs),
+    /// Run a JavaScript snippet (QuickJS, warmed once, forked per run): `js -e 'console.log(1+1)'`,
+    /// `js script.js ARGS…`, or the code on stdin.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Js(interp::SnippetArgs),
+    /// Run a Python snippet (RustPython, warmed once, forked per run): `py -c 'print(1+1)'`,
+    /// `py script.py ARGS…`, or the code on stdin.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Py(interp::SnippetArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
 }
@@ -128,6 +137,20 @@ pub struct CommonArgs {
     /// status write_limit.
     #[arg(long, value_name = "N", default_value = "10000")]
     max_files: u64,
+    /// Call this export instead of `_start`, as `wasmtime run --invoke` does: its parameters
+    /// are parsed from the guest's arguments (integers, `0x` hex, floats) and its results
+    /// printed, one per line. A reactor module (no `_start`) needs it.
+    #[arg(long, value_name = "NAME")]
+    invoke: Option<String>,
+    /// Run this export once in the zygote, before the first fork, so every task starts from
+    /// the memory it initialised (default: `_initialize`, then `wizer.initialize` or
+    /// `wizer-initialize`, whichever the module exports).
+    #[arg(long, value_name = "NAME", conflicts_with = "no_init")]
+    init: Option<String>,
+    /// Run no initialiser in the zygote: each task does all of the guest's start-up itself
+    /// (a reactor's `_initialize` runs in every sandbox, as under `wasmtime run`).
+    #[arg(long)]
+    no_init: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -151,6 +174,11 @@ impl CommonArgs {
             timeout: self.compile_timeout,
             max_memory: self.compile_max_memory,
         }));
+        c.warm_up(match (&self.init, self.no_init) {
+            (_, true) => zeroboot_wasm::WarmUp::Off,
+            (Some(name), false) => zeroboot_wasm::WarmUp::Export(name.clone()),
+            (None, false) => zeroboot_wasm::WarmUp::Auto,
+        });
         if self.no_cache {
             c.cache_dir(None);
         } else if let Some(d) = &self.cache_dir {
@@ -199,6 +227,7 @@ impl CommonArgs {
             fuel: self.fuel,
             max_write: Some(self.max_write),
             max_files: Some(self.max_files),
+            invoke: self.invoke.clone(),
             ..Task::default()
         }
     }
@@ -219,6 +248,8 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Worker(args) => worker::main(args),
+        Command::Js(args) => interp::main(interp::Lang::Js, args),
+        Command::Py(args) => interp::main(interp::Lang::Py, args),
         Command::Bench(args) => bench_main(args),
     }
 }
@@ -234,6 +265,10 @@ pub fn report_error(e: &Error) -> i32 {
         | Error::Load { kind: zeroboot_wasm::protocol::LoadFailure::MissingInput, .. } => {
             exit::NO_INPUT
         }
+        // A reactor run without --invoke: the module is not a command.
+        Error::InvalidTask(zeroboot_wasm::TaskError::Entry(
+            zeroboot_wasm::entry::EntryError::NoStart { .. },
+        )) => exit::DATA,
         Error::InvalidTask(_) => exit::USAGE,
         _ if e.is_bad_input() => exit::DATA,
         _ => exit::INTERNAL,

@@ -25,25 +25,38 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> i32 {
+    run_once(&a.common, a.module, a.args, a.argv0, a.json)
+}
+
+/// Loads `module` into a zygote of its own and runs one task: stdin passed through, output
+/// relayed (or captured and printed as one JSON outcome with `json`), the guest's exit code
+/// as ours.
+pub fn run_once(
+    common: &CommonArgs,
+    module: PathBuf,
+    args: Vec<String>,
+    argv0: Option<String>,
+    json: bool,
+) -> i32 {
     let rt = match BlockingRuntime::new() {
         Ok(rt) => rt,
         Err(e) => return report_error(&e),
     };
-    let template = match rt.load(a.module.clone(), a.common.load_options(0)) {
+    let template = match rt.load(module, common.load_options(0)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
-    let mut task = a.common.base_task().args(a.args.iter().cloned());
-    task.argv0 = a.argv0.clone();
+    let mut task = common.base_task().args(args);
+    task.argv0 = argv0;
     task.stdin = Stdin::Inherit;
-    if !a.json {
+    if !json {
         task.output = Output::Inherit;
     }
     let outcome = match rt.run(&template, &task) {
         Ok(o) => o,
         Err(e) => return report_error(&e),
     };
-    if a.json {
+    if json {
         let mut out = std::io::stdout().lock();
         let line = serde_json::to_string(&outcome).unwrap_or_else(|e| {
             format!("{{\"status\":\"internal_error\",\"message\":\"cannot encode outcome: {e}\"}}")

@@ -1,6 +1,7 @@
 //! `zeroboot-wasm worker`: one warm template, one forked task per JSON line on stdin, one JSON
 //! outcome per line on stdout, in order.
 
+use super::interp::Lang;
 use super::{CommonArgs, report_error};
 use clap::Args;
 use std::io::{BufRead, Write};
@@ -12,7 +13,8 @@ pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
    \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000,
-   \"max_write\": 1048576, \"max_files\": 100}
+   \"max_write\": 1048576, \"max_files\": 100, \"invoke\": \"export_name\",
+   \"code\": \"console.log(1+1)\" (with --lang js|py: the snippet, run before `args`)}
 Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
 --max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
@@ -39,9 +41,18 @@ pub struct WorkerArgs {
     /// does not wait for a fork (0: fork each sandbox when its task arrives).
     #[arg(long, value_name = "K", default_value = "2")]
     pool: usize,
-    /// The WASI preview1 command module (`.wasm`, or `.wat` text).
+    /// Serve snippets in an interpreter guest instead of a module: requests give `code`.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LANG",
+        conflicts_with = "module",
+        required_unless_present = "module"
+    )]
+    lang: Option<Lang>,
+    /// The WASI preview1 module (`.wasm`, or `.wat` text).
     #[arg(value_name = "MODULE")]
-    module: PathBuf,
+    module: Option<PathBuf>,
 }
 
 /// One request line.
@@ -59,12 +70,21 @@ struct Request {
     fuel: Option<u64>,
     max_write: Option<u64>,
     max_files: Option<u64>,
+    invoke: Option<String>,
+    code: Option<String>,
 }
 
 impl Request {
-    fn into_task(self, base: &Task) -> Result<Task, String> {
+    fn into_task(self, base: &Task, lang: Option<Lang>) -> Result<Task, String> {
         let mut task = base.clone();
-        task.args = self.args;
+        task.args = match (self.code, lang) {
+            (Some(code), Some(lang)) => lang.code_args(&code, &self.args),
+            (Some(_), None) => return Err("`code` needs a worker started with --lang".into()),
+            (None, _) => self.args,
+        };
+        if let Some(name) = self.invoke {
+            task.invoke = Some(name);
+        }
         for (k, v) in self.env {
             match v {
                 serde_json::Value::String(v) => task.env.push((k, v)),
@@ -165,7 +185,22 @@ pub fn main(a: WorkerArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => return report_error(&e),
     };
-    let template = match rt.load(a.module.clone(), a.common.load_options(a.pool)) {
+    let module = match (&a.module, a.lang) {
+        (Some(module), _) => module.clone(),
+        (None, Some(lang)) => match lang.module() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("zeroboot-wasm: error: {e}");
+                return super::exit::NO_INPUT;
+            }
+        },
+        // Clap requires one of the two; should it ever let neither through, say so.
+        (None, None) => {
+            eprintln!("zeroboot-wasm: error: give a MODULE or --lang js|py");
+            return super::exit::USAGE;
+        }
+    };
+    let template = match rt.load(module, a.common.load_options(a.pool)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
     };
@@ -214,7 +249,7 @@ pub fn main(a: WorkerArgs) -> i32 {
         }
         let parsed = serde_json::from_str::<Request>(text)
             .map_err(|e| format!("line {line_no}: invalid request: {e}"))
-            .and_then(|r| r.into_task(&base).map_err(|e| format!("line {line_no}: {e}")));
+            .and_then(|r| r.into_task(&base, a.lang).map_err(|e| format!("line {line_no}: {e}")));
         // The request is parsed (its stdin now lives in the task): a large line's buffer is
         // not kept for the rest of the worker's life.
         if line.capacity() > 1 << 20 {
