@@ -45,7 +45,7 @@ impl Status {
 }
 
 /// Time spent in each phase, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// The `fork()` call, seen by the zygote.
     pub fork: u64,
@@ -126,5 +126,75 @@ impl Serialize for Outcome {
             m.serialize_entry("fuel_consumed", &f)?;
         }
         m.end()
+    }
+}
+
+/// The JSON form read back: what [`Serialize`] writes.
+#[derive(serde::Deserialize)]
+struct OutcomeJson {
+    status: Status,
+    exit_code: Option<i32>,
+    #[serde(default)]
+    stdout: String,
+    stdout_base64: Option<String>,
+    #[serde(default)]
+    stdout_truncated: bool,
+    #[serde(default)]
+    stderr: String,
+    stderr_base64: Option<String>,
+    #[serde(default)]
+    stderr_truncated: bool,
+    message: Option<String>,
+    #[serde(default)]
+    timings_us: Timings,
+    #[serde(default)]
+    peak_memory_bytes: u64,
+    fuel_consumed: Option<u64>,
+}
+
+impl<'de> serde::Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let j = OutcomeJson::deserialize(d)?;
+        let stream = |text: String, b64: Option<String>, truncated| -> Result<Captured, D::Error> {
+            let bytes = match b64 {
+                Some(b) => base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))?,
+                None => text.into_bytes(),
+            };
+            Ok(Captured { bytes, truncated })
+        };
+        Ok(Outcome {
+            status: j.status,
+            exit_code: j.exit_code,
+            stdout: stream(j.stdout, j.stdout_base64, j.stdout_truncated)?,
+            stderr: stream(j.stderr, j.stderr_base64, j.stderr_truncated)?,
+            message: j.message,
+            timings_us: j.timings_us,
+            peak_memory_bytes: j.peak_memory_bytes,
+            fuel_consumed: j.fuel_consumed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_exact_bytes() {
+        let o = Outcome {
+            status: Status::Exited,
+            exit_code: Some(3),
+            stdout: Captured { bytes: b"hi\n".to_vec(), truncated: false },
+            stderr: Captured { bytes: vec![0xff, 0xfe, b'x'], truncated: true },
+            message: None,
+            timings_us: Timings { fork: 1, setup: 2, run: 3, total: 4 },
+            peak_memory_bytes: 5,
+            fuel_consumed: Some(6),
+        };
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(text.contains("stderr_base64"), "{text}");
+        assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), o);
     }
 }

@@ -4,20 +4,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the guest's stdin comes from.
-#[derive(Debug, Clone, Default)]
+/// Where the guest's stdin comes from. JSON: `"empty"`, `"inherit"`, or
+/// `{"bytes": "<base64>"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stdin {
     /// Closed: reads see end of file.
     #[default]
     Empty,
     /// These bytes, then end of file.
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "base64_bytes")] Vec<u8>),
     /// The caller's own stdin (the `run` command's pass-through).
     Inherit,
 }
 
-/// What happens to the guest's stdout and stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to the guest's stdout and stderr. JSON: `{"capture": {"max_bytes": N}}` or
+/// `"inherit"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Output {
     /// Captured into the [`Outcome`](crate::Outcome), at most this many bytes per stream; the
     /// excess is read and discarded, and the stream is flagged truncated.
@@ -50,7 +54,7 @@ impl Default for Output {
 }
 
 /// A host directory made visible to the guest at a guest path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirGrant {
     /// The directory on the host.
     pub host: PathBuf,
@@ -76,7 +80,11 @@ impl DirGrant {
 }
 
 /// One run of a template.
-#[derive(Debug, Clone, Default)]
+///
+/// Its JSON form (serde) has every field optional: the durations in milliseconds
+/// (`timeout_ms`), stdin as above, the environment as `[["K", "V"], …]` (order kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Task {
     /// `argv[0]`; defaults to the template's name.
     pub argv0: Option<String>,
@@ -93,6 +101,7 @@ pub struct Task {
     /// Wall-clock deadline for the whole task, counted from [`Zygote::run`](crate::Zygote::run).
     /// Running Wasm is interrupted at the deadline (partial output kept); a guest blocked in a
     /// host call is killed a short grace period later. Either way the status is `timeout`.
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Option<Duration>,
     /// Cap on the guest's linear memory, in bytes; growing past it fails, and a guest that
     /// then traps ends with status `memory_limit`.
@@ -113,6 +122,44 @@ pub struct Task {
     /// `argv` too), and its results printed to stdout, one per line, as Wasmtime prints them.
     /// A reactor module (no `_start`) needs one.
     pub invoke: Option<String>,
+}
+
+/// `Option<Duration>` as whole milliseconds (a finer duration is rounded up, so a deadline
+/// never shrinks to zero).
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => {
+                let ms = d.as_micros().div_ceil(1000);
+                s.serialize_some(&u64::try_from(ms).unwrap_or(u64::MAX))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// Bytes as a base64 string.
+pub(crate) mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+    }
 }
 
 /// Why a task was refused before it started.
@@ -294,5 +341,26 @@ mod tests {
             Err(TaskError::TimeoutTooLong { .. })
         ));
         assert!(Task::new().timeout(Duration::MAX).validate().is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let task = Task::new()
+            .args(["a", "b"])
+            .env("K", "V")
+            .stdin(Stdin::Bytes(vec![0, 159, 146, 150]))
+            .timeout(Duration::from_millis(1500))
+            .max_memory(1 << 20)
+            .invoke("add");
+        let text = serde_json::to_string(&task).unwrap();
+        assert!(text.contains(r#""timeout_ms":1500"#), "{text}");
+        assert!(text.contains(r#""stdin":{"bytes":"AJ+Slg=="}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Task>(&text).unwrap(), task);
+        let partial: Task = serde_json::from_str(r#"{"args": ["x"], "stdin": "inherit"}"#).unwrap();
+        assert_eq!(partial.args, ["x"]);
+        assert_eq!(partial.stdin, Stdin::Inherit);
+        assert_eq!(partial.output, Output::default());
+        assert!(serde_json::from_str::<Task>(r#"{"argz": []}"#).is_err(), "unknown field");
+        assert!(serde_json::from_str::<Task>(r#"{"stdin": {"bytes": "!!"}}"#).is_err());
     }
 }
