@@ -27,6 +27,9 @@ fn main() {
             .filter(|_| cfg!(feature = "testkit"))
             .map(Into::into),
         namespaces: zeroboot_wasm::namespaces::available(),
+        // The interpreter snippets are measured by `zeroboot-wasm bench`, which finds the
+        // interpreter modules next to it.
+        snippets: Vec::new(),
     };
     match zeroboot_wasm::bench::run(&cfg) {
         Ok(report) => print!("{}", zeroboot_wasm::bench::table(&report)),

@@ -78,6 +78,36 @@ pub struct BenchConfig {
     pub cold_runner: Option<PathBuf>,
     /// Confine with namespaces (else only the per-sandbox layers).
     pub namespaces: bool,
+    /// Interpreter snippets to measure (warm pool, boot per task, in process).
+    pub snippets: Vec<SnippetSpec>,
+}
+
+/// A snippet run in an interpreter guest.
+#[derive(Debug, Clone)]
+pub struct SnippetSpec {
+    /// A short name for the row (`js`, `py`).
+    pub name: String,
+    /// The interpreter module.
+    pub module: PathBuf,
+    /// The guest's arguments (e.g. `-e`, `console.log(1+1)`).
+    pub args: Vec<String>,
+    /// What the snippet must print.
+    pub expect_stdout: String,
+}
+
+/// One snippet's figures: through the fork server's pool with the interpreter warmed once in
+/// the zygote; the same with no warm-up (the interpreter boots in every task); and in this
+/// process without isolation (a fresh instance per task, booting the interpreter).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SnippetFigures {
+    pub name: String,
+    pub code: String,
+    pub module_bytes: u64,
+    /// Instantiation plus warm-up in the zygote, µs (once per zygote).
+    pub warm_up_us: u64,
+    pub warm_pool: Figures,
+    pub boot_pool: Figures,
+    pub in_process: Figures,
 }
 
 /// Latency and throughput of one way of running the task.
@@ -174,6 +204,7 @@ pub struct BenchReport {
     pub module: String,
     pub isolation: String,
     pub machine: Machine,
+    pub snippets: Vec<SnippetFigures>,
 }
 
 fn us(d: Duration) -> f64 {
@@ -209,6 +240,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
     // The fork server first: its host runtime starts threads, which are joined again before
     // this process becomes an in-process zygote (which refuses to fork otherwise).
     let (server_on_demand, server_pool) = measure_fork_server(&cfg.module, n, c, cfg.namespaces)?;
+    let snippets = cfg
+        .snippets
+        .iter()
+        .map(|spec| measure_snippet(spec, n, c, cfg.namespaces))
+        .collect::<Result<Vec<_>, _>>()?;
     let floor = measure_floor(n, c)?;
     let seccomp = measure_filters(50)?;
     let in_process = measure_in_process(&template, n)?;
@@ -265,6 +301,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         module: name,
         isolation: isolation_name.to_string(),
         machine,
+        snippets,
     })
 }
 
@@ -375,6 +412,15 @@ fn measure_filters(n: usize) -> Result<SeccompFigures, Error> {
 }
 
 fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
+    measure_in_process_with(template, &[], n)
+}
+
+/// A fresh instance per task in this process, `_start` run with `args`: no fork, no isolation.
+fn measure_in_process_with(
+    template: &Template,
+    args: &[String],
+    n: usize,
+) -> Result<Figures, Error> {
     let pre = template
         .linker
         .instantiate_pre(&template.module)
@@ -389,6 +435,8 @@ fn measure_in_process(template: &Template, n: usize) -> Result<Figures, Error> {
     for _ in 0..n {
         let t = Instant::now();
         let ctx = WasiCtxBuilder::new()
+            .arg(&template.name)
+            .args(args)
             .stdout(MemoryOutputPipe::new(1 << 20))
             .stderr(MemoryOutputPipe::new(1 << 20))
             .build_p1();
@@ -442,12 +490,7 @@ fn measure_fork_server(
     c: usize,
     namespaces: bool,
 ) -> Result<(Figures, Figures), Error> {
-    use crate::host::{LoadOptions, ModuleSource, Runtime};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(c.max(2))
-        .enable_all()
-        .build()
-        .map_err(Error::SpawnZygote)?;
+    use crate::host::{LoadOptions, ModuleSource};
     let source = match module {
         Some(p) => ModuleSource::File(p.clone()),
         None => ModuleSource::Bytes {
@@ -456,59 +499,126 @@ fn measure_fork_server(
         },
     };
     let isolation = Isolation { namespaces, ..Isolation::default() };
+    let options = |pool| LoadOptions {
+        isolation: isolation.clone(),
+        pool,
+        max_in_flight: c.max(1),
+        ..LoadOptions::default()
+    };
+    let runs = [(options(0), n), (options(c + 1), n)];
+    let mut it = serve(&source, &runs, &Task::new(), c, None)?.into_iter().map(|(f, _)| f);
+    Ok((it.next().unwrap_or_default(), it.next().unwrap_or_default()))
+}
+
+/// Loads `source` once per entry of `runs` (its options, its task count) on a multi-threaded
+/// Tokio host and runs `task` that many times one at a time, then as many again with `c` in
+/// flight. Every outcome must be `exited` (with `expect` on stdout, when given). Returns the
+/// figures and the zygote's warm-up time for each.
+fn serve(
+    source: &crate::host::ModuleSource,
+    runs: &[(crate::host::LoadOptions, usize)],
+    task: &Task,
+    c: usize,
+    expect: Option<&str>,
+) -> Result<Vec<(Figures, u64)>, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.max(2))
+        .enable_all()
+        .build()
+        .map_err(Error::SpawnZygote)?;
+    let check = |o: crate::Outcome| -> Result<u64, Error> {
+        let wrong_output = expect.is_some_and(|e| o.stdout.bytes != e.as_bytes());
+        if o.status != crate::Status::Exited || o.exit_code != Some(0) || wrong_output {
+            return Err(Error::Collect(std::io::Error::other(format!(
+                "benchmark task ended {} (exit code {:?}, stdout {:?}): {} {}",
+                o.status.as_str(),
+                o.exit_code,
+                o.stdout_text(),
+                o.message.as_deref().unwrap_or_default(),
+                o.stderr_text(),
+            ))));
+        }
+        Ok(o.timings_us.total)
+    };
     let figures = rt.block_on(async {
-        let runtime = Runtime::new();
+        let runtime = crate::host::Runtime::new();
         let mut out = Vec::new();
-        for pool in [0, c + 1] {
-            let options = LoadOptions {
-                isolation: isolation.clone(),
-                pool,
-                max_in_flight: c.max(1),
-                ..LoadOptions::default()
-            };
-            let handle = runtime.load(source.clone(), options).await?;
-            let task = Task::new();
-            let check = |o: crate::Outcome| -> Result<u64, Error> {
-                if o.status != crate::Status::Exited {
-                    return Err(Error::Collect(std::io::Error::other(format!(
-                        "benchmark task ended {}: {}",
-                        o.status.as_str(),
-                        o.message.unwrap_or_default()
-                    ))));
-                }
-                Ok(o.timings_us.total)
-            };
+        for (options, n) in runs {
+            let pool = options.pool;
+            let handle = runtime.load(source.clone(), options.clone()).await?;
+            let warm_up_us = handle.stats().await?.warm_up_us;
             // Warm-up: the zygote's pool fills, code paths are touched.
-            for _ in 0..20 {
-                check(handle.run(&task).await?)?;
+            for _ in 0..20.min(*n) {
+                check(handle.run(task).await?)?;
                 if pool > 0 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }
-            let mut lat = Vec::with_capacity(n);
+            let mut lat = Vec::with_capacity(*n);
             let t0 = Instant::now();
-            for _ in 0..n {
-                lat.push(check(handle.run(&task).await?)? as f64);
+            for _ in 0..*n {
+                lat.push(check(handle.run(task).await?)? as f64);
             }
             let mut f = Figures::from(lat, t0.elapsed());
             let t0 = Instant::now();
             let mut set = tokio::task::JoinSet::new();
-            for _ in 0..n {
-                let h = handle.clone();
-                set.spawn(async move { h.run(&Task::new()).await });
+            for _ in 0..*n {
+                let (h, t) = (handle.clone(), task.clone());
+                set.spawn(async move { h.run(&t).await });
             }
             while let Some(r) = set.join_next().await {
                 let o = r.map_err(|e| Error::Protocol(e.to_string()))??;
                 check(o)?;
             }
-            f.per_s_concurrent = Some(n as f64 / t0.elapsed().as_secs_f64());
-            out.push(f);
+            f.per_s_concurrent = Some(*n as f64 / t0.elapsed().as_secs_f64());
+            out.push((f, warm_up_us));
         }
         Ok::<_, Error>(out)
     })?;
     rt.shutdown_timeout(Duration::from_secs(5));
-    let mut it = figures.into_iter();
-    Ok((it.next().unwrap_or_default(), it.next().unwrap_or_default()))
+    Ok(figures)
+}
+
+/// A snippet in an interpreter guest: warm pool, boot-per-task pool, in process. Booting per
+/// task is slow (an interpreter's whole start-up), so those rows take fewer samples.
+fn measure_snippet(
+    spec: &SnippetSpec,
+    n: usize,
+    c: usize,
+    namespaces: bool,
+) -> Result<SnippetFigures, Error> {
+    use crate::host::{LoadOptions, ModuleSource};
+    let source = ModuleSource::File(spec.module.clone());
+    let isolation = Isolation { namespaces, ..Isolation::default() };
+    let options = |warm_up: crate::WarmUp| {
+        let mut config = crate::Config::new();
+        config.warm_up(warm_up);
+        LoadOptions {
+            config,
+            isolation: isolation.clone(),
+            pool: c + 1,
+            max_in_flight: c.max(1),
+            ..LoadOptions::default()
+        }
+    };
+    let boot_n = (n / 20).clamp(10, 100);
+    let task = Task::new().args(spec.args.iter().cloned());
+    let runs = [(options(crate::WarmUp::Auto), n), (options(crate::WarmUp::Off), boot_n)];
+    let mut served = serve(&source, &runs, &task, c, Some(&spec.expect_stdout))?.into_iter();
+    let (warm_pool, warm_up_us) = served.next().unwrap_or_default();
+    let (boot_pool, _) = served.next().unwrap_or_default();
+    let template = Template::from_file(&spec.module, &crate::Config::new())?;
+    let in_process = measure_in_process_with(&template, &spec.args, boot_n)?;
+    let module_bytes = std::fs::metadata(&spec.module).map_or(0, |m| m.len());
+    Ok(SnippetFigures {
+        name: spec.name.clone(),
+        code: spec.args.last().cloned().unwrap_or_default(),
+        module_bytes,
+        warm_up_us,
+        warm_pool,
+        boot_pool,
+        in_process,
+    })
 }
 
 fn measure_zygote(
@@ -805,6 +915,30 @@ pub fn table(r: &BenchReport) -> String {
         s.push_str(&format!(
             "cold_process / on_demand p50: {:.1}×; ",
             cold.p50_us / r.on_demand.p50_us.max(1e-9)
+        ));
+    }
+    for sn in &r.snippets {
+        s.push_str(&format!(
+            "\n{} snippet `{}` ({:.1} MiB module; zygote instantiation + warm-up {:.1} ms, once):\n",
+            sn.name,
+            sn.code,
+            sn.module_bytes as f64 / (1 << 20) as f64,
+            sn.warm_up_us as f64 / 1e3
+        ));
+        for (row, f) in [
+            ("warm pool", &sn.warm_pool),
+            ("boot pool", &sn.boot_pool),
+            ("in_process", &sn.in_process),
+        ] {
+            s.push_str(&format!(
+                "  {:<11} p50 {:>9.0} µs  p99 {:>9.0} µs  ({} samples)\n",
+                row, f.p50_us, f.p99_us, f.samples
+            ));
+        }
+        s.push_str(&format!(
+            "  warm-up speed-up, p50: {:.1}× over booting per task; {:.1}× over in_process\n",
+            sn.boot_pool.p50_us / sn.warm_pool.p50_us.max(1e-9),
+            sn.in_process.p50_us / sn.warm_pool.p50_us.max(1e-9),
         ));
     }
     s.push_str(&format!(

@@ -114,3 +114,23 @@ pub fn main(lang: Lang, a: SnippetArgs) -> i32 {
     let argv0 = lang.file_name().trim_end_matches(".wasm").to_string();
     super::run::run_once(&a.common, module, guest_args, Some(argv0), a.json)
 }
+
+/// The benchmark's snippets, one per interpreter module found (a missing one is said on
+/// stderr and left out).
+pub fn bench_snippets() -> Vec<zeroboot_wasm::bench::SnippetSpec> {
+    [(Lang::Js, "console.log(1+1)"), (Lang::Py, "print(1+1)")]
+        .into_iter()
+        .filter_map(|(lang, code)| match lang.module() {
+            Ok(module) => Some(zeroboot_wasm::bench::SnippetSpec {
+                name: lang.file_name().trim_end_matches(".wasm").to_string(),
+                module,
+                args: lang.code_args(code, &[]),
+                expect_stdout: "2\n".to_string(),
+            }),
+            Err(e) => {
+                eprintln!("zeroboot-wasm bench: leaving out the snippet row: {e}");
+                None
+            }
+        })
+        .collect()
+}

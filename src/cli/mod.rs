@@ -302,6 +302,9 @@ pub struct BenchArgs {
     /// `off` measures without namespaces (seccomp, rlimits and capability drop stay).
     #[arg(long, value_enum, default_value = "on")]
     namespaces: OnOff,
+    /// Leave out the interpreter snippets (measured when the interpreter modules are found).
+    #[arg(long)]
+    no_snippets: bool,
     /// The WASI command to run (default: a bundled hello in WebAssembly text).
     module: Option<PathBuf>,
 }
@@ -324,6 +327,7 @@ fn bench_main(a: BenchArgs) -> i32 {
         module: a.module,
         cold_runner: cold_runner(),
         namespaces: a.namespaces == OnOff::On,
+        snippets: if a.no_snippets { Vec::new() } else { interp::bench_snippets() },
     };
     match zeroboot_wasm::bench::run(&cfg) {
         Ok(r) if a.json => {
