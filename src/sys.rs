@@ -503,14 +503,20 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
 }
 
-/// `fork()` into a new PID namespace (`clone(CLONE_NEWPID | SIGCHLD)`): the child is its
-/// namespace's PID 1 and sees no other process.
+/// `fork()` as a raw `clone(SIGCHLD)`, or with `new_pid_ns` into a new PID namespace
+/// (`clone(CLONE_NEWPID | SIGCHLD)`: the child is its namespace's PID 1 and sees no other
+/// process).
+///
+/// The raw system call, not glibc's `fork()`: glibc's wrapper runs its fork handlers and, in
+/// the child, `set_robust_list`, which a fork-server zygote's seccomp filter (inherited by the
+/// child) does not allow — a sandbox forked through it was killed by SIGSYS before its setup.
 ///
 /// # Safety
 /// As for [`fork`]: the calling process must be single-threaded. The raw `clone` skips
 /// glibc's fork handlers, which only matter when other threads hold locks.
-pub unsafe fn fork_new_pid_ns() -> io::Result<Fork> {
-    let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
+pub unsafe fn fork_raw(new_pid_ns: bool) -> io::Result<Fork> {
+    let pid_ns = if new_pid_ns { libc::CLONE_NEWPID } else { 0 };
+    let flags = (pid_ns | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child gets a
     // copy of this address space and continues here. Single-threadedness is the caller's
     // contract.

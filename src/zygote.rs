@@ -427,7 +427,7 @@ impl Zygote {
         };
         // SAFETY: we checked just above that this process has exactly one thread, and nothing
         // between that check and here starts one.
-        let forked = unsafe { if new_pid_ns { sys::fork_new_pid_ns() } else { sys::fork() } };
+        let forked = unsafe { sys::fork_raw(new_pid_ns) };
         match forked.map_err(Error::Fork)? {
             Fork::Child => child::enter(&self.template, &mut self.warm, fds, &plan, assignment),
             Fork::Parent(pid) => {

@@ -45,6 +45,26 @@ fn hello_prints_its_line_and_exits_zero() {
     assert_eq!(stderr(&o), "");
 }
 
+/// Without namespaces the sandbox is forked by a plain clone under the zygote's own seccomp
+/// filter: it must not be killed for a system call glibc's fork wrapper makes in the child.
+#[test]
+fn runs_without_namespaces_through_the_fork_server() {
+    let hello = guest("hello");
+    let o = run(&["run", "--namespaces", "off", s(&hello)]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from a zeroboot-wasm sandbox\n");
+    for pool in ["0", "2"] {
+        let lines = common::worker(
+            &hello,
+            &["--namespaces", "off", "--pool", pool],
+            &["{}".into(), "{}".into(), "{}".into()],
+        );
+        for v in &lines {
+            assert_eq!(v["status"], "exited", "pool {pool}: {v}");
+        }
+    }
+}
+
 #[test]
 fn exit_code_is_passed_through_and_streams_stay_separate() {
     let o = run(&["run", s(&guest("exit_code")), "42"]);

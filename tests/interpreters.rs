@@ -1,0 +1,208 @@
+//! The interpreter guests through the real binary: `js` (QuickJS) and `py` (RustPython),
+//! warmed once in the zygote and forked per snippet. State does not leak between snippets,
+//! random values differ in every fork, hostile snippets end with an honest status, and errors
+//! reach stderr with a non-zero exit.
+
+mod common;
+
+use common::{bin, stderr, stdout};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+
+/// The directory holding both interpreter modules, built once per test binary.
+fn interpreters() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-interpreters.sh"))
+            .output()
+            .expect("run scripts/build-interpreters.sh");
+        assert!(
+            out.status.success(),
+            "building the interpreters failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// Runs `zeroboot-wasm ARGS` with the interpreters found, feeding `stdin`.
+fn zb(args: &[&str], stdin: &str) -> Output {
+    let mut child = bin()
+        .env("ZEROBOOT_WASM_INTERPRETERS", interpreters())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zeroboot-wasm");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.as_bytes().to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder");
+    out
+}
+
+/// One outcome per request line, from `worker --lang LANG`.
+fn worker(lang: &str, extra: &[&str], requests: &[Value]) -> Vec<Value> {
+    let mut args = vec!["worker", "--lang", lang];
+    args.extend_from_slice(extra);
+    let input: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    let o = zb(&args, &input);
+    assert!(o.status.success(), "worker failed: {}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+fn code(c: &str) -> Value {
+    json!({ "code": c })
+}
+
+#[test]
+fn js_and_py_print_and_exit_zero() {
+    let o = zb(&["js", "-e", "console.log(1+1)"], "");
+    assert_eq!((stdout(&o).as_str(), o.status.code()), ("2\n", Some(0)), "{}", stderr(&o));
+    let o = zb(&["py", "-c", "print(1+1)"], "");
+    assert_eq!((stdout(&o).as_str(), o.status.code()), ("2\n", Some(0)), "{}", stderr(&o));
+    // Code from stdin, and a script file read on the host with its arguments.
+    let o = zb(&["js"], "console.log([1,2,3].map(x => x * 2).join(','))");
+    assert_eq!(stdout(&o), "2,4,6\n", "{}", stderr(&o));
+    let o = zb(&["py"], "import json\nprint(json.dumps({'a': [1, 2]}))");
+    assert_eq!(stdout(&o), "{\"a\": [1, 2]}\n", "{}", stderr(&o));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("s.py");
+    std::fs::write(&script, "import sys\nprint(' '.join(sys.argv[1:]))\n").expect("write");
+    let o = zb(&["py", script.to_str().expect("utf-8"), "a", "b"], "");
+    assert_eq!(stdout(&o), "a b\n", "{}", stderr(&o));
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_non_zero_exit() {
+    for (args, needle) in [
+        (vec!["js", "-e", "throw new Error('boom')"], "boom"),
+        (vec!["js", "-e", "syntax error("], "SyntaxError"),
+        (vec!["py", "-c", "raise ValueError('boom')"], "ValueError: boom"),
+        (vec!["py", "-c", "def ("], "SyntaxError"),
+    ] {
+        let o = zb(&args, "");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let o = zb(&["py", "-c", "import sys; sys.exit(7)"], "");
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+}
+
+#[test]
+fn a_snippet_leaves_the_next_one_untouched() {
+    let js = worker(
+        "js",
+        &[],
+        &[
+            code(
+                "globalThis.leak = 1; Math.max = () => 42; function f() {}; console.log(typeof f)",
+            ),
+            code("console.log(typeof leak, typeof f, Math.max(1, 2))"),
+        ],
+    );
+    assert_eq!(js[0]["stdout"], "function\n", "{}", js[0]);
+    assert_eq!(js[1]["stdout"], "undefined undefined 2\n", "{}", js[1]);
+    let py = worker(
+        "py",
+        &[],
+        &[
+            code(
+                "import math, sys\nleak = 1\nmath.pi = 3\nsys.modules['json'].marker = 1\ndef f(): pass\nprint('set')",
+            ),
+            code(
+                "import math, json\nprint('leak' in globals(), 'f' in globals(), math.pi > 3.1, hasattr(json, 'marker'))",
+            ),
+        ],
+    );
+    assert_eq!(py[0]["stdout"], "set\n", "{}", py[0]);
+    assert_eq!(py[1]["stdout"], "False False True False\n", "{}", py[1]);
+}
+
+/// The stdout of 50 forks of one warm zygote must hold 50 distinct values.
+fn assert_distinct(lang: &str, snippet: &str) {
+    let requests: Vec<Value> = (0..50).map(|_| code(snippet)).collect();
+    let out = worker(lang, &[], &requests);
+    let values: HashSet<String> = out
+        .iter()
+        .map(|v| {
+            assert_eq!(v["status"], "exited", "{v}");
+            v["stdout"].as_str().expect("stdout").to_string()
+        })
+        .collect();
+    assert_eq!(values.len(), 50, "{lang} `{snippet}`: {values:?}");
+}
+
+#[test]
+fn random_values_differ_in_every_fork() {
+    assert_distinct("js", "console.log(Math.random())");
+    assert_distinct("py", "import random; print(random.random())");
+    assert_distinct("py", "print(hash('zeroboot'))");
+}
+
+#[test]
+fn hostile_snippets_end_with_an_honest_status() {
+    let status = |lang: &str, flags: &[&str], snippet: &str| -> Value {
+        let mut args = vec![lang, "--json"];
+        args.extend_from_slice(flags);
+        args.extend([if lang == "js" { "-e" } else { "-c" }, snippet]);
+        let o = zb(&args, "");
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stderr(&o)))
+    };
+    for (lang, snippet) in [("js", "while(true){}"), ("py", "while True: pass")] {
+        let v = status(lang, &["--timeout", "1s"], snippet);
+        assert_eq!(v["status"], "timeout", "{lang}: {v}");
+    }
+    for (lang, snippet) in [
+        ("js", "let a = []; while (true) a.push(new Array(1e6).fill(1));"),
+        ("py", "a = []\nwhile True: a.append(bytearray(10**6))"),
+    ] {
+        let v = status(lang, &["--max-memory", "256MiB", "--timeout", "30s"], snippet);
+        assert_eq!(v["status"], "memory_limit", "{lang}: {v}");
+    }
+    // The worker goes on serving after each.
+    let out = worker(
+        "py",
+        &["--timeout", "1s"],
+        &[code("while True: pass"), code("raise KeyError('k')"), code("print('still here')")],
+    );
+    assert_eq!(out[0]["status"], "timeout", "{}", out[0]);
+    assert_eq!(out[1]["exit_code"], 1, "{}", out[1]);
+    assert_eq!(out[2]["stdout"], "still here\n", "{}", out[2]);
+}
+
+#[test]
+fn the_interpreter_is_warmed_in_the_zygote() {
+    for lang in ["js", "py"] {
+        let out = worker(lang, &["--stats"], &[code("")]);
+        let inits = &out[0]["zygote"]["initializers"];
+        assert_eq!(inits, &json!(["wizer.initialize"]), "{lang}: {}", out[0]);
+    }
+}
+
+#[test]
+fn a_missing_interpreter_is_a_clear_error() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let o = bin()
+        .env("ZEROBOOT_WASM_INTERPRETERS", empty.path())
+        .args(["js", "-e", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(66));
+    assert!(stderr(&o).contains("zeroboot-js.wasm is missing"), "{}", stderr(&o));
+}
