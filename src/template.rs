@@ -103,9 +103,17 @@ impl Config {
         // child drive wasmtime-wasi on a current-thread Tokio runtime, which starts no
         // threads (the synchronous API would start a multi-threaded one).
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Interpreters recurse on the native (wasm) stack: QuickJS uses ~800 bytes per JS
+        // call, so Wasmtime's default 512 KiB ends `f(n-1)` at ~700 levels with a trap. 8 MiB,
+        // on the fiber each async call runs on (its pages are touched only as used).
+        c.max_wasm_stack(WASM_STACK);
+        c.async_stack_size(WASM_STACK + (1 << 20));
         Engine::new(&c).map_err(|e| Error::Engine(boxed(e)))
     }
 }
+
+/// The most native stack guest code may use (see [`Config`]'s engine settings).
+const WASM_STACK: usize = 8 << 20;
 
 /// Where a template's compiled code came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
