@@ -133,6 +133,7 @@ impl Runtime {
             options,
             conn: tokio::sync::Mutex::new(None),
             ids: self.ids.clone(),
+            starts: AtomicU64::new(0),
         });
         inner.connection().await?;
         Ok(TemplateHandle { inner })
@@ -155,6 +156,8 @@ struct TemplateInner {
     in_flight: Semaphore,
     queued: AtomicUsize,
     ids: Arc<AtomicU64>,
+    /// Zygotes started for this template, the first one included.
+    starts: AtomicU64,
 }
 
 impl TemplateHandle {
@@ -194,6 +197,19 @@ impl TemplateHandle {
         conn.stats().await
     }
 
+    /// The functions the module exports, with their types, as its zygote reported them when it
+    /// loaded the template (a zygote that died is started again first).
+    pub async fn exports(&self) -> Result<crate::entry::Exports, Error> {
+        let conn = self.inner.connection().await?;
+        Ok(conn.exports.clone().unwrap_or_default())
+    }
+
+    /// How many times this template's zygote was started again after it died (a crash, the
+    /// OOM killer, `kill -9`): zygotes started, less the first.
+    pub fn zygote_restarts(&self) -> u64 {
+        self.inner.starts.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
     /// The zygote's process id (for supervision tests and diagnostics); `None` if it is not
     /// running.
     pub async fn zygote_pid(&self) -> Option<i32> {
@@ -219,6 +235,7 @@ impl TemplateInner {
             return Ok(c.clone());
         }
         let conn = Connection::start(&self.name, &self.module, &self.options).await?;
+        self.starts.fetch_add(1, Ordering::Relaxed);
         *guard = Some(conn.clone());
         Ok(conn)
     }
