@@ -36,6 +36,8 @@ mod outcome;
 pub mod protocol;
 mod rlimits;
 pub mod seccomp;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sys;
 mod task;
 mod template;

@@ -3,6 +3,8 @@
 mod interp;
 mod parse;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod worker;
 
 use clap::{Args, Parser, Subcommand};
@@ -78,6 +80,10 @@ enum Command {
     Py(interp::SnippetArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
+    /// Serve tools over HTTP: upload a module once, run it per request, each run in a fork.
+    #[cfg(feature = "serve")]
+    #[command(after_help = serve::SERVE_HELP)]
+    Serve(serve::ServeArgs),
 }
 
 /// Options shared by `run` and `worker`.
@@ -251,6 +257,8 @@ pub fn main() -> i32 {
         Command::Js(args) => interp::main(interp::Lang::Js, args),
         Command::Py(args) => interp::main(interp::Lang::Py, args),
         Command::Bench(args) => bench_main(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::main(args),
     }
 }
 

@@ -1,0 +1,164 @@
+//! `zeroboot-wasm serve`: the HTTP server (`zeroboot_wasm::serve`) with its flags.
+
+use super::interp::Lang;
+use super::{CommonArgs, exit, parse};
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use zeroboot_wasm::serve::{self, Access, ApiKeys, Interpreters, Language, ServeOptions};
+
+pub const SERVE_HELP: &str = "\
+Tools: POST /v1/tools?name=NAME (the .wasm or .wat as the body), GET /v1/tools,
+GET|DELETE /v1/tools/{id}; runs: POST /v1/tools/{id}/run, POST /v1/tools/{id}/batch;
+snippets (ZeroBoot-compatible): POST /v1/exec, POST /v1/exec/batch; GET /v1/health,
+GET /metrics, GET /v1/openapi.json. The limits flags (--timeout, --max-memory, --fuel,
+--max-output, ...) are each request's defaults and the most it may ask for.
+Logs go to stderr (RUST_LOG=debug for one line per request); the bound address is printed
+on stdout as `listening on http://ADDR:PORT`.";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address and port to listen on (port 0: any free port). Without API keys, only a
+    /// loopback address is accepted.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where tools are stored (and compiled modules cached, unless --cache-dir or
+    /// --no-cache); default $XDG_DATA_HOME/zeroboot-wasm, else ~/.local/share/zeroboot-wasm.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// File of API keys, one per line (at least 16 characters; blank lines and # comments
+    /// allowed). Requests must send `Authorization: Bearer <key>`.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    api_keys: Option<PathBuf>,
+    /// Serve without authentication (loopback addresses only). Required when no key file
+    /// is given.
+    #[arg(long)]
+    no_auth: bool,
+    /// Runs in flight at once, server-wide (default: 4 × cores).
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Runs waiting for a slot beyond those; past it, requests get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_queued: usize,
+    /// Runs in flight or waiting per API key (batch items count one each); past it, 429.
+    #[arg(long, value_name = "N")]
+    per_key_in_flight: Option<usize>,
+    /// Largest request body (an uploaded module, a run's stdin); past it, 413.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "64MiB")]
+    max_body: usize,
+    /// Most tasks in one batch request.
+    #[arg(long, value_name = "N", default_value = "100")]
+    max_batch: usize,
+    /// Sandboxes each zygote keeps forked ahead of time.
+    #[arg(long, value_name = "K", default_value = "2")]
+    pool: usize,
+    /// After SIGTERM or SIGINT, how long runs in flight have to finish.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
+    shutdown_grace: Duration,
+}
+
+fn language(lang: Language) -> Lang {
+    match lang {
+        Language::JavaScript => Lang::Js,
+        Language::Python => Lang::Py,
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+pub fn main(a: ServeArgs) -> i32 {
+    init_logging();
+    let access = match (&a.api_keys, a.no_auth) {
+        (Some(path), _) => match ApiKeys::from_file(path) {
+            Ok(keys) => Access::Keys(keys),
+            Err(e) => {
+                eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+                return exit::USAGE;
+            }
+        },
+        (None, true) => Access::Open,
+        (None, false) => {
+            eprintln!(
+                "zeroboot-wasm serve: error: give --api-keys FILE, or --no-auth to serve without \
+                 authentication (loopback addresses only)"
+            );
+            return exit::USAGE;
+        }
+    };
+    let Some(data_dir) = a.data_dir.clone().or_else(serve::default_data_dir) else {
+        eprintln!(
+            "zeroboot-wasm serve: error: no data directory: give --data-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
+        );
+        return exit::USAGE;
+    };
+    let mut load = a.common.load_options(a.pool);
+    if !a.common.no_cache && a.common.cache_dir.is_none() {
+        load.config.cache_dir(Some(data_dir.join("cache")));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = ServeOptions {
+        listen: a.listen,
+        data_dir,
+        access,
+        load,
+        defaults: a.common.base_task(),
+        max_in_flight: a.max_in_flight.unwrap_or(4 * cores).max(1),
+        max_queued: a.max_queued,
+        per_key_in_flight: a.per_key_in_flight,
+        max_body: a.max_body,
+        max_batch: a.max_batch,
+        shutdown_grace: a.shutdown_grace,
+        interpreters: Interpreters {
+            module: |lang| language(lang).module(),
+            code_args: |lang, code| language(lang).code_args(code, &[]),
+        },
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zeroboot-wasm serve: error: cannot start the Tokio runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let served = rt.block_on(serve::serve(options, serve::shutdown_signal(), |addr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = out.flush();
+    }));
+    // Zygotes and their sandboxes end with the runtime's tasks (their sockets close).
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match served {
+        Ok(()) => 0,
+        Err(e @ serve::ServeError::OpenOnNetwork { .. }) => {
+            eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+            exit::USAGE
+        }
+        Err(e) => {
+            eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+            exit::INTERNAL
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

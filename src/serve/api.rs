@@ -1,0 +1,568 @@
+//! The tool API: upload, list, get, delete; run and batch. Also the pieces every handler
+//! shares: the JSON error, body reading under the size limit, a run request made a [`Task`],
+//! and running admitted tasks.
+
+use super::AppState;
+use super::auth::Caller;
+use super::store::{self, AddError};
+use crate::error::Error;
+use crate::host::TemplateHandle;
+use crate::outcome::Outcome;
+use crate::task::{Output, Stdin, Task};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An error answer: `{"error": "...", "status": N}` with that HTTP status.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+/// Seconds a client is told to wait before retrying after a 429.
+const RETRY_AFTER_SECS: u64 = 1;
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// A run that could not start: the task's fault (400), the template's admission full
+    /// (429), or the zygote not available (503).
+    pub fn from_run(e: &Error) -> Self {
+        match e {
+            Error::InvalidTask(_) | Error::FuelNotMetered | Error::NotGranted { .. } => {
+                Self::bad_request(e.one_line())
+            }
+            Error::Busy { .. } => Self::too_many(e.one_line()),
+            _ => Self::unavailable(e.one_line()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The metrics' name for a run that failed with this error.
+    pub fn run_label(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "invalid_request",
+            StatusCode::TOO_MANY_REQUESTS => "busy",
+            _ => "unavailable",
+        }
+    }
+
+    /// The JSON body (also the item of a batch that failed).
+    pub fn to_json(&self) -> Value {
+        json!({ "error": self.message, "status": self.status.as_u16() })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(self.to_json())).into_response();
+        let headers = res.headers_mut();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+/// The request body, or the error for it: 413 past the server's `--max-body`.
+pub(crate) fn body(b: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than the server's limit of {max} bytes (--max-body)"),
+            )
+        } else {
+            ApiError::new(r.status(), r.body_text())
+        }
+    })
+}
+
+/// The request body parsed as JSON (whatever its Content-Type); an empty body is `{}`.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    b: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<T, ApiError> {
+    let bytes = body(b, max)?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+}
+
+/// Limits a request may set, each at most the server's own (its flags are the defaults and
+/// the ceilings).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub timeout_ms: Option<u64>,
+    pub max_memory: Option<usize>,
+    pub fuel: Option<u64>,
+    pub max_output: Option<usize>,
+}
+
+/// The body of `POST /v1/tools/{id}/run` (and an item of a batch).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RunRequest {
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Option<String>,
+    pub stdin_base64: Option<String>,
+    pub invoke: Option<String>,
+    pub limits: Limits,
+}
+
+/// `stdin` (text) or `stdin_base64` (bytes), not both.
+pub(crate) fn stdin_of(text: Option<String>, b64: Option<String>) -> Result<Stdin, String> {
+    match (text, b64) {
+        (Some(_), Some(_)) => Err("give `stdin` or `stdin_base64`, not both".into()),
+        (Some(text), None) => Ok(Stdin::Bytes(text.into_bytes())),
+        (None, Some(b64)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map(Stdin::Bytes)
+                .map_err(|e| format!("invalid stdin_base64: {e}"))
+        }
+        (None, None) => Ok(Stdin::Empty),
+    }
+}
+
+/// Sets the task's deadline to `asked`, refusing one past the server's.
+pub(crate) fn set_timeout(task: &mut Task, asked: Duration, server: &Task) -> Result<(), String> {
+    if asked.is_zero() {
+        return Err("the timeout must be positive".into());
+    }
+    if let Some(max) = server.timeout
+        && asked > max
+    {
+        return Err(format!(
+            "a timeout of {} ms is longer than the server's maximum of {} ms",
+            asked.as_millis(),
+            max.as_millis()
+        ));
+    }
+    task.timeout = Some(asked);
+    Ok(())
+}
+
+impl Limits {
+    /// Applies the limits to `task`, refusing any past the server's (`server`).
+    fn apply(self, task: &mut Task, server: &Task) -> Result<(), String> {
+        if let Some(ms) = self.timeout_ms {
+            set_timeout(task, Duration::from_millis(ms), server)?;
+        }
+        if let Some(bytes) = self.max_memory {
+            match server.max_memory {
+                Some(max) if bytes > max => {
+                    return Err(format!(
+                        "limits.max_memory of {bytes} bytes is more than the server's maximum of {max}"
+                    ));
+                }
+                _ => task.max_memory = Some(bytes),
+            }
+        }
+        if let Some(fuel) = self.fuel {
+            match server.fuel {
+                None => {
+                    return Err("limits.fuel needs a server started with --fuel (modules compiled with fuel metering)".into());
+                }
+                Some(max) if fuel > max => {
+                    return Err(format!(
+                        "limits.fuel of {fuel} is more than the server's maximum of {max}"
+                    ));
+                }
+                Some(_) => task.fuel = Some(fuel),
+            }
+        }
+        if let Some(bytes) = self.max_output {
+            match server.output {
+                Output::Capture { max_bytes } if bytes > max_bytes => {
+                    return Err(format!(
+                        "limits.max_output of {bytes} bytes is more than the server's maximum of {max_bytes}"
+                    ));
+                }
+                _ => task.output = Output::Capture { max_bytes: bytes },
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunRequest {
+    /// The task: the server's defaults, then this request's fields.
+    pub fn into_task(self, server: &Task) -> Result<Task, String> {
+        let mut task = server.clone();
+        task.args = self.args;
+        for (name, value) in self.env {
+            task.env.retain(|(n, _)| *n != name);
+            task.env.push((name, value));
+        }
+        task.stdin = stdin_of(self.stdin, self.stdin_base64)?;
+        if self.invoke.is_some() {
+            task.invoke = self.invoke;
+        }
+        self.limits.apply(&mut task, server)?;
+        task.validate().map_err(|e| format!("invalid task: {e}"))?;
+        Ok(task)
+    }
+}
+
+/// One run to make: on which template, under which label for the metrics, what.
+pub(crate) struct Item {
+    pub handle: TemplateHandle,
+    pub label: String,
+    pub task: Task,
+}
+
+/// Runs the items concurrently, in order of the answers, after taking the caller's quota
+/// and the server's admission for all of them (refused whole with 429). Dropping the future
+/// (the client went away) cancels every run and kills its sandbox.
+pub(crate) async fn run_all(
+    state: &Arc<AppState>,
+    caller: Caller,
+    items: Vec<Item>,
+) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
+    let n = items.len();
+    let _quota = state.quotas.take(caller, n).map_err(|held| {
+        state.metrics.refused(true);
+        ApiError::too_many(format!(
+            "this API key has {held} runs in flight, its quota is {} (--per-key-in-flight)",
+            state.per_key_in_flight.unwrap_or(0)
+        ))
+    })?;
+    let tickets = state.admission.reserve(n).map_err(|r| {
+        state.metrics.refused(false);
+        ApiError::too_many(format!(
+            "server busy: {} runs in flight and {} waiting (--max-in-flight, --max-queued); retry later",
+            r.in_flight, r.queued
+        ))
+    })?;
+    if n == 1 {
+        let (Some(item), Some(ticket)) = (items.into_iter().next(), tickets.into_iter().next())
+        else {
+            return Ok(Vec::new());
+        };
+        return Ok(vec![run_one(state.clone(), item, ticket).await]);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (item, ticket)) in items.into_iter().zip(tickets).enumerate() {
+        let state = state.clone();
+        set.spawn(async move { (i, run_one(state, item, ticket).await) });
+    }
+    let mut results: Vec<Option<Result<Outcome, ApiError>>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, r)) => {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "a batch run ended abnormally"),
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::internal("the run ended abnormally"))))
+        .collect())
+}
+
+async fn run_one(
+    state: Arc<AppState>,
+    item: Item,
+    ticket: super::admission::Ticket,
+) -> Result<Outcome, ApiError> {
+    let waited = Instant::now();
+    let Some(slot) = ticket.enter().await else {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    };
+    let queue_us = u64::try_from(waited.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let result = item.handle.run(&item.task).await;
+    drop(slot);
+    match result {
+        Ok(outcome) => {
+            state.metrics.finished(&item.label, &outcome, queue_us);
+            tracing::debug!(
+                tool = %item.label,
+                status = outcome.status.as_str(),
+                total_us = outcome.timings_us.total,
+                queue_us,
+                "run finished"
+            );
+            Ok(outcome)
+        }
+        Err(e) => {
+            let err = ApiError::from_run(&e);
+            state.metrics.failed(&item.label, err.run_label());
+            if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(tool = %item.label, error = %e.one_line(), "run could not start");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// An outcome as JSON (the `--json` shape).
+pub(crate) fn outcome_json(o: &Outcome) -> Value {
+    serde_json::to_value(o).unwrap_or_else(|e| ApiError::internal(e.to_string()).to_json())
+}
+
+fn caller_of(c: Option<Extension<Caller>>) -> Caller {
+    c.map_or(Caller::Anonymous, |Extension(c)| c)
+}
+
+fn tool_or_404(state: &AppState, id: &str) -> Result<Arc<store::Tool>, ApiError> {
+    store::is_id(id)
+        .then(|| state.store.get(id))
+        .flatten()
+        .ok_or_else(|| ApiError::not_found(format!("no tool {id}")))
+}
+
+/// An error and its causes on one line, `outer: inner: innermost`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `?name=` of an upload.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    name: Option<String>,
+}
+
+/// `POST /v1/tools?name=NAME`: the module's bytes (binary or text) as the body.
+pub(crate) async fn upload(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let bytes = body(bytes, state.max_body)?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty body: send the module's bytes (binary .wasm or WebAssembly text)",
+        ));
+    }
+    let (tool, created) =
+        state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
+            AddError::BadName(m) => ApiError::bad_request(m),
+            AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
+            AddError::Load(e) => ApiError::unavailable(e.one_line()),
+            AddError::Write { .. } => {
+                tracing::error!(error = %error_chain(&e), "cannot store a tool");
+                ApiError::internal(error_chain(&e))
+            }
+        })?;
+    let meta = &tool.meta;
+    if created {
+        tracing::info!(id = %meta.id, name = %meta.name, size = meta.size, "tool added");
+    }
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut res = (status, Json(json!(meta))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/tools/{}", meta.id)) {
+        res.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(res)
+}
+
+/// `GET /v1/tools`.
+pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let tools: Vec<_> = state.store.list().iter().map(|t| json!(t.meta)).collect();
+    Json(json!({ "tools": tools }))
+}
+
+/// `GET /v1/tools/{id}`.
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tool = tool_or_404(&state, &id)?;
+    Ok(Json(json!(tool.meta)))
+}
+
+/// `DELETE /v1/tools/{id}`: out of service at once; its zygote stops when its runs in
+/// flight have finished.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !store::is_id(&id) {
+        return Err(ApiError::not_found(format!("no tool {id}")));
+    }
+    match state.store.remove(&id).await {
+        Ok(true) => {
+            state.metrics.forget(&id);
+            tracing::info!(id = %id, "tool deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => Err(ApiError::not_found(format!("no tool {id}"))),
+        Err(e) => {
+            tracing::error!(id = %id, error = %e, "cannot delete a tool's files");
+            Err(ApiError::internal(format!(
+                "tool {id} is out of service but its files remain: {e}"
+            )))
+        }
+    }
+}
+
+/// `POST /v1/tools/{id}/run`: 200 with the outcome, whatever the sandbox's status.
+pub(crate) async fn run(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let tool = tool_or_404(&state, &id)?;
+    let request: RunRequest = json_body(bytes, state.max_body)?;
+    let task = request.into_task(&state.defaults).map_err(ApiError::bad_request)?;
+    let item = Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task };
+    let mut results = run_all(&state, caller_of(caller), vec![item]).await?;
+    match results.pop() {
+        Some(Ok(outcome)) => Ok(Json(outcome_json(&outcome))),
+        Some(Err(e)) => Err(e),
+        None => Err(ApiError::internal("no outcome")),
+    }
+}
+
+/// The body of `POST /v1/tools/{id}/batch`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchRequest {
+    tasks: Vec<Value>,
+}
+
+/// Checks a batch's size against the server's bound.
+pub(crate) fn check_batch(n: usize, max: usize) -> Result<(), ApiError> {
+    if n > max {
+        return Err(ApiError::bad_request(format!(
+            "a batch of {n} exceeds the server's maximum of {max} (--max-batch)"
+        )));
+    }
+    Ok(())
+}
+
+/// Results of a batch in order: an outcome, or the error of an item that could not start.
+pub(crate) fn results_json(results: Vec<Result<Value, ApiError>>) -> Json<Value> {
+    let results: Vec<Value> =
+        results.into_iter().map(|r| r.unwrap_or_else(|e| e.to_json())).collect();
+    Json(json!({ "results": results }))
+}
+
+/// `POST /v1/tools/{id}/batch` `{tasks: [...]}`: every task in its own sandbox, run
+/// concurrently; `{results: [...]}` in order.
+pub(crate) async fn batch(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let tool = tool_or_404(&state, &id)?;
+    let request: BatchRequest = json_body(bytes, state.max_body)?;
+    check_batch(request.tasks.len(), state.max_batch)?;
+    let mut items = Vec::with_capacity(request.tasks.len());
+    for (i, value) in request.tasks.into_iter().enumerate() {
+        let task = serde_json::from_value::<RunRequest>(value)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_task(&state.defaults))
+            .map_err(|e| ApiError::bad_request(format!("tasks[{i}]: {e}")))?;
+        items.push(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task });
+    }
+    let results = run_all(&state, caller_of(caller), items).await?;
+    Ok(results_json(results.into_iter().map(|r| r.map(|o| outcome_json(&o))).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Task {
+        Task {
+            timeout: Some(Duration::from_secs(10)),
+            max_memory: Some(1 << 20),
+            output: Output::Capture { max_bytes: 1000 },
+            env: vec![("A".into(), "server".into())],
+            ..Task::default()
+        }
+    }
+
+    fn parse(text: &str) -> Result<Task, String> {
+        serde_json::from_str::<RunRequest>(text).map_err(|e| e.to_string())?.into_task(&server())
+    }
+
+    #[test]
+    fn requests_become_tasks_within_the_server_limits() {
+        let t = parse(
+            r#"{"args": ["x"], "env": {"A": "mine", "B": "b"}, "stdin": "in",
+                          "limits": {"timeout_ms": 500, "max_output": 10}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.args, ["x"]);
+        assert_eq!(t.env, [("A".to_string(), "mine".to_string()), ("B".into(), "b".into())]);
+        assert_eq!(t.stdin, Stdin::Bytes(b"in".to_vec()));
+        assert_eq!(t.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(t.output, Output::Capture { max_bytes: 10 });
+        assert_eq!(parse("{}").unwrap().timeout, Some(Duration::from_secs(10)));
+        assert_eq!(parse(r#"{"stdin_base64": "AP8="}"#).unwrap().stdin, Stdin::Bytes(vec![0, 255]));
+        for bad in [
+            r#"{"limits": {"timeout_ms": 10001}}"#,
+            r#"{"limits": {"timeout_ms": 0}}"#,
+            r#"{"limits": {"max_memory": 2097152}}"#,
+            r#"{"limits": {"fuel": 5}}"#,
+            r#"{"limits": {"max_output": 1001}}"#,
+            r#"{"stdin": "a", "stdin_base64": "YQ=="}"#,
+            r#"{"stdin_base64": "!"}"#,
+            r#"{"args": ["a\u0000"]}"#,
+            r#"{"files": []}"#,
+            r#"{"env": {"A": 1}}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

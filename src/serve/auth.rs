@@ -1,0 +1,245 @@
+//! API keys: read from a file, kept only as SHA-256 hashes, compared in constant time; and the
+//! per-key quota of runs in flight.
+
+use super::AppState;
+use super::api::ApiError;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use subtle::ConstantTimeEq;
+
+/// Shortest key accepted: a shorter one is too easy to guess.
+pub const MIN_KEY_LEN: usize = 16;
+/// Longest key accepted (a longer line is more likely a mistake than a key).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// The keys a server accepts, as SHA-256 hashes: the keys themselves are not kept.
+#[derive(Clone)]
+pub struct ApiKeys {
+    hashes: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.hashes.len())
+    }
+}
+
+/// Why a key file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("cannot read the API key file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line holds a key that is too short or too long.
+    #[error(
+        "API key file {path}, line {line}: a key of {len} characters; keys must have {MIN_KEY_LEN} to {MAX_KEY_LEN}"
+    )]
+    BadLength { path: PathBuf, line: usize, len: usize },
+    /// A line holds whitespace or control characters inside the key.
+    #[error(
+        "API key file {path}, line {line}: a key may not hold spaces or control characters (one key per line; comments start with #)"
+    )]
+    BadCharacter { path: PathBuf, line: usize },
+    /// The file holds no key at all.
+    #[error(
+        "API key file {path} holds no key (one key per line; blank lines and # comments are allowed)"
+    )]
+    Empty { path: PathBuf },
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl ApiKeys {
+    /// Reads a key file: one key per line; blank lines and lines starting with `#` are
+    /// ignored; surrounding whitespace is trimmed.
+    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeyFileError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a key file (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, KeyFileError> {
+        let mut hashes = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let key = line.trim();
+            if key.is_empty() || key.starts_with('#') {
+                continue;
+            }
+            let line = i + 1;
+            if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(KeyFileError::BadCharacter { path: path.to_path_buf(), line });
+            }
+            let len = key.chars().count();
+            if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&len) {
+                return Err(KeyFileError::BadLength { path: path.to_path_buf(), line, len });
+            }
+            hashes.push(hash(key));
+        }
+        if hashes.is_empty() {
+            return Err(KeyFileError::Empty { path: path.to_path_buf() });
+        }
+        Ok(Self { hashes })
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether there are none (never, for keys read by [`ApiKeys::from_file`]).
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// The index of the key `presented` is, if any. Its hash is compared with every stored
+    /// hash, each comparison in constant time, and all of them are made whatever matched.
+    pub fn find(&self, presented: &str) -> Option<usize> {
+        let h = hash(presented);
+        let mut found = None;
+        for (i, stored) in self.hashes.iter().enumerate() {
+            let equal: bool = h.ct_eq(stored).into();
+            if equal && found.is_none() {
+                found = Some(i);
+            }
+        }
+        found
+    }
+}
+
+/// Who made a request: the index of its key, or nobody (a server without keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Key(usize),
+    Anonymous,
+}
+
+/// Requires `Authorization: Bearer <key>` with a known key when the server has keys, and
+/// records the caller for the quota.
+pub(crate) async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let caller = match &state.keys {
+        None => Caller::Anonymous,
+        Some(keys) => {
+            let token = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, token) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                });
+            let Some(token) = token else {
+                return ApiError::unauthorized(
+                    "missing API key: send `Authorization: Bearer <key>`",
+                )
+                .into_response();
+            };
+            match keys.find(token) {
+                Some(i) => Caller::Key(i),
+                None => return ApiError::unauthorized("invalid API key").into_response(),
+            }
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Runs in flight (or waiting) per key; past the limit, a key's requests get 429 while
+/// others' are still served. Batch items count one each.
+#[derive(Debug)]
+pub(crate) struct Quotas {
+    limit: Option<usize>,
+    counts: Vec<AtomicUsize>,
+}
+
+impl Quotas {
+    /// `limit` per key (`None`: no per-key limit) for `keys` keys.
+    pub fn new(limit: Option<usize>, keys: usize) -> Arc<Self> {
+        Arc::new(Self { limit, counts: (0..keys).map(|_| AtomicUsize::new(0)).collect() })
+    }
+
+    /// Takes `n` of `caller`'s quota, or says how many it has in flight.
+    pub fn take(self: &Arc<Self>, caller: Caller, n: usize) -> Result<QuotaGuard, usize> {
+        let (Some(limit), Caller::Key(i)) = (self.limit, caller) else {
+            return Ok(QuotaGuard { quotas: None, index: 0, n: 0 });
+        };
+        let Some(count) = self.counts.get(i) else {
+            return Ok(QuotaGuard { quotas: None, index: 0, n: 0 });
+        };
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                c.checked_add(n).filter(|&t| t <= limit)
+            })
+            .map(|_| QuotaGuard { quotas: Some(self.clone()), index: i, n })
+    }
+}
+
+/// Gives back the quota it holds when dropped.
+#[derive(Debug)]
+pub(crate) struct QuotaGuard {
+    quotas: Option<Arc<Quotas>>,
+    index: usize,
+    n: usize,
+}
+
+impl Drop for QuotaGuard {
+    fn drop(&mut self) {
+        if let Some(q) = &self.quotas
+            && let Some(c) = q.counts.get(self.index)
+        {
+            c.fetch_sub(self.n, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files() {
+        let p = Path::new("keys");
+        let keys =
+            ApiKeys::parse("# ops\n\n  aaaaaaaaaaaaaaaa  \nbbbbbbbbbbbbbbbbbbbb\n", p).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.find("aaaaaaaaaaaaaaaa"), Some(0));
+        assert_eq!(keys.find("bbbbbbbbbbbbbbbbbbbb"), Some(1));
+        assert_eq!(keys.find("aaaaaaaaaaaaaaa"), None);
+        assert!(matches!(
+            ApiKeys::parse("short\n", p),
+            Err(KeyFileError::BadLength { line: 1, len: 5, .. })
+        ));
+        assert!(matches!(
+            ApiKeys::parse("#c\naaaaaaaa aaaaaaaaaa\n", p),
+            Err(KeyFileError::BadCharacter { line: 2, .. })
+        ));
+        assert!(matches!(ApiKeys::parse("# nothing\n\n", p), Err(KeyFileError::Empty { .. })));
+    }
+
+    #[test]
+    fn quotas_count_per_key() {
+        let q = Quotas::new(Some(2), 2);
+        let a = q.take(Caller::Key(0), 2).unwrap();
+        assert!(q.take(Caller::Key(0), 1).is_err());
+        assert!(q.take(Caller::Key(1), 2).is_ok(), "another key has its own quota");
+        drop(a);
+        assert!(q.take(Caller::Key(0), 1).is_ok());
+        assert!(q.take(Caller::Key(0), 3).is_err(), "a batch larger than the quota");
+        assert!(Quotas::new(None, 1).take(Caller::Key(0), 100).is_ok());
+    }
+}

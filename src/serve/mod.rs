@@ -1,0 +1,260 @@
+//! `zeroboot-wasm serve`: an HTTP server where agents upload WebAssembly tools once and run
+//! them per request, each run in a fresh sandbox forked from the tool's warm zygote.
+//!
+//! The server is a multi-threaded Tokio host of the fork server ([`crate::Runtime`]): one
+//! zygote per tool (and per snippet language), started by re-executing this binary. Nothing a
+//! request carries goes through a zygote: the host writes a task straight into its sandbox.
+//!
+//! Modules: [`store`] (tools on disk, content-addressed, reloaded at start-up), [`api`]
+//! (tools, runs and batches), [`exec`] (ZeroBoot-compatible snippets), [`auth`] (API keys and
+//! per-key quotas), [`admission`] (the server-wide bound on runs), [`metrics`] and [`ops`]
+//! (health, metrics, the OpenAPI document).
+
+mod admission;
+mod api;
+pub mod auth;
+mod exec;
+mod metrics;
+mod ops;
+mod store;
+
+pub use auth::{ApiKeys, KeyFileError};
+pub use exec::{Interpreters, Language};
+
+use crate::host::{LoadOptions, Runtime};
+use crate::task::Task;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who may call the API.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Requests must carry `Authorization: Bearer <key>` with one of these keys.
+    Keys(ApiKeys),
+    /// No authentication: for local use only (refused on a non-loopback address).
+    Open,
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (port 0: any free port; the bound address goes to `on_listen`).
+    pub listen: SocketAddr,
+    /// The data directory: `tools/` (the tool store) and, by default, `cache/` (compiled
+    /// modules; set in `load`).
+    pub data_dir: PathBuf,
+    pub access: Access,
+    /// How every tool and interpreter template is loaded (engine, isolation, pool). Its
+    /// per-template admission is set from the bounds below.
+    pub load: LoadOptions,
+    /// The task every request starts from: environment, directories and limits. Its limits
+    /// are also the most a request may ask for.
+    pub defaults: Task,
+    /// Runs in flight at once, server-wide.
+    pub max_in_flight: usize,
+    /// Runs waiting for a slot beyond those; past it, 429.
+    pub max_queued: usize,
+    /// Runs in flight or waiting per API key (`None`: no per-key bound).
+    pub per_key_in_flight: Option<usize>,
+    /// Largest request body, in bytes (an upload's module, a run's stdin); past it, 413.
+    pub max_body: usize,
+    /// Most tasks in one batch.
+    pub max_batch: usize,
+    /// After a shutdown signal, how long runs in flight have to finish before the server
+    /// stops anyway (their sandboxes are then killed with their zygotes).
+    pub shutdown_grace: Duration,
+    /// The interpreter guests for `/v1/exec`.
+    pub interpreters: Interpreters,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// No keys, and an address other hosts can reach.
+    #[error(
+        "refusing to serve without API keys on {addr}, which is not a loopback address: give --api-keys FILE (or listen on 127.0.0.1)"
+    )]
+    OpenOnNetwork { addr: SocketAddr },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// State every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    store: store::Store,
+    snippets: exec::Snippets,
+    admission: Arc<admission::Admission>,
+    quotas: Arc<auth::Quotas>,
+    per_key_in_flight: Option<usize>,
+    metrics: metrics::Metrics,
+    keys: Option<ApiKeys>,
+    defaults: Task,
+    max_body: usize,
+    max_batch: usize,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/zeroboot-wasm`, else
+/// `~/.local/share/zeroboot-wasm`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").and_then(nonempty) {
+        return Some(d.join("zeroboot-wasm"));
+    }
+    std::env::var_os("HOME")
+        .and_then(nonempty)
+        .map(|h| h.join(".local").join("share").join("zeroboot-wasm"))
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT (never, if the handlers cannot be set).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install the SIGTERM/SIGINT handlers: stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/tools", post(api::upload).get(api::list))
+        .route("/v1/tools/{id}", get(api::get).delete(api::delete))
+        .route("/v1/tools/{id}/run", post(api::run))
+        .route("/v1/tools/{id}/batch", post(api::batch))
+        .route("/v1/exec", post(exec::exec))
+        .route("/v1/exec/batch", post(exec::exec_batch))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/metrics", get(ops::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let open = Router::new()
+        .route("/v1/health", get(ops::health))
+        .route("/v1/openapi.json", get(ops::openapi));
+    protected
+        .merge(open)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
+        .with_state(state)
+}
+
+/// Runs the server until `shutdown` resolves, then stops accepting, lets runs in flight
+/// finish for up to [`ServeOptions::shutdown_grace`], and returns. `on_listen` is called with
+/// the bound address once the server accepts connections (after the stored tools are loaded).
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let keys = match options.access {
+        Access::Keys(keys) => Some(keys),
+        Access::Open if !options.listen.ip().is_loopback() => {
+            return Err(ServeError::OpenOnNetwork { addr: options.listen });
+        }
+        Access::Open => {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--no-auth): anyone who can reach {} can upload and run code",
+                options.listen
+            );
+            None
+        }
+    };
+    let dir = &options.data_dir;
+    let tools_dir = dir.join("tools");
+    std::fs::create_dir_all(&tools_dir)
+        .map_err(|source| ServeError::DataDir { path: tools_dir.clone(), source })?;
+    let mut load = options.load;
+    load.max_in_flight = options.max_in_flight.max(1);
+    load.max_queued = options.max_queued;
+    let runtime = Runtime::new();
+    let store = store::Store::open(tools_dir.clone(), runtime.clone(), load.clone())
+        .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: options.listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr: options.listen, source })?;
+    let loaded = store.reload().await;
+    tracing::info!(tools = loaded, data_dir = %dir.display(), "tool store loaded");
+    let key_count = keys.as_ref().map_or(0, ApiKeys::len);
+    let state = Arc::new(AppState {
+        store,
+        snippets: exec::Snippets::new(runtime, load, options.interpreters),
+        admission: admission::Admission::new(options.max_in_flight, options.max_queued),
+        quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
+        per_key_in_flight: options.per_key_in_flight,
+        metrics: metrics::Metrics::default(),
+        keys,
+        defaults: options.defaults,
+        max_body: options.max_body,
+        max_batch: options.max_batch,
+    });
+    tracing::info!(%addr, keys = key_count, "listening");
+    on_listen(addr);
+
+    let fired = Arc::new(tokio::sync::Notify::new());
+    let notify = fired.clone();
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            notify.notify_one();
+        })
+        .into_future();
+    tokio::pin!(server);
+    let finished = tokio::select! {
+        r = &mut server => Some(r),
+        () = fired.notified() => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            tracing::info!(
+                in_flight = state.admission.in_flight(),
+                grace_s = options.shutdown_grace.as_secs_f64(),
+                "no longer accepting connections; finishing the requests in flight"
+            );
+            match tokio::time::timeout(options.shutdown_grace, server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        in_flight = state.admission.in_flight(),
+                        "grace period over: stopping with runs in flight (their sandboxes are killed)"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
+    result.map_err(ServeError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The tool store: uploaded modules, content-addressed by the SHA-256 of their bytes, each
+//! loaded into a zygote of its own.
+//!
+//! On disk, in `<data-dir>/tools/`: `<id>.wasm` (the bytes as uploaded) and `<id>.json` (its
+//! metadata, written last: a tool exists once its metadata does). Both are written to a
+//! temporary name and renamed, so a crash never leaves half a file under a tool's name. At
+//! start-up every stored tool is checked against its hash and loaded again.
+
+use crate::entry::ExportedFunc;
+use crate::error::Error;
+use crate::host::{LoadOptions, ModuleSource, Runtime, TemplateHandle};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What a tool is: a command (`_start`) or a reactor (exports to invoke).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    Command,
+    Reactor,
+}
+
+/// A tool's description, as the API returns it and as it is stored beside the module.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ToolMeta {
+    /// SHA-256 of the module's bytes, in lowercase hex.
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    /// Exported functions with their types.
+    pub exports: Vec<ExportedFunc>,
+    /// Size of the module in bytes.
+    pub size: u64,
+    /// When it was first uploaded, in seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// A loaded tool: its description and its warm template.
+#[derive(Debug)]
+pub(crate) struct Tool {
+    pub meta: ToolMeta,
+    pub handle: TemplateHandle,
+}
+
+/// Why a tool could not be added.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AddError {
+    /// The name is not acceptable.
+    #[error("{0}")]
+    BadName(String),
+    /// The module did not load: invalid, hostile, or the zygote could not be started.
+    #[error(transparent)]
+    Load(Error),
+    /// The store could not be written.
+    #[error("cannot store the tool in {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Longest tool name accepted.
+pub(crate) const MAX_NAME_LEN: usize = 128;
+
+/// Checks a tool name: 1 to 128 of `A-Z a-z 0-9 . _ + -` (it is the guest's `argv[0]`, and
+/// appears in logs).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(ok_char) {
+        return Err(format!(
+            "invalid tool name {name:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ + -"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `id` looks like a tool id (64 lowercase hex digits); anything else is no tool.
+pub(crate) fn is_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The id of these bytes.
+pub(crate) fn id_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The store and the loaded tools.
+#[derive(Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    runtime: Runtime,
+    load: LoadOptions,
+    tools: RwLock<HashMap<String, Arc<Tool>>>,
+    /// One lock per id being uploaded, so that two uploads of the same bytes load it once.
+    uploading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Store {
+    /// The store in `dir` (created if missing); nothing is loaded yet.
+    pub fn open(dir: PathBuf, runtime: Runtime, load: LoadOptions) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            runtime,
+            load,
+            tools: RwLock::new(HashMap::new()),
+            uploading: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Tool>>> {
+        match self.tools.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Tool>>> {
+        match self.tools.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Loads every stored tool again (at start-up). A tool whose module is missing, does not
+    /// match its id, or no longer loads is left on disk, out of service, and logged.
+    pub async fn reload(&self) -> usize {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the tool store");
+                return 0;
+            }
+        };
+        let mut loaded = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match self.reload_one(&path).await {
+                Ok(meta) => {
+                    tracing::info!(id = %meta.id, name = %meta.name, "tool loaded from the store");
+                    loaded += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "stored tool not loaded")
+                }
+            }
+        }
+        loaded
+    }
+
+    async fn reload_one(&self, json: &Path) -> Result<ToolMeta, String> {
+        let text = std::fs::read(json).map_err(|e| e.to_string())?;
+        let mut meta: ToolMeta =
+            serde_json::from_slice(&text).map_err(|e| format!("unreadable metadata: {e}"))?;
+        if !is_id(&meta.id) || json.file_stem().is_none_or(|s| *s != *meta.id) {
+            return Err("metadata does not name this tool".into());
+        }
+        check_name(&meta.name)?;
+        let bytes = std::fs::read(self.dir.join(format!("{}.wasm", meta.id)))
+            .map_err(|e| format!("cannot read its module: {e}"))?;
+        if id_of(&bytes) != meta.id {
+            return Err("its module does not match its SHA-256 id".into());
+        }
+        let (handle, kind, exports) =
+            self.load_bytes(&meta.name, bytes.into()).await.map_err(|e| e.one_line())?;
+        meta.kind = kind;
+        meta.exports = exports;
+        let tool = Arc::new(Tool { meta: meta.clone(), handle });
+        self.write_map().insert(meta.id.clone(), tool);
+        Ok(meta)
+    }
+
+    async fn load_bytes(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+    ) -> Result<(TemplateHandle, Kind, Vec<ExportedFunc>), Error> {
+        let source = ModuleSource::Bytes { name: name.to_string(), bytes };
+        let handle = self.runtime.load(source, self.load.clone()).await?;
+        let exports = handle.exports().await?;
+        let kind = if exports.start { Kind::Command } else { Kind::Reactor };
+        Ok((handle, kind, exports.funcs))
+    }
+
+    /// Adds a tool from its bytes, or finds it if these bytes are already a tool. Returns the
+    /// tool and whether it is new.
+    pub async fn add(
+        &self,
+        name: Option<String>,
+        bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        let id = id_of(&bytes);
+        if let Some(name) = &name {
+            check_name(name).map_err(AddError::BadName)?;
+        }
+        let lock = {
+            let mut uploading = match self.uploading.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            uploading.entry(id.clone()).or_default().clone()
+        };
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            self.add_locked(&id, name, bytes).await
+        };
+        if let Ok(mut uploading) = self.uploading.lock() {
+            // The last one out removes the lock (a waiter still holding it keeps it alive).
+            if Arc::strong_count(&lock) <= 2 {
+                uploading.remove(&id);
+            }
+        }
+        result
+    }
+
+    async fn add_locked(
+        &self,
+        id: &str,
+        name: Option<String>,
+        bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        if let Some(tool) = self.get(id) {
+            return Ok((tool, false));
+        }
+        let name = name.unwrap_or_else(|| format!("tool-{}", &id[..12]));
+        let (handle, kind, exports) =
+            self.load_bytes(&name, bytes.clone()).await.map_err(AddError::Load)?;
+        let meta = ToolMeta {
+            id: id.to_string(),
+            name,
+            kind,
+            exports,
+            size: bytes.len() as u64,
+            created: now_unix(),
+        };
+        let dir = self.dir.clone();
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| AddError::Write { path: dir.clone(), source: std::io::Error::other(e) })?;
+        let id_owned = id.to_string();
+        let written = tokio::task::spawn_blocking(move || {
+            let wasm = dir.join(format!("{id_owned}.wasm"));
+            write_atomically(&wasm, &bytes)
+                .map_err(|source| AddError::Write { path: wasm, source })?;
+            let meta_path = dir.join(format!("{id_owned}.json"));
+            write_atomically(&meta_path, &json)
+                .map_err(|source| AddError::Write { path: meta_path, source })
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(join) => {
+                return Err(AddError::Write {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other(join.to_string()),
+                });
+            }
+        }
+        let tool = Arc::new(Tool { meta, handle });
+        self.write_map().insert(id.to_string(), tool.clone());
+        Ok((tool, true))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Tool>> {
+        self.read_map().get(id).cloned()
+    }
+
+    /// Every tool, by name then id.
+    pub fn list(&self) -> Vec<Arc<Tool>> {
+        let mut tools: Vec<_> = self.read_map().values().cloned().collect();
+        tools.sort_by(|a, b| (&a.meta.name, &a.meta.id).cmp(&(&b.meta.name, &b.meta.id)));
+        tools
+    }
+
+    /// Removes a tool from service and from disk. Its zygote stops when the runs still using
+    /// it have finished. `Ok(false)` if there was no such tool.
+    pub async fn remove(&self, id: &str) -> std::io::Result<bool> {
+        let Some(tool) = self.write_map().remove(id) else { return Ok(false) };
+        drop(tool);
+        let dir = self.dir.clone();
+        let id = id.to_string();
+        let removed = tokio::task::spawn_blocking(move || {
+            // Metadata first: a module without it is not a tool.
+            for ext in ["json", "wasm"] {
+                match std::fs::remove_file(dir.join(format!("{id}.{ext}"))) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match removed {
+            Ok(r) => r.map(|()| true),
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids() {
+        assert!(check_name("hello-1.0_x+y").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name("../x").is_err());
+        assert!(check_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+        let id = id_of(b"abc");
+        assert_eq!(id, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(is_id(&id));
+        assert!(!is_id(&id.to_uppercase()));
+        assert!(!is_id("../../etc/passwd"));
+    }
+}

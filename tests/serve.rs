@@ -1,0 +1,747 @@
+//! `zeroboot-wasm serve` through real HTTP on loopback: the real binary, started per test on
+//! a free port with a data directory of its own, driven with a blocking HTTP client.
+
+mod common;
+
+use common::{children_of, guest, wait_until};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A compile cache shared by every server of this test binary.
+fn cache_dir() -> &'static Path {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().expect("cache dir")).path()
+}
+
+fn namespaces_flag() -> &'static [&'static str] {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    if *AVAILABLE.get_or_init(zeroboot_wasm::namespaces::available) {
+        &[]
+    } else {
+        &["--namespaces", "off"]
+    }
+}
+
+fn command(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"));
+    c.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(namespaces_flag())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// A running server.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+    http: Client,
+    key: Option<String>,
+    /// Kept alive for the server's life (when the test did not give its own).
+    _data: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    /// A server without keys (`--no-auth`) and `extra` flags.
+    fn open(extra: &[&str]) -> Server {
+        let mut args = vec!["--no-auth"];
+        args.extend_from_slice(extra);
+        Self::start(None, &args)
+    }
+
+    fn start(data_dir: Option<&Path>, extra: &[&str]) -> Server {
+        let (owned, dir) = match data_dir {
+            Some(d) => (None, d.to_path_buf()),
+            None => {
+                let t = tempfile::tempdir().expect("data dir");
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let mut child = command(&dir, extra).spawn().expect("start zeroboot-wasm serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("the server printed no address; stderr:\n{}", stderr.lock().unwrap())
+        });
+        let base = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let http = Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        Server { child, base, stderr, http, key: None, _data: owned, data_dir: dir }
+    }
+
+    fn with_key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_string());
+        self
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.auth(self.http.get(self.url(path))).send().expect("GET")
+    }
+
+    fn delete(&self, path: &str) -> Response {
+        self.auth(self.http.delete(self.url(path))).send().expect("DELETE")
+    }
+
+    fn post_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+        self.auth(self.http.post(self.url(path))).body(body).send().expect("POST")
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.auth(self.http.post(self.url(path))).json(body).send().expect("POST")
+    }
+
+    /// Uploads guest `name` and returns its id.
+    fn upload(&self, name: &str) -> String {
+        let bytes = std::fs::read(guest(name)).expect("guest bytes");
+        let r = self.post_bytes(&format!("/v1/tools?name={name}"), bytes);
+        let status = r.status();
+        let v: Value = r.json().expect("JSON");
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}: {v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    /// Runs tool `id` with `request`; returns (status, JSON body).
+    fn run(&self, id: &str, request: &Value) -> (StatusCode, Value) {
+        json_of(self.post_json(&format!("/v1/tools/{id}/run"), request))
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        signal(self.pid(), libc::SIGTERM);
+        let code = wait_exit(&mut self.child, Duration::from_secs(40));
+        std::thread::sleep(Duration::from_millis(100));
+        (code, self.logs())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a pid of a process this test started (or its zygote); no memory
+    // is involved.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s.code();
+        }
+        assert!(Instant::now() < end, "the server did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn json_of(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().expect("body");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+/// An error answer: the status, and `{"error": …, "status": N}` with that N.
+fn assert_error(r: Response, want: StatusCode) -> String {
+    let (status, v) = json_of(r);
+    assert_eq!(status, want, "{v}");
+    assert_eq!(v["status"], json!(want.as_u16()), "{v}");
+    v["error"].as_str().unwrap_or_else(|| panic!("no error message: {v}")).to_string()
+}
+
+#[test]
+fn upload_is_idempotent_and_tools_are_listed_got_and_deleted() {
+    let s = Server::open(&[]);
+    let bytes = std::fs::read(guest("hello")).unwrap();
+    let r = s.post_bytes("/v1/tools?name=hello", bytes.clone());
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let (_, first) = json_of(r);
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(location, format!("/v1/tools/{id}"));
+    assert_eq!(first["name"], "hello");
+    assert_eq!(first["kind"], "command");
+    assert_eq!(first["size"], json!(bytes.len()));
+    assert!(first["exports"].as_array().unwrap().iter().any(|e| e["name"] == "_start"), "{first}");
+    // The same bytes again: the same tool, 200 not 201, the first name kept.
+    let (status, again) = json_of(s.post_bytes("/v1/tools?name=other", bytes));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first);
+
+    let echo = s.upload("echo");
+    let (status, list) = json_of(s.get("/v1/tools"));
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<_> = list["tools"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(ids, [json!(echo), json!(id)], "sorted by name: echo, hello");
+    let (status, got) = json_of(s.get(&format!("/v1/tools/{id}")));
+    assert_eq!((status, &got), (StatusCode::OK, &first));
+    assert!(s.data_dir.join(format!("tools/{id}.wasm")).is_file());
+    assert!(s.data_dir.join(format!("tools/{id}.json")).is_file());
+
+    let r = s.delete(&format!("/v1/tools/{id}"));
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!s.data_dir.join(format!("tools/{id}.wasm")).exists());
+    assert_error(s.get(&format!("/v1/tools/{id}")), StatusCode::NOT_FOUND);
+    assert_error(s.delete(&format!("/v1/tools/{id}")), StatusCode::NOT_FOUND);
+    assert_error(s.post_json(&format!("/v1/tools/{id}/run"), &json!({})), StatusCode::NOT_FOUND);
+    let (_, list) = json_of(s.get("/v1/tools"));
+    assert_eq!(list["tools"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn invalid_modules_are_400_and_oversized_bodies_413() {
+    let s = Server::open(&["--max-body", "100KiB"]);
+    let m = assert_error(
+        s.post_bytes("/v1/tools?name=junk", b"not wasm".to_vec()),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("not a WebAssembly module"), "{m}");
+    let wat = br#"(module (import "env" "nope" (func)) (func (export "_start")))"#.to_vec();
+    let m = assert_error(s.post_bytes("/v1/tools?name=imports", wat), StatusCode::BAD_REQUEST);
+    assert!(m.contains("env::nope"), "{m}");
+    let m = assert_error(s.post_bytes("/v1/tools", Vec::new()), StatusCode::BAD_REQUEST);
+    assert!(m.contains("empty body"), "{m}");
+    let m = assert_error(
+        s.post_bytes("/v1/tools?name=a%20b", b"(module)".to_vec()),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("invalid tool name"), "{m}");
+    let m = assert_error(
+        s.post_bytes("/v1/tools?nmae=x", b"(module)".to_vec()),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("nmae"), "{m}");
+    let m = assert_error(
+        s.post_bytes("/v1/tools?name=big", vec![0u8; 200 * 1024]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+    assert!(m.contains("102400"), "{m}");
+    // WebAssembly text is a module too.
+    let wat = br#"(module (func (export "_start")))"#.to_vec();
+    let (status, v) = json_of(s.post_bytes("/v1/tools?name=empty", wat));
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // A reactor (no _start) is a tool to invoke.
+    let wat = br#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
+    let (status, v) = json_of(s.post_bytes("/v1/tools?name=adder", wat.to_vec()));
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["kind"], "reactor");
+    let id = v["id"].as_str().unwrap();
+    let (status, o) = s.run(id, &json!({"invoke": "add", "args": ["2", "40"]}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert_eq!(o["stdout"], "42\n");
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{id}/run"), &json!({})),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("no `_start`"), "{m}");
+    // A run request body past the limit.
+    let big = json!({"stdin": "x".repeat(200 * 1024)});
+    assert_error(s.post_json(&format!("/v1/tools/{id}/run"), &big), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[test]
+fn runs_carry_args_env_and_stdin_both_ways() {
+    let s = Server::open(&["--env", "FROM_SERVER=1"]);
+    let args = s.upload("args_env");
+    let (status, o) = s.run(&args, &json!({"args": ["a b", "ü"], "env": {"K": "v=w"}}));
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!(o["status"], "exited");
+    assert_eq!(o["exit_code"], 0);
+    assert_eq!(
+        o["stdout"], "arg[0]=args_env\narg[1]=a b\narg[2]=ü\nenv:FROM_SERVER=1\nenv:K=v=w\n",
+        "{o}"
+    );
+    let echo = s.upload("echo");
+    let (status, o) = s.run(&echo, &json!({"stdin": "round trip\n"}));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(o["stdout"], "round trip\n");
+    assert_eq!(o["stderr"], "echo: 11 bytes\n");
+    // Bytes that are not UTF-8 come back exactly, in base64.
+    let (_, o) = s.run(&echo, &json!({"stdin_base64": "AP/+"}));
+    assert_eq!(o["stdout_base64"], "AP/+", "{o}");
+    // The output cap of a request.
+    let (_, o) = s.run(&echo, &json!({"stdin": "0123456789", "limits": {"max_output": 4}}));
+    assert_eq!((o["stdout"].as_str(), o["stdout_truncated"].as_bool()), (Some("0123"), Some(true)));
+    assert!(o["timings_us"]["total"].as_u64().unwrap() > 0, "{o}");
+}
+
+#[test]
+fn a_trap_and_a_timeout_are_200_with_their_status() {
+    let s = Server::open(&["--timeout", "10s"]);
+    let trap = s.upload("trap");
+    let (status, o) = s.run(&trap, &json!({}));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(o["status"], "trapped", "{o}");
+    assert_eq!(o["stdout"], "about to trap\n");
+    assert!(o["message"].as_str().unwrap().contains("unreachable"), "{o}");
+    let spin = s.upload("spin");
+    let started = Instant::now();
+    let (status, o) = s.run(&spin, &json!({"limits": {"timeout_ms": 300}}));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(o["status"], "timeout", "{o}");
+    assert_eq!(o["stdout"], "spinning\n");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The server's --timeout is the most a request may ask for.
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{spin}/run"), &json!({"limits": {"timeout_ms": 20000}})),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("10000"), "{m}");
+}
+
+#[test]
+fn malformed_requests_are_400_and_unknown_routes_and_tools_404() {
+    let s = Server::open(&[]);
+    let id = s.upload("hello");
+    let run = format!("/v1/tools/{id}/run");
+    let m = assert_error(s.post_bytes(&run, b"{bad".to_vec()), StatusCode::BAD_REQUEST);
+    assert!(m.contains("invalid request"), "{m}");
+    let m = assert_error(s.post_json(&run, &json!({"files": {}})), StatusCode::BAD_REQUEST);
+    assert!(m.contains("unknown field `files`"), "{m}");
+    assert_error(s.post_json(&run, &json!({"args": "not a list"})), StatusCode::BAD_REQUEST);
+    assert_error(s.post_json(&run, &json!({"env": {"": "x"}})), StatusCode::BAD_REQUEST);
+    assert_error(s.post_json(&run, &json!({"limits": {"fuel": 10}})), StatusCode::BAD_REQUEST);
+    // An empty body is an empty request.
+    let (status, o) = json_of(s.post_bytes(&run, Vec::new()));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    let unknown = "0".repeat(64);
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{unknown}/run"), &json!({})),
+        StatusCode::NOT_FOUND,
+    );
+    assert!(m.contains(&unknown), "{m}");
+    assert_error(s.get("/v1/tools/not-an-id"), StatusCode::NOT_FOUND);
+    assert_error(s.get("/v1/nothing"), StatusCode::NOT_FOUND);
+    assert_error(s.http.put(s.url("/v1/tools")).send().unwrap(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+fn key_file(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("keys");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const KEY_A: &str = "zb_test_key_aaaaaaaaaaaaaaaa";
+const KEY_B: &str = "zb_test_key_bbbbbbbbbbbbbbbb";
+
+#[test]
+fn api_keys_are_required_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path(), &format!("# keys\n\n{KEY_A}\n  {KEY_B}  \n"));
+    let s = Server::start(None, &["--api-keys", keys.to_str().unwrap()]);
+    let (status, v) = json_of(s.get("/v1/tools"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["status"], 401);
+    let r = s.http.get(s.url("/v1/tools")).bearer_auth("zb_test_key_wrong_wrong").send().unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_error(r, StatusCode::UNAUTHORIZED);
+    let r = s
+        .http
+        .get(s.url("/v1/tools"))
+        .header("authorization", format!("Basic {KEY_A}"))
+        .send()
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED);
+    assert_error(s.post_bytes("/v1/tools?name=x", b"(module)".to_vec()), StatusCode::UNAUTHORIZED);
+    assert_error(s.post_json("/v1/exec", &json!({"code": "1"})), StatusCode::UNAUTHORIZED);
+    assert_error(s.get("/metrics"), StatusCode::UNAUTHORIZED);
+    // Health and the API description are open.
+    assert_eq!(s.get("/v1/health").status(), StatusCode::OK);
+    assert_eq!(s.get("/v1/openapi.json").status(), StatusCode::OK);
+    let s = s.with_key(KEY_B);
+    let id = s.upload("hello");
+    let (status, o) = s.run(&id, &json!({}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")));
+    assert_eq!(s.get("/metrics").status(), StatusCode::OK);
+    assert!(!s.logs().contains(KEY_B), "a key reached the logs");
+}
+
+#[test]
+fn a_malformed_key_file_or_no_auth_choice_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |extra: &[&str]| {
+        let out = command(dir.path(), extra).output().expect("run serve");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(out.stdout.is_empty(), "it never listened: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let short = key_file(dir.path(), &format!("{KEY_A}\ntooshort\n"));
+    let e = refused(&["--api-keys", short.to_str().unwrap()]);
+    assert!(e.contains("line 2") && e.contains("8 characters"), "{e}");
+    let e = refused(&["--api-keys", "/nonexistent/keys"]);
+    assert!(e.contains("cannot read the API key file /nonexistent/keys"), "{e}");
+    let empty = key_file(dir.path(), "# nobody\n");
+    let e = refused(&["--api-keys", empty.to_str().unwrap()]);
+    assert!(e.contains("holds no key"), "{e}");
+    let e = refused(&[]);
+    assert!(e.contains("--no-auth"), "{e}");
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"))
+        .args(["serve", "--no-auth", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"), "{out:?}");
+    // Loud about --no-auth.
+    let s = Server::open(&[]);
+    assert!(s.logs().contains("AUTHENTICATION IS OFF"), "{}", s.logs());
+}
+
+/// Starts a run of the `clock` tool sleeping `ms` on another thread; returns its answer.
+fn sleeping_run(s: &Server, id: &str, ms: u64) -> std::thread::JoinHandle<(StatusCode, Value)> {
+    let url = s.url(&format!("/v1/tools/{id}/run"));
+    let key = s.key.clone();
+    std::thread::spawn(move || {
+        let http = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let mut r = http.post(url).json(&json!({"args": [ms.to_string()]}));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        json_of(r.send().expect("POST run"))
+    })
+}
+
+fn metric(s: &Server, line_start: &str) -> Option<String> {
+    let text = s.get("/metrics").text().unwrap();
+    text.lines().find(|l| l.starts_with(line_start)).map(str::to_string)
+}
+
+#[test]
+fn saturation_is_429_with_retry_after() {
+    let s = Server::open(&["--max-in-flight", "1", "--max-queued", "0"]);
+    let clock = s.upload("clock");
+    let hello = s.upload("hello");
+    let slow = sleeping_run(&s, &clock, 2000);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+            == Some("zeroboot_in_flight 1")),
+        "the slow run never took its slot"
+    );
+    let r = s.post_json(&format!("/v1/tools/{hello}/run"), &json!({}));
+    assert_eq!(r.headers()["retry-after"], "1");
+    let m = assert_error(r, StatusCode::TOO_MANY_REQUESTS);
+    assert!(m.contains("busy"), "{m}");
+    let batch = json!({"tasks": [{}, {}]});
+    assert_error(
+        s.post_json(&format!("/v1/tools/{hello}/batch"), &batch),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    let (status, o) = slow.join().unwrap();
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert!(o["stdout"].as_str().unwrap().contains("monotonic_ok=true"), "{o}");
+    let (status, _) = s.run(&hello, &json!({}));
+    assert_eq!(status, StatusCode::OK, "a slot again once the run ended");
+    assert_eq!(
+        metric(&s, "zeroboot_requests_refused_total{reason=\"saturated\"}").as_deref(),
+        Some("zeroboot_requests_refused_total{reason=\"saturated\"} 2")
+    );
+}
+
+#[test]
+fn a_key_past_its_quota_gets_429_while_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path(), &format!("{KEY_A}\n{KEY_B}\n"));
+    let s =
+        Server::start(None, &["--api-keys", keys.to_str().unwrap(), "--per-key-in-flight", "1"])
+            .with_key(KEY_A);
+    let clock = s.upload("clock");
+    let slow = sleeping_run(&s, &clock, 1500);
+    assert!(wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+        == Some("zeroboot_in_flight 1")));
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{clock}/run"), &json!({"args": ["1"]})),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    assert!(m.contains("quota"), "{m}");
+    let b = s
+        .http
+        .post(s.url(&format!("/v1/tools/{clock}/run")))
+        .bearer_auth(KEY_B)
+        .json(&json!({"args": ["1"]}))
+        .send()
+        .unwrap();
+    let (status, o) = json_of(b);
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert_eq!(slow.join().unwrap().0, StatusCode::OK);
+}
+
+#[test]
+fn a_batch_runs_concurrently_and_answers_in_order() {
+    let s = Server::open(&["--max-batch", "8"]);
+    let args = s.upload("args_env");
+    let tasks: Vec<Value> = (0..8).map(|i| json!({"args": [format!("n{i}")]})).collect();
+    let (status, v) =
+        json_of(s.post_json(&format!("/v1/tools/{args}/batch"), &json!({"tasks": tasks})));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["status"], "exited", "{r}");
+        assert!(r["stdout"].as_str().unwrap().contains(&format!("arg[1]=n{i}\n")), "{i}: {r}");
+    }
+    // Sleeping tasks overlap: four 400 ms sleeps take well under 1.6 s.
+    let clock = s.upload("clock");
+    let started = Instant::now();
+    let tasks: Vec<Value> = (0..4).map(|_| json!({"args": ["400"]})).collect();
+    let (status, v) =
+        json_of(s.post_json(&format!("/v1/tools/{clock}/batch"), &json!({"tasks": tasks})));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    let nine: Vec<Value> = (0..9).map(|_| json!({})).collect();
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{args}/batch"), &json!({"tasks": nine})),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("--max-batch"), "{m}");
+    let bad = json!({"tasks": [{}, {"limits": {"timeout_ms": 0}}]});
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{args}/batch"), &bad),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.starts_with("tasks[1]:"), "{m}");
+    let (status, v) =
+        json_of(s.post_json(&format!("/v1/tools/{args}/batch"), &json!({"tasks": []})));
+    assert_eq!((status, v), (StatusCode::OK, json!({"results": []})));
+}
+
+/// The interpreter module for `file` next to the binary, where `Lang::module` looks.
+fn interpreter(file: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_zeroboot-wasm")).parent()?.join(file);
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn exec_runs_snippets_with_zeroboot_fields_or_says_the_interpreter_is_missing() {
+    let s = Server::open(&[]);
+    let m = assert_error(
+        s.post_json("/v1/exec", &json!({"code": "1", "language": "ruby"})),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("unknown language"), "{m}");
+    assert_error(s.post_json("/v1/exec", &json!({"language": "python"})), StatusCode::BAD_REQUEST);
+    for (language, file, code, expect) in [
+        ("javascript", "zeroboot-js.wasm", "console.log(1+1)", "2\n"),
+        ("python", "zeroboot-py.wasm", "print(1+1)", "2\n"),
+    ] {
+        let request = json!({"code": code, "language": language, "timeout_seconds": 10});
+        if interpreter(file).is_none() {
+            eprintln!(
+                "NOTE: {file} is not next to the binary: checking that /v1/exec says so (503)"
+            );
+            let m =
+                assert_error(s.post_json("/v1/exec", &request), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(m.contains("missing") && m.contains(file), "{m}");
+            continue;
+        }
+        let (status, v) = json_of(s.post_json("/v1/exec", &request));
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["stdout"], expect, "{v}");
+        assert_eq!((v["exit_code"].as_i64(), v["status"].as_str()), (Some(0), Some("exited")));
+        assert_eq!(v["language"], language);
+        assert_eq!(v["id"].as_str().map(str::len), Some(36), "{v}");
+        for field in ["fork_time_ms", "exec_time_ms", "total_time_ms"] {
+            assert!(v[field].is_number(), "{field}: {v}");
+        }
+        let timeout = json!({"code": if language == "python" { "while True: pass" } else { "while(true){}" },
+                             "language": language, "timeout_seconds": 0.5});
+        let (status, v) = json_of(s.post_json("/v1/exec", &timeout));
+        assert_eq!(
+            (status, v["status"].as_str(), v["exit_code"].as_i64()),
+            (StatusCode::OK, Some("timeout"), Some(124)),
+            "{v}"
+        );
+        let batch = json!({"executions": [request, {"code": code, "language": language}]});
+        let (status, v) = json_of(s.post_json("/v1/exec/batch", &batch));
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let results = v["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r["stdout"] == expect), "{v}");
+    }
+}
+
+#[test]
+fn health_and_metrics_report_the_zygotes_and_the_runs() {
+    let s = Server::open(&[]);
+    let (status, v) = json_of(s.get("/v1/health"));
+    assert_eq!((status, v["status"].as_str()), (StatusCode::OK, Some("ok")), "{v}");
+    let hello = s.upload("hello");
+    let trap = s.upload("trap");
+    for _ in 0..3 {
+        s.run(&hello, &json!({}));
+    }
+    s.run(&trap, &json!({}));
+    let (status, v) = json_of(s.get("/v1/health"));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let t = &v["templates"][&hello];
+    assert_eq!(
+        (t["ready"].as_bool(), t["kind"].as_str(), t["name"].as_str()),
+        (Some(true), Some("tool"), Some("hello")),
+        "{v}"
+    );
+    assert_eq!(t["threads"], 1, "the zygote is single-threaded: {v}");
+    assert!(t["zygote_pid"].as_i64().unwrap() > 1);
+    let r = s.get("/metrics");
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().unwrap();
+    for want in [
+        format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}} 3"),
+        format!("zeroboot_tasks_total{{tool=\"{trap}\",status=\"trapped\"}} 1"),
+        "zeroboot_task_duration_seconds_bucket{phase=\"total\",le=\"0.000025\"}".to_string(),
+        "zeroboot_task_duration_seconds_bucket{phase=\"run\",le=\"60\"} 4".to_string(),
+        "zeroboot_task_duration_seconds_count{phase=\"fork\"} 4".to_string(),
+        "zeroboot_task_duration_seconds_count{phase=\"queue\"} 4".to_string(),
+        "zeroboot_in_flight 0".to_string(),
+        "zeroboot_queue_depth 0".to_string(),
+        "zeroboot_tools 2".to_string(),
+        format!("zeroboot_zygote_restarts_total{{tool=\"{hello}\"}} 0"),
+        "# TYPE zeroboot_task_duration_seconds histogram".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    // ZeroBoot's path for the same.
+    assert_eq!(s.get("/v1/metrics").status(), StatusCode::OK);
+    let (status, doc) = json_of(s.get("/v1/openapi.json"));
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/v1/tools",
+        "/v1/tools/{id}",
+        "/v1/tools/{id}/run",
+        "/v1/tools/{id}/batch",
+        "/v1/exec",
+        "/v1/exec/batch",
+        "/v1/health",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+}
+
+#[test]
+fn a_killed_zygote_ends_its_run_clearly_and_the_next_run_succeeds() {
+    let s = Server::open(&["--pool", "0"]);
+    let clock = s.upload("clock");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&clock]["zygote_pid"].as_i64().unwrap() as i32;
+    assert!(children_of(s.pid()).contains(&zygote), "the zygote is the server's child");
+    let slow = sleeping_run(&s, &clock, 20_000);
+    assert!(
+        wait_until(Duration::from_secs(10), || !children_of(zygote).is_empty()),
+        "the sandbox never started"
+    );
+    let started = Instant::now();
+    signal(zygote, libc::SIGKILL);
+    let (status, o) = slow.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!(o["status"], "internal_error", "{o}");
+    let m = o["message"].as_str().unwrap();
+    assert!(m.contains("zygote") && m.contains("SIGKILL"), "{m}");
+    let (status, o) = s.run(&clock, &json!({"args": ["1"]}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let t = &h["templates"][&clock];
+    assert_eq!(t["zygote_restarts"], 1, "{h}");
+    assert_ne!(t["zygote_pid"].as_i64(), Some(i64::from(zygote)));
+    assert_eq!(
+        metric(&s, &format!("zeroboot_zygote_restarts_total{{tool=\"{clock}\"}}")),
+        Some(format!("zeroboot_zygote_restarts_total{{tool=\"{clock}\"}} 1"))
+    );
+}
+
+#[test]
+fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(Some(data.path()), &["--no-auth"]);
+    let clock = s.upload("clock");
+    let hello = s.upload("hello");
+    let slow = sleeping_run(&s, &clock, 1000);
+    assert!(wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+        == Some("zeroboot_in_flight 1")));
+    let (code, logs) = s.terminate();
+    let (status, o) = slow.join().unwrap();
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("finishing the requests in flight") && logs.contains("stopped"),
+        "{logs}"
+    );
+
+    let s = Server::start(Some(data.path()), &["--no-auth"]);
+    assert!(s.logs().contains("tools=2"), "{}", s.logs());
+    let (status, t) = json_of(s.get(&format!("/v1/tools/{hello}")));
+    assert_eq!((status, t["name"].as_str()), (StatusCode::OK, Some("hello")), "{t}");
+    let (status, o) = s.run(&hello, &json!({}));
+    assert_eq!(
+        (status, o["stdout"].as_str()),
+        (StatusCode::OK, Some("hello from a zeroboot-wasm sandbox\n"))
+    );
+    // A stored module that no longer matches its id is not served.
+    drop(s);
+    std::fs::write(data.path().join(format!("tools/{clock}.wasm")), b"(module)").unwrap();
+    let s = Server::start(Some(data.path()), &["--no-auth"]);
+    assert_error(s.get(&format!("/v1/tools/{clock}")), StatusCode::NOT_FOUND);
+    assert!(s.logs().contains("does not match its SHA-256 id"), "{}", s.logs());
+    assert_eq!(s.get(&format!("/v1/tools/{hello}")).status(), StatusCode::OK);
+}
