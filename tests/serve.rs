@@ -728,8 +728,20 @@ fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
         "{logs}"
     );
 
-    let s = Server::start(Some(data.path()), &["--no-auth"]);
-    assert!(s.logs().contains("tools=2"), "{}", s.logs());
+    let s = Server::start(Some(data.path()), &["--no-auth", "--log-format", "json"]);
+    let logs = s.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "tool store loaded" && l["fields"]["tools"] == 2),
+        "{logs}"
+    );
     let (status, t) = json_of(s.get(&format!("/v1/tools/{hello}")));
     assert_eq!((status, t["name"].as_str()), (StatusCode::OK, Some("hello")), "{t}");
     let (status, o) = s.run(&hello, &json!({}));

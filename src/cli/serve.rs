@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Sandboxes each zygote keeps forked ahead of time.
     #[arg(long, value_name = "K", default_value = "2")]
     pool: usize,
+    /// Log lines on stderr: `text`, or `json` (one object per line). RUST_LOG sets the level
+    /// (default info; debug adds a line per request and per run).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// After SIGTERM or SIGINT, how long runs in flight have to finish.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
     shutdown_grace: Duration,
@@ -68,18 +72,24 @@ fn language(lang: Language) -> Lang {
     }
 }
 
-fn init_logging() {
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 pub fn main(a: ServeArgs) -> i32 {
-    init_logging();
+    init_logging(a.log_format);
     let access = match (&a.api_keys, a.no_auth) {
         (Some(path), _) => match ApiKeys::from_file(path) {
             Ok(keys) => Access::Keys(keys),

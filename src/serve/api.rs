@@ -390,6 +390,12 @@ pub(crate) async fn upload(
             "empty body: send the module's bytes (binary .wasm or WebAssembly text)",
         ));
     }
+    let Ok(_loading) = state.loads.try_acquire() else {
+        state.metrics.refused(false);
+        return Err(ApiError::too_many(
+            "busy: other uploads are being loaded (one per core at most); retry later",
+        ));
+    };
     let (tool, created) =
         state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
             AddError::BadName(m) => ApiError::bad_request(m),

@@ -109,6 +109,9 @@ pub(crate) struct AppState {
     quotas: Arc<auth::Quotas>,
     per_key_in_flight: Option<usize>,
     metrics: metrics::Metrics,
+    /// Modules being loaded at once by uploads (each compiles and starts a zygote); past it,
+    /// an upload gets 429.
+    loads: tokio::sync::Semaphore,
     keys: Option<ApiKeys>,
     defaults: Task,
     max_body: usize,
@@ -213,6 +216,9 @@ pub async fn serve(
         quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
         per_key_in_flight: options.per_key_in_flight,
         metrics: metrics::Metrics::default(),
+        loads: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()).max(2),
+        ),
         keys,
         defaults: options.defaults,
         max_body: options.max_body,
