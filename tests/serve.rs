@@ -757,3 +757,31 @@ fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
     assert!(s.logs().contains("does not match its SHA-256 id"), "{}", s.logs());
     assert_eq!(s.get(&format!("/v1/tools/{hello}")).status(), StatusCode::OK);
 }
+
+#[test]
+fn a_client_that_goes_away_cancels_its_run() {
+    let s = Server::open(&["--pool", "0"]);
+    let clock = s.upload("clock");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&clock]["zygote_pid"].as_i64().unwrap() as i32;
+    let url = s.url(&format!("/v1/tools/{clock}/run"));
+    let client = std::thread::spawn(move || {
+        let impatient = Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        impatient.post(url).json(&json!({"args": ["30000"]})).send()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || !children_of(zygote).is_empty()),
+        "the sandbox never started"
+    );
+    let r = client.join().unwrap();
+    assert!(r.is_err(), "the client gave up first: {r:?}");
+    // Its sandbox is killed, its slot given back.
+    assert!(
+        wait_until(Duration::from_secs(5), || children_of(zygote).is_empty()),
+        "the sandbox outlived its request"
+    );
+    assert!(wait_until(Duration::from_secs(5), || metric(&s, "zeroboot_in_flight ").as_deref()
+        == Some("zeroboot_in_flight 0")));
+    let (status, o) = s.run(&clock, &json!({"args": ["1"]}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+}
