@@ -785,3 +785,41 @@ fn a_client_that_goes_away_cancels_its_run() {
     let (status, o) = s.run(&clock, &json!({"args": ["1"]}));
     assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
 }
+
+#[test]
+fn concurrent_uploads_of_the_same_bytes_load_it_once() {
+    let s = Server::open(&[]);
+    let bytes = std::fs::read(guest("random")).unwrap();
+    let answers: Vec<(StatusCode, Value)> = std::thread::scope(|scope| {
+        let uploads: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| json_of(s.post_bytes("/v1/tools?name=random", bytes.clone()))))
+            .collect();
+        uploads.into_iter().map(|u| u.join().unwrap()).collect()
+    });
+    let created = answers.iter().filter(|(st, _)| *st == StatusCode::CREATED).count();
+    assert_eq!(created, 1, "{answers:?}");
+    assert!(answers.iter().all(|(st, v)| st.is_success() && v == &answers[0].1), "{answers:?}");
+    let (_, h) = json_of(s.get("/v1/health"));
+    assert_eq!(h["templates"].as_object().unwrap().len(), 1, "one zygote: {h}");
+    assert_eq!(children_of(s.pid()).len(), 1, "one zygote process");
+}
+
+#[test]
+fn health_is_503_while_a_zygote_does_not_answer() {
+    let s = Server::open(&[]);
+    let hello = s.upload("hello");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&hello]["zygote_pid"].as_i64().unwrap() as i32;
+    signal(zygote, libc::SIGSTOP);
+    let (status, h) = json_of(s.get("/v1/health"));
+    signal(zygote, libc::SIGCONT);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+    assert_eq!(h["status"], "unavailable");
+    assert!(h["error"].as_str().unwrap().contains(&hello), "{h}");
+    assert_eq!(h["templates"][&hello]["ready"], false, "{h}");
+    assert!(h["templates"][&hello]["error"].as_str().unwrap().contains("did not answer"), "{h}");
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!(status, StatusCode::OK, "ready again once it answers: {h}");
+    let (status, o) = s.run(&hello, &json!({}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+}

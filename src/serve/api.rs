@@ -390,15 +390,15 @@ pub(crate) async fn upload(
             "empty body: send the module's bytes (binary .wasm or WebAssembly text)",
         ));
     }
-    let Ok(_loading) = state.loads.try_acquire() else {
-        state.metrics.refused(false);
-        return Err(ApiError::too_many(
-            "busy: other uploads are being loaded (one per core at most); retry later",
-        ));
-    };
     let (tool, created) =
         state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
             AddError::BadName(m) => ApiError::bad_request(m),
+            AddError::Busy { loading } => {
+                state.metrics.refused(false);
+                ApiError::too_many(format!(
+                    "busy: {loading} other uploads are being loaded; retry later"
+                ))
+            }
             AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
             AddError::Load(e) => ApiError::unavailable(e.one_line()),
             AddError::Write { .. } => {

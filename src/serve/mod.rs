@@ -109,9 +109,6 @@ pub(crate) struct AppState {
     quotas: Arc<auth::Quotas>,
     per_key_in_flight: Option<usize>,
     metrics: metrics::Metrics,
-    /// Modules being loaded at once by uploads (each compiles and starts a zygote); past it,
-    /// an upload gets 429.
-    loads: tokio::sync::Semaphore,
     keys: Option<ApiKeys>,
     defaults: Task,
     max_body: usize,
@@ -198,7 +195,8 @@ pub async fn serve(
     load.max_in_flight = options.max_in_flight.max(1);
     load.max_queued = options.max_queued;
     let runtime = Runtime::new();
-    let store = store::Store::open(tools_dir.clone(), runtime.clone(), load.clone())
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let store = store::Store::open(tools_dir.clone(), runtime.clone(), load.clone(), cores.max(2))
         .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -216,9 +214,6 @@ pub async fn serve(
         quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
         per_key_in_flight: options.per_key_in_flight,
         metrics: metrics::Metrics::default(),
-        loads: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get()).max(2),
-        ),
         keys,
         defaults: options.defaults,
         max_body: options.max_body,

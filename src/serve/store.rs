@@ -50,6 +50,9 @@ pub(crate) enum AddError {
     /// The name is not acceptable.
     #[error("{0}")]
     BadName(String),
+    /// As many modules as allowed are being loaded already.
+    #[error("busy: {loading} other uploads are being loaded")]
+    Busy { loading: usize },
     /// The module did not load: invalid, hostile, or the zygote could not be started.
     #[error(transparent)]
     Load(Error),
@@ -96,6 +99,10 @@ pub(crate) struct Store {
     tools: RwLock<HashMap<String, Arc<Tool>>>,
     /// One lock per id being uploaded, so that two uploads of the same bytes load it once.
     uploading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Uploads loading a new module at once (each compiles it and starts a zygote); past
+    /// it, [`AddError::Busy`]. An upload of a tool already there needs none.
+    loads: tokio::sync::Semaphore,
+    max_loads: usize,
 }
 
 fn now_unix() -> u64 {
@@ -112,15 +119,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// The store in `dir` (created if missing); nothing is loaded yet.
-    pub fn open(dir: PathBuf, runtime: Runtime, load: LoadOptions) -> std::io::Result<Self> {
+    /// The store in `dir` (created if missing), loading at most `max_loads` uploads at once;
+    /// nothing is loaded yet.
+    pub fn open(
+        dir: PathBuf,
+        runtime: Runtime,
+        load: LoadOptions,
+        max_loads: usize,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        let max_loads = max_loads.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Ok(Self {
             dir,
             runtime,
             load,
             tools: RwLock::new(HashMap::new()),
             uploading: Mutex::new(HashMap::new()),
+            loads: tokio::sync::Semaphore::new(max_loads),
+            max_loads,
         })
     }
 
@@ -241,6 +257,9 @@ impl Store {
         if let Some(tool) = self.get(id) {
             return Ok((tool, false));
         }
+        let Ok(_loading) = self.loads.try_acquire() else {
+            return Err(AddError::Busy { loading: self.max_loads });
+        };
         let name = name.unwrap_or_else(|| format!("tool-{}", &id[..12]));
         let (handle, kind, exports) =
             self.load_bytes(&name, bytes.clone()).await.map_err(AddError::Load)?;
