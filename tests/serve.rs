@@ -29,7 +29,11 @@ fn namespaces_flag() -> &'static [&'static str] {
 }
 
 fn command(data_dir: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zeroboot-wasm"));
+    command_of(Path::new(env!("CARGO_BIN_EXE_zeroboot-wasm")), data_dir, extra)
+}
+
+fn command_of(exe: &Path, data_dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(exe);
     c.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -65,6 +69,10 @@ impl Server {
     }
 
     fn start(data_dir: Option<&Path>, extra: &[&str]) -> Server {
+        Self::start_exe(Path::new(env!("CARGO_BIN_EXE_zeroboot-wasm")), data_dir, extra)
+    }
+
+    fn start_exe(exe: &Path, data_dir: Option<&Path>, extra: &[&str]) -> Server {
         let (owned, dir) = match data_dir {
             Some(d) => (None, d.to_path_buf()),
             None => {
@@ -73,7 +81,7 @@ impl Server {
                 (Some(t), p)
             }
         };
-        let mut child = command(&dir, extra).spawn().expect("start zeroboot-wasm serve");
+        let mut child = command_of(exe, &dir, extra).spawn().expect("start zeroboot-wasm serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
@@ -822,4 +830,37 @@ fn health_is_503_while_a_zygote_does_not_answer() {
     assert_eq!(status, StatusCode::OK, "ready again once it answers: {h}");
     let (status, o) = s.run(&hello, &json!({}));
     assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+}
+
+#[test]
+fn a_zygote_that_cannot_be_started_again_is_503() {
+    // A server whose executable is gone cannot re-execute it to start a zygote.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = dir.path().join("zeroboot-wasm");
+    let original = Path::new(env!("CARGO_BIN_EXE_zeroboot-wasm"));
+    if std::fs::hard_link(original, &exe).is_err() {
+        std::fs::copy(original, &exe).unwrap();
+    }
+    let s = Server::start_exe(&exe, None, &["--no-auth"]);
+    let hello = s.upload("hello");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&hello]["zygote_pid"].as_i64().unwrap() as i32;
+    std::fs::remove_file(&exe).unwrap();
+    signal(zygote, libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || !children_of(s.pid()).contains(&zygote)));
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{hello}/run"), &json!({})),
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert!(m.contains("cannot start a zygote process"), "{m}");
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+    assert_eq!(h["templates"][&hello]["ready"], false, "{h}");
+    let text = s.get("/metrics").text().unwrap();
+    assert!(
+        text.contains(&format!(
+            "zeroboot_tasks_total{{tool=\"{hello}\",status=\"unavailable\"}} 1"
+        )),
+        "{text}"
+    );
 }
