@@ -137,7 +137,8 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Counts every response by status and logs it (at debug level: a busy server answers many).
+/// Counts every response by status and logs it (at debug level: a busy server answers many);
+/// an error answer to a request with a body closes the connection.
 pub(crate) async fn observe(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -146,8 +147,16 @@ pub(crate) async fn observe(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let res = next.run(req).await;
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.to_str().ok() != Some("0"));
+    let mut res = next.run(req).await;
     let status = res.status();
+    // An error may be answered before the request's body is read (401, 413, no such route);
+    // the connection then closes. Saying so keeps a client from sending its next request on
+    // it.
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        res.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
     state.metrics.response(status.as_u16());
     tracing::debug!(
         %method,
