@@ -414,14 +414,21 @@ fn api_keys_are_required_and_checked() {
     assert_error(s.post_bytes("/v1/tools?name=x", b"(module)".to_vec()), StatusCode::UNAUTHORIZED);
     assert_error(s.post_json("/v1/exec", &json!({"code": "1"})), StatusCode::UNAUTHORIZED);
     assert_error(s.get("/metrics"), StatusCode::UNAUTHORIZED);
-    // Health and the API description are open.
-    assert_eq!(s.get("/v1/health").status(), StatusCode::OK);
+    // Health and the API description are open; health without a key says only its verdict.
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!((status, h), (StatusCode::OK, json!({"status": "ok"})));
     assert_eq!(s.get("/v1/openapi.json").status(), StatusCode::OK);
     let s = s.with_key(KEY_B);
     let id = s.upload("hello");
     let (status, o) = s.run(&id, &json!({}));
     assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")));
     assert_eq!(s.get("/metrics").status(), StatusCode::OK);
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!(
+        (status, h["templates"][&id]["ready"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{h}"
+    );
     assert!(!s.logs().contains(KEY_B), "a key reached the logs");
 }
 

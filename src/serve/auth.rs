@@ -4,6 +4,7 @@
 use super::AppState;
 use super::api::ApiError;
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -125,6 +126,23 @@ pub(crate) enum Caller {
     Anonymous,
 }
 
+/// Who sent these headers: `Ok(caller)`, or the 401 to answer when the server has keys and
+/// the request carries none of them.
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(keys) = &state.keys else { return Ok(Caller::Anonymous) };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        })?;
+    keys.find(token).map(Caller::Key).ok_or_else(|| ApiError::unauthorized("invalid API key"))
+}
+
 /// Requires `Authorization: Bearer <key>` with a known key when the server has keys, and
 /// records the caller for the quota.
 pub(crate) async fn require_key(
@@ -132,31 +150,13 @@ pub(crate) async fn require_key(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let caller = match &state.keys {
-        None => Caller::Anonymous,
-        Some(keys) => {
-            let token = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    let (scheme, token) = v.trim().split_once(' ')?;
-                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-                });
-            let Some(token) = token else {
-                return ApiError::unauthorized(
-                    "missing API key: send `Authorization: Bearer <key>`",
-                )
-                .into_response();
-            };
-            match keys.find(token) {
-                Some(i) => Caller::Key(i),
-                None => return ApiError::unauthorized("invalid API key").into_response(),
-            }
+    match caller(&state, req.headers()) {
+        Ok(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
         }
-    };
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Runs in flight (or waiting) per key; past the limit, a key's requests get 429 while

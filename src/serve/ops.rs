@@ -6,7 +6,7 @@ use super::api::ApiError;
 use super::metrics::Gauges;
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -20,8 +20,26 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// `GET /v1/health`: every loaded template's zygote is asked for its figures (a zygote that
-/// died is started again first). 200 if all answer, else 503 naming those that did not.
-pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
+/// died is started again first). 200 if all answer, else 503 naming those that did not. It
+/// needs no key; without one (on a server with keys) only the verdict is given, not which
+/// tools there are.
+pub(crate) async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (status, mut body) = health_report(&state).await;
+    if super::auth::caller(&state, &headers).is_err()
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.retain(|k, _| k == "status");
+        if status != StatusCode::OK {
+            obj.insert(
+                "error".into(),
+                json!("some templates are not ready (send an API key for details)"),
+            );
+        }
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn health_report(state: &AppState) -> (StatusCode, Value) {
     let mut checks = tokio::task::JoinSet::new();
     let tools = state.store.list();
     for tool in &tools {
@@ -54,7 +72,7 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
         "queued": state.admission.queued(),
     });
     if down.is_empty() {
-        return (StatusCode::OK, Json(body)).into_response();
+        return (StatusCode::OK, body);
     }
     down.sort();
     if let Some(obj) = body.as_object_mut() {
@@ -68,7 +86,7 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
             )),
         );
     }
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 fn templates_len(v: &Value) -> usize {
