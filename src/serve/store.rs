@@ -97,8 +97,8 @@ pub(crate) struct Store {
     runtime: Runtime,
     load: LoadOptions,
     tools: RwLock<HashMap<String, Arc<Tool>>>,
-    /// One lock per id being uploaded, so that two uploads of the same bytes load it once.
-    uploading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per tool id being added or removed (see [`Store::with_id_locked`]).
+    id_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Uploads loading a new module at once (each compiles it and starts a zygote); past
     /// it, [`AddError::Busy`]. An upload of a tool already there needs none.
     loads: tokio::sync::Semaphore,
@@ -134,7 +134,7 @@ impl Store {
             runtime,
             load,
             tools: RwLock::new(HashMap::new()),
-            uploading: Mutex::new(HashMap::new()),
+            id_locks: Mutex::new(HashMap::new()),
             loads: tokio::sync::Semaphore::new(max_loads),
             max_loads,
         })
@@ -228,21 +228,27 @@ impl Store {
         if let Some(name) = &name {
             check_name(name).map_err(AddError::BadName)?;
         }
+        self.with_id_locked(&id, self.add_locked(&id, name, bytes)).await
+    }
+
+    /// Runs `f` holding the lock of tool `id`: adding and removing one tool never interleave,
+    /// and two uploads of the same bytes load it once.
+    async fn with_id_locked<T>(&self, id: &str, f: impl std::future::Future<Output = T>) -> T {
         let lock = {
-            let mut uploading = match self.uploading.lock() {
+            let mut locks = match self.id_locks.lock() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            uploading.entry(id.clone()).or_default().clone()
+            locks.entry(id.to_string()).or_default().clone()
         };
         let result = {
             let _one_at_a_time = lock.lock().await;
-            self.add_locked(&id, name, bytes).await
+            f.await
         };
-        if let Ok(mut uploading) = self.uploading.lock() {
+        if let Ok(mut locks) = self.id_locks.lock() {
             // The last one out removes the lock (a waiter still holding it keeps it alive).
             if Arc::strong_count(&lock) <= 2 {
-                uploading.remove(&id);
+                locks.remove(id);
             }
         }
         result
@@ -313,6 +319,10 @@ impl Store {
     /// Removes a tool from service and from disk. Its zygote stops when the runs still using
     /// it have finished. `Ok(false)` if there was no such tool.
     pub async fn remove(&self, id: &str) -> std::io::Result<bool> {
+        self.with_id_locked(id, self.remove_locked(id)).await
+    }
+
+    async fn remove_locked(&self, id: &str) -> std::io::Result<bool> {
         let Some(tool) = self.write_map().remove(id) else { return Ok(false) };
         drop(tool);
         let dir = self.dir.clone();
