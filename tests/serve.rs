@@ -164,6 +164,13 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The log once it holds `needle` (stderr is read on another thread: a line logged
+    /// before the address was printed may not have arrived yet).
+    fn log_with(&self, needle: &str) -> String {
+        wait_until(Duration::from_secs(10), || self.logs().contains(needle));
+        self.logs()
+    }
+
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -259,7 +266,7 @@ fn upload_is_idempotent_and_tools_are_listed_got_and_deleted() {
 
 #[test]
 fn invalid_modules_are_400_and_oversized_bodies_413() {
-    let s = Server::open(&["--max-body", "100KiB"]);
+    let s = Server::open(&["--max-body", "100KiB", "--max-tools", "2"]);
     let m = assert_error(
         s.post_bytes("/v1/tools?name=junk", b"not wasm".to_vec()),
         StatusCode::BAD_REQUEST,
@@ -303,6 +310,21 @@ fn invalid_modules_are_400_and_oversized_bodies_413() {
         StatusCode::BAD_REQUEST,
     );
     assert!(m.contains("no `_start`"), "{m}");
+    // Two tools are the most this server holds; the same bytes again are no new tool.
+    let (status, _) = json_of(s.post_bytes("/v1/tools?name=adder", wat.to_vec()));
+    assert_eq!(status, StatusCode::OK);
+    let third = br#"(module (func (export "_start") nop))"#.to_vec();
+    let m = assert_error(
+        s.post_bytes("/v1/tools?name=third", third.clone()),
+        StatusCode::INSUFFICIENT_STORAGE,
+    );
+    assert!(m.contains("--max-tools"), "{m}");
+    let (_, list) = json_of(s.get("/v1/tools"));
+    let empty = list["tools"].as_array().unwrap().iter().find(|t| t["name"] == "empty").unwrap();
+    let r = s.delete(&format!("/v1/tools/{}", empty["id"].as_str().unwrap()));
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) = json_of(s.post_bytes("/v1/tools?name=third", third));
+    assert_eq!(status, StatusCode::CREATED, "room again after a delete");
     // A run request body past the limit.
     let big = json!({"stdin": "x".repeat(200 * 1024)});
     assert_error(s.post_json(&format!("/v1/tools/{id}/run"), &big), StatusCode::PAYLOAD_TOO_LARGE);
@@ -460,7 +482,8 @@ fn a_malformed_key_file_or_no_auth_choice_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"), "{out:?}");
     // Loud about --no-auth.
     let s = Server::open(&[]);
-    assert!(s.logs().contains("AUTHENTICATION IS OFF"), "{}", s.logs());
+    let logs = s.log_with("AUTHENTICATION IS OFF");
+    assert!(logs.contains("AUTHENTICATION IS OFF"), "{logs}");
 }
 
 /// Starts a run of the `clock` tool sleeping `ms` on another thread; returns its answer.
@@ -744,7 +767,7 @@ fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
     );
 
     let s = Server::start(Some(data.path()), &["--no-auth", "--log-format", "json"]);
-    let logs = s.logs();
+    let logs = s.log_with("tool store loaded");
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| {
@@ -769,7 +792,8 @@ fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
     std::fs::write(data.path().join(format!("tools/{clock}.wasm")), b"(module)").unwrap();
     let s = Server::start(Some(data.path()), &["--no-auth"]);
     assert_error(s.get(&format!("/v1/tools/{clock}")), StatusCode::NOT_FOUND);
-    assert!(s.logs().contains("does not match its SHA-256 id"), "{}", s.logs());
+    let logs = s.log_with("does not match its SHA-256 id");
+    assert!(logs.contains("does not match its SHA-256 id"), "{logs}");
     assert_eq!(s.get(&format!("/v1/tools/{hello}")).status(), StatusCode::OK);
 }
 

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Most tasks in one batch request.
     #[arg(long, value_name = "N", default_value = "100")]
     max_batch: usize,
+    /// Most tools the server holds (each keeps a zygote process and its pool of
+    /// sandboxes); uploading one more gets 507 until one is deleted.
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_tools: usize,
     /// Sandboxes each zygote keeps forked ahead of time.
     #[arg(long, value_name = "K", default_value = "2")]
     pool: usize,
@@ -129,6 +133,7 @@ pub fn main(a: ServeArgs) -> i32 {
         per_key_in_flight: a.per_key_in_flight,
         max_body: a.max_body,
         max_batch: a.max_batch,
+        max_tools: a.max_tools,
         shutdown_grace: a.shutdown_grace,
         interpreters: Interpreters {
             module: |lang| language(lang).module(),

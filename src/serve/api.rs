@@ -393,6 +393,9 @@ pub(crate) async fn upload(
     let (tool, created) =
         state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
             AddError::BadName(m) => ApiError::bad_request(m),
+            e @ AddError::Full { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
             AddError::Busy { loading } => {
                 state.metrics.refused(false);
                 ApiError::too_many(format!(

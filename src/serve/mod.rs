@@ -66,6 +66,9 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// Most tasks in one batch.
     pub max_batch: usize,
+    /// Most tools the store holds (each keeps a zygote process and its pool); an upload of
+    /// a new tool past it gets 507.
+    pub max_tools: usize,
     /// After a shutdown signal, how long runs in flight have to finish before the server
     /// stops anyway (their sandboxes are then killed with their zygotes).
     pub shutdown_grace: Duration,
@@ -196,8 +199,14 @@ pub async fn serve(
     load.max_queued = options.max_queued;
     let runtime = Runtime::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let store = store::Store::open(tools_dir.clone(), runtime.clone(), load.clone(), cores.max(2))
-        .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
+    let store = store::Store::open(
+        tools_dir.clone(),
+        runtime.clone(),
+        load.clone(),
+        cores.max(2),
+        options.max_tools.max(1),
+    )
+    .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: options.listen, source })?;

@@ -12,6 +12,7 @@ use crate::host::{LoadOptions, ModuleSource, Runtime, TemplateHandle};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// What a tool is: a command (`_start`) or a reactor (exports to invoke).
@@ -50,6 +51,9 @@ pub(crate) enum AddError {
     /// The name is not acceptable.
     #[error("{0}")]
     BadName(String),
+    /// The store holds as many tools as it may.
+    #[error("the server holds its maximum of {max} tools (--max-tools): delete one first")]
+    Full { max: usize },
     /// As many modules as allowed are being loaded already.
     #[error("busy: {loading} other uploads are being loaded")]
     Busy { loading: usize },
@@ -103,6 +107,29 @@ pub(crate) struct Store {
     /// it, [`AddError::Busy`]. An upload of a tool already there needs none.
     loads: tokio::sync::Semaphore,
     max_loads: usize,
+    /// Tools in service plus tools being added: each is a zygote process (and its pool).
+    places: AtomicUsize,
+    max_tools: usize,
+}
+
+/// A place taken in the store for a tool being added; given back when dropped unless kept.
+struct Place<'a> {
+    places: &'a AtomicUsize,
+    kept: bool,
+}
+
+impl Place<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.places.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 fn now_unix() -> u64 {
@@ -119,13 +146,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// The store in `dir` (created if missing), loading at most `max_loads` uploads at once;
-    /// nothing is loaded yet.
+    /// The store in `dir` (created if missing), holding at most `max_tools` tools and
+    /// loading at most `max_loads` uploads at once; nothing is loaded yet.
     pub fn open(
         dir: PathBuf,
         runtime: Runtime,
         load: LoadOptions,
         max_loads: usize,
+        max_tools: usize,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let max_loads = max_loads.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
@@ -137,7 +165,19 @@ impl Store {
             id_locks: Mutex::new(HashMap::new()),
             loads: tokio::sync::Semaphore::new(max_loads),
             max_loads,
+            places: AtomicUsize::new(0),
+            max_tools,
         })
+    }
+
+    /// A place for one more tool, if the store has room.
+    fn take_place(&self) -> Option<Place<'_>> {
+        self.places
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_tools).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place { places: &self.places, kept: false })
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Tool>>> {
@@ -196,12 +236,16 @@ impl Store {
         if id_of(&bytes) != meta.id {
             return Err("its module does not match its SHA-256 id".into());
         }
+        let place = self.take_place().ok_or_else(|| {
+            format!("the server holds its maximum of {} tools (--max-tools)", self.max_tools)
+        })?;
         let (handle, kind, exports) =
             self.load_bytes(&meta.name, bytes.into()).await.map_err(|e| e.one_line())?;
         meta.kind = kind;
         meta.exports = exports;
         let tool = Arc::new(Tool { meta: meta.clone(), handle });
         self.write_map().insert(meta.id.clone(), tool);
+        place.keep();
         Ok(meta)
     }
 
@@ -266,6 +310,7 @@ impl Store {
         let Ok(_loading) = self.loads.try_acquire() else {
             return Err(AddError::Busy { loading: self.max_loads });
         };
+        let place = self.take_place().ok_or(AddError::Full { max: self.max_tools })?;
         let name = name.unwrap_or_else(|| format!("tool-{}", &id[..12]));
         let (handle, kind, exports) =
             self.load_bytes(&name, bytes.clone()).await.map_err(AddError::Load)?;
@@ -302,6 +347,7 @@ impl Store {
         }
         let tool = Arc::new(Tool { meta, handle });
         self.write_map().insert(id.to_string(), tool.clone());
+        place.keep();
         Ok((tool, true))
     }
 
@@ -325,6 +371,7 @@ impl Store {
     async fn remove_locked(&self, id: &str) -> std::io::Result<bool> {
         let Some(tool) = self.write_map().remove(id) else { return Ok(false) };
         drop(tool);
+        self.places.fetch_sub(1, Ordering::AcqRel);
         let dir = self.dir.clone();
         let id = id.to_string();
         let removed = tokio::task::spawn_blocking(move || {
