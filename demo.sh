@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 guests="$(bash scripts/build-guests.sh)"
 cargo build --release --quiet
+# The JavaScript and Python interpreters, next to the binary (installs clang-19 and wasi-libc
+# headers from Debian on a fresh machine).
+bash scripts/build-interpreters.sh >/dev/null
 zb="$PWD/target/release/zeroboot-wasm"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -44,5 +47,19 @@ printf '%s\n' '{"timeout_ms": 300}' > "$work/spin.jsonl"
 printf '%s\n' '{}' 'not json' '{}' | "$zb" worker "$guests/hello.wasm" | python3 -c 'import json,sys
 for l in sys.stdin:
     o=json.loads(l); print("hello worker:", o["status"], "-", (o.get("stdout") or o.get("message")).strip())'
+
+step "Snippets for agents: JavaScript and Python, the interpreter warmed once and forked per run" \
+     "zeroboot-wasm js -e '…'; zeroboot-wasm py -c '…'"
+"$zb" js -e 'const xs = [3, 1, 2].sort(); console.log("sorted:", xs, "random:", Math.random() < 1)'
+"$zb" py -c 'import json, statistics; print(json.dumps({"mean": statistics.mean([1, 2, 3, 4])}))'
+
+step "Each snippet is its own fork: globals never leak, random values never repeat" \
+     "worker --lang py: three snippets, JSON lines in and out"
+printf '%s\n' '{"code": "x = 42\nimport random; print(random.random())"}' \
+               '{"code": "print(\"x\" in globals())\nimport random; print(random.random())"}' \
+               '{"code": "while True: pass", "timeout_ms": 300}' \
+  | "$zb" worker --lang py | python3 -c 'import json,sys
+for l in sys.stdin:
+    o=json.loads(l); print(o["status"], "|", o["stdout"].strip().replace("\n", " "), "| total %dus" % o["timings_us"]["total"])'
 
 printf '\nDone. See README.md for the flags, the outcome format and the security model.\n'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: builds the guests (installing the wasm32-wasip1 target on a fresh
-# machine) and the runtime, then every unit and integration test.
+# Runs the whole test suite: builds the guests and the interpreter guests (installing the
+# wasm32-wasip1 target and the C toolchain packages on a fresh machine) and the runtime, then
+# every unit and integration test.
 #
 # Tests that need user namespaces are #[ignore]d, so a machine without them reports them as
 # ignored; where the machine can create them (checked here with util-linux's unshare, not with
@@ -12,6 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/build-guests.sh >/dev/null
+# The JavaScript and Python interpreter guests (tests/interpreters.rs), built from source;
+# installs Debian's clang-19 and wasi-libc headers on a fresh machine.
+bash scripts/build-interpreters.sh >/dev/null
 if unshare --user --map-root-user --mount --net true 2>/dev/null; then
     cargo test --release --features testkit "$@" -- --include-ignored
 else
