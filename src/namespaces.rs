@@ -18,7 +18,7 @@ use crate::sys;
 use crate::task::DirGrant;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -103,6 +103,10 @@ pub(crate) fn confine_zygote(grants: &[DirGrant]) -> Result<Vec<MountedGrant>, N
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
             .open(&canonical)
             .map_err(open_err)?;
+        // A detached copy of the grant's mount tree, taken before the root tmpfs covers /tmp:
+        // a recursive bind of /proc/self/fd/N made afterwards would carry that tmpfs along, and
+        // a grant of /tmp itself (or of /) would show the empty root instead of its files.
+        let dir = sys::clone_mount_tree(dir.as_fd()).map_err(open_err)?;
         let mounted = MountedGrant {
             host: g.host.clone(),
             canonical,
@@ -126,8 +130,8 @@ pub(crate) fn confine_zygote(grants: &[DirGrant]) -> Result<Vec<MountedGrant>, N
         let target = format!("{ROOT}{}", g.inside);
         fs::create_dir(&target)
             .map_err(|source| NamespaceError::Mount { target: target.clone(), source })?;
-        let source = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        mount(Some(&source), &target, None, libc::MS_BIND | libc::MS_REC, None)?;
+        sys::attach_mount_tree(dir.as_fd(), &target)
+            .map_err(|source| NamespaceError::Mount { target: target.clone(), source })?;
         // Remounting a bind mount must keep the flags the host mount has locked; add ours.
         let host_flags = sys::mount_flags(&target)
             .map_err(|source| NamespaceError::Mount { target: target.clone(), source })?;

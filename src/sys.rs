@@ -6,7 +6,7 @@
 //! [`crate::zygote`]), the child may also allocate afterwards, but these helpers never need to.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a libc return value into `io::Result`, reading `errno` on `-1`.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -501,6 +501,43 @@ pub fn mount_flags(path: &str) -> io::Result<libc::c_ulong> {
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// `open_tree(dir, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH | OPEN_TREE_CLOEXEC)`:
+/// a detached copy of the mount tree at `dir` (Linux 5.2), taken now: mounts made later on top
+/// of that place are not in it.
+pub fn clone_mount_tree(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: `dir` is an open descriptor for the call's duration and the path is a static
+    // empty C string; the kernel returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
+    let fd = check(fd as libc::c_int)?;
+    // SAFETY: on success `fd` is a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached
+/// mount tree (from [`clone_mount_tree`]) at `target`.
+pub fn attach_mount_tree(tree: BorrowedFd<'_>, target: &str) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let target = cstr(target)?;
+    // SAFETY: `tree` is open for the call, both paths are NUL-terminated strings that outlive
+    // it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(ret as libc::c_int).map(drop)
 }
 
 /// `fork()` as a raw `clone(SIGCHLD)`, or with `new_pid_ns` into a new PID namespace

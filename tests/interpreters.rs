@@ -150,7 +150,22 @@ fn assert_distinct(lang: &str, snippet: &str) {
 fn random_values_differ_in_every_fork() {
     assert_distinct("js", "console.log(Math.random())");
     assert_distinct("py", "import random; print(random.random())");
-    assert_distinct("py", "print(hash('zeroboot'))");
+}
+
+/// Python's `hash()` of a str is seeded when the interpreter is created — in the zygote — and
+/// every string and dict built during warm-up caches hashes made with that seed, so it cannot
+/// change per fork (as with CPython's own `os.fork`). It differs between zygotes: each load
+/// draws a new one.
+#[test]
+fn python_hash_seed_differs_between_zygotes() {
+    let hashes: HashSet<String> = (0..3)
+        .map(|_| {
+            let o = zb(&["py", "-c", "print(hash('zeroboot'))"], "");
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            stdout(&o)
+        })
+        .collect();
+    assert_eq!(hashes.len(), 3, "{hashes:?}");
 }
 
 #[test]

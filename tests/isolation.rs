@@ -372,3 +372,23 @@ fn a_pool_sandbox_takes_its_task_cpu_backstop() {
     drop(input);
     let _ = worker.wait();
 }
+
+/// The sandbox root is a tmpfs mounted over /tmp in the zygote's mount namespace. A grant of
+/// the host's /tmp (or of a directory above it) must show the host's files, not that tmpfs.
+#[test]
+#[ignore = "needs user namespaces; test.sh runs it where the machine has them"]
+fn a_grant_of_the_hosts_tmp_shows_its_files() {
+    require_namespaces();
+    let dir = tempfile::Builder::new().prefix("zb-tmp-grant").tempdir_in("/tmp").expect("tempdir");
+    std::fs::write(dir.path().join("input.txt"), "from the host's /tmp\n").expect("write");
+    let name = dir.path().file_name().and_then(|n| n.to_str()).expect("name");
+    let inside = format!("/data/{name}");
+    let fs = guest("fs");
+    let o = common::run(&["run", "--dir-ro", "/tmp::/data", fs.to_str().expect("utf-8"), &inside]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("input=from the host's /tmp"),
+        "stdout: {out}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
