@@ -144,3 +144,44 @@ fn a_zygote_fed_garbage_fails_that_connection_without_hanging() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("malformed"), "{err}");
 }
+
+/// The library's entry points: a reactor warmed once in its zygote, its exports called with
+/// typed arguments from many tasks at once, a bad entry point refused before any sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactor_is_warmed_once_and_its_exports_invoked_concurrently() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (global $base (mut i64) (i64.const 0))
+      (global $inits (mut i32) (i32.const 0))
+      (func (export "_initialize")
+        (global.set $base (i64.const 1000))
+        (global.set $inits (i32.add (global.get $inits) (i32.const 1))))
+      (func (export "add") (param i64) (result i64 i32)
+        (global.set $base (i64.add (global.get $base) (local.get 0)))
+        (global.get $base) (global.get $inits)))"#;
+    let source =
+        ModuleSource::Bytes { name: "adder.wat".into(), bytes: wat.as_bytes().to_vec().into() };
+    let adder = rt.load(source, options(&cache, 2)).await.expect("load");
+    assert_eq!(adder.stats().await.expect("stats").initializers, ["_initialize"]);
+    let runs: Vec<_> = (0..50i64)
+        .map(|i| {
+            let adder = adder.clone();
+            tokio::spawn(async move {
+                let o = adder.run(&Task::new().invoke("add").args([i.to_string()])).await;
+                (i, o.expect("run"))
+            })
+        })
+        .collect();
+    for r in runs {
+        let (i, o) = r.await.expect("join");
+        // Each fork starts from the warmed state (base 1000, initialised once), whatever the
+        // other forks added.
+        assert_eq!(o.stdout_text(), format!("{}\n1\n", 1000 + i), "{o:?}");
+    }
+    let e = adder.run(&Task::new()).await.expect_err("a reactor has no _start");
+    assert!(matches!(e, Error::InvalidTask(TaskError::Entry(_))), "{e:?}");
+    let e = adder.run(&Task::new().invoke("add").args(["x"])).await.expect_err("bad argument");
+    assert!(e.to_string().contains("invalid task"), "{e}");
+}
