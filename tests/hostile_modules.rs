@@ -10,11 +10,10 @@
 
 mod common;
 
-use common::bin;
-use std::io::{Read, Write};
+use common::run_bounded;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// Exit code for bad input, hostile modules included.
 const DATA: i32 = 65;
@@ -28,52 +27,6 @@ fn module(name: &str, wat: &str) -> (tempfile::TempDir, PathBuf) {
     let p = dir.path().join(name);
     std::fs::write(&p, wat).expect("write module");
     (dir, p)
-}
-
-/// Runs the binary with `args` and `stdin`, killing it after `limit`; returns its output and
-/// how long it took. Panics if it had to be killed.
-fn run_bounded(args: &[&str], stdin: &[u8], limit: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn zeroboot-wasm");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let mut out_pipe = child.stdout.take().expect("stdout");
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("zeroboot-wasm {args:?} still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = started.elapsed();
-    let _ = feeder.join();
-    let stdout = out_reader.join().expect("stdout reader");
-    let stderr = err_reader.join().expect("stderr reader");
-    (Output { status, stdout, stderr }, took)
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{bin, stderr, stdout};
+use common::{bin, built_by, run_command, stderr, stdout};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::OnceLock;
@@ -16,39 +15,14 @@ use std::sync::OnceLock;
 /// The directory holding both interpreter modules, built once per test binary.
 fn interpreters() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-interpreters.sh"))
-            .output()
-            .expect("run scripts/build-interpreters.sh");
-        assert!(
-            out.status.success(),
-            "building the interpreters failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
+    DIR.get_or_init(|| built_by("build-interpreters.sh"))
 }
 
 /// Runs `zeroboot-wasm ARGS` with the interpreters found, feeding `stdin`.
 fn zb(args: &[&str], stdin: &str) -> Output {
-    let mut child = bin()
-        .env("ZEROBOOT_WASM_INTERPRETERS", interpreters())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn zeroboot-wasm");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.as_bytes().to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    feeder.join().expect("feeder");
-    out
+    let mut cmd = bin();
+    cmd.env("ZEROBOOT_WASM_INTERPRETERS", interpreters()).args(args);
+    run_command(cmd, stdin.as_bytes())
 }
 
 /// One outcome per request line, from `worker --lang LANG`.

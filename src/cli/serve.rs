@@ -98,7 +98,7 @@ pub fn main(a: ServeArgs) -> i32 {
         (Some(path), _) => match ApiKeys::from_file(path) {
             Ok(keys) => Access::Keys(keys),
             Err(e) => {
-                eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+                eprintln!("zeroboot-wasm serve: error: {}", zeroboot_wasm::serve::error_chain(&e));
                 return exit::USAGE;
             }
         },
@@ -157,23 +157,12 @@ pub fn main(a: ServeArgs) -> i32 {
     match served {
         Ok(()) => 0,
         Err(e @ serve::ServeError::OpenOnNetwork { .. }) => {
-            eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+            eprintln!("zeroboot-wasm serve: error: {}", zeroboot_wasm::serve::error_chain(&e));
             exit::USAGE
         }
         Err(e) => {
-            eprintln!("zeroboot-wasm serve: error: {}", chain(&e));
+            eprintln!("zeroboot-wasm serve: error: {}", zeroboot_wasm::serve::error_chain(&e));
             exit::INTERNAL
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

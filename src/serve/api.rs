@@ -359,7 +359,7 @@ fn tool_or_404(state: &AppState, id: &str) -> Result<Arc<store::Tool>, ApiError>
 }
 
 /// An error and its causes on one line, `outer: inner: innermost`.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

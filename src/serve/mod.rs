@@ -18,6 +18,7 @@ mod metrics;
 mod ops;
 mod store;
 
+pub use api::error_chain;
 pub use auth::{ApiKeys, KeyFileError};
 pub use exec::{Interpreters, Language};
 

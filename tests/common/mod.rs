@@ -1,27 +1,32 @@
 //! Shared helpers for the integration tests: the guests and the real binary.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Runs a build script of `scripts/` and returns the directory it prints (where it put what
+/// it built); panics with the script's stderr if it fails.
+pub fn built_by(script: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
 
 /// Path to guest `name`'s `.wasm`, building the guest workspace once per test binary.
 pub fn guest(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new("bash")
-            .arg(root.join("scripts/build-guests.sh"))
-            .output()
-            .expect("run scripts/build-guests.sh");
-        assert!(
-            out.status.success(),
-            "building the guests failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    });
+    let dir = DIR.get_or_init(|| built_by("build-guests.sh"));
     let p = dir.join(format!("{name}.wasm"));
     assert!(p.exists(), "guest {name} not built at {}", p.display());
     p
@@ -39,8 +44,14 @@ pub fn bin() -> Command {
 
 /// Runs the binary with `args`, feeding `stdin`, and returns its output.
 pub fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = bin()
-        .args(args)
+    let mut cmd = bin();
+    cmd.args(args);
+    run_command(cmd, stdin)
+}
+
+/// Runs `cmd`, feeding `stdin`, and returns its output.
+pub fn run_command(mut cmd: Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,4 +153,50 @@ pub fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bo
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     f()
+}
+
+/// Runs the binary with `args` and `stdin`, killing it after `limit`; returns its output and
+/// how long it took. Panics if it had to be killed.
+pub fn run_bounded(args: &[&str], stdin: &[u8], limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zeroboot-wasm");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zeroboot-wasm {args:?} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let _ = feeder.join();
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    (Output { status, stdout, stderr }, took)
 }
