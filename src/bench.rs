@@ -291,8 +291,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         pool,
         server_on_demand,
         server_pool,
-        marginal_private_dirty_kb: (m2.1 - m1.1) as f64 / per,
-        marginal_pss_kb: (m2.0 - m1.0) as f64 / per,
+        // As floats: PSS can shrink as sandboxes are added (pages shared with processes
+        // outside the measured set are split among more sharers), and an unsigned
+        // difference would wrap.
+        marginal_private_dirty_kb: (m2.1 as f64 - m1.1 as f64) / per,
+        marginal_pss_kb: (m2.0 as f64 - m1.0 as f64) / per,
         memory_guest: "hello then wait (bundled WAT)".to_string(),
         seccomp,
         zygote: shape,

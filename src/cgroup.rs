@@ -173,13 +173,24 @@ impl SandboxCgroups {
         Ok(slot)
     }
 
+    /// Whether fewer spare cgroups are ready than it keeps.
+    pub(crate) fn short(&self) -> bool {
+        self.spare.len() < SPARES
+    }
+
     /// Makes spare empty cgroups, off any task's path; stops quietly at the first failure.
     pub(crate) fn top_up(&mut self) {
-        while self.spare.len() < SPARES {
-            match self.make_slot() {
-                Ok(s) => self.spare.push(s),
-                Err(_) => break,
+        while self.short() && self.top_up_one() {}
+    }
+
+    /// Makes one spare empty cgroup; `false` if it could not.
+    pub(crate) fn top_up_one(&mut self) -> bool {
+        match self.make_slot() {
+            Ok(s) => {
+                self.spare.push(s);
+                true
             }
+            Err(_) => false,
         }
     }
 

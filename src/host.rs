@@ -250,6 +250,15 @@ enum Event {
     Died(String),
 }
 
+/// A pool sandbox the zygote handed over: its pipes (task channel, report, stdout, stderr)
+/// and the linear-memory cap its cgroup limit is set for.
+#[derive(Debug)]
+struct Pooled {
+    sandbox: u64,
+    max_memory: Option<u64>,
+    fds: Vec<OwnedFd>,
+}
+
 /// The host's end of one zygote.
 #[derive(Debug)]
 struct Connection {
@@ -260,6 +269,8 @@ struct Connection {
     exports: Option<crate::entry::Exports>,
     grants: Option<Vec<MountedGrant>>,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>,
+    /// Pool sandboxes the zygote handed over, waiting for a task.
+    pool: Mutex<VecDeque<Pooled>>,
     stats: Mutex<VecDeque<oneshot::Sender<ZygoteStats>>>,
     dead: AtomicBool,
     death: Mutex<Option<String>>,
@@ -350,6 +361,7 @@ impl Connection {
             exports,
             grants: namespaces.then(|| grants.into_iter().map(mounted).collect()),
             pending: Mutex::new(HashMap::new()),
+            pool: Mutex::new(VecDeque::new()),
             stats: Mutex::new(VecDeque::new()),
             dead: AtomicBool::new(false),
             death: Mutex::new(None),
@@ -377,6 +389,9 @@ impl Connection {
         }
         if let Ok(mut s) = self.stats.lock() {
             s.clear();
+        }
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
         }
     }
 
@@ -434,36 +449,46 @@ impl Connection {
         if self.is_dead() {
             return Ok(zygote_died(self.death_reason(), started));
         }
-        let stdin = match task.stdin {
-            Stdin::Inherit => Some(sys::dup_stdin().map_err(Error::Pipe)?),
-            _ => None,
+        let max_memory = task.max_memory.map(bytes_u64);
+        let timeout_us = task.timeout.map(micros);
+        // A pool sandbox the zygote already handed over: claimed without a round trip, unless
+        // its memory limit must change first.
+        let pooled = if inherit_stdin {
+            None
+        } else {
+            self.pool.lock().ok().and_then(|mut p| p.pop_front())
         };
-        let request = Request::Run {
-            id,
-            timeout_us: task.timeout.map(micros),
-            max_memory: task.max_memory.map(bytes_u64),
-            inherit_stdin: stdin.is_some(),
-        };
-        let fds: Vec<_> = stdin.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = send(&self.sock, &request, &fds).await {
-            guard.finished = true;
-            return Ok(zygote_died(format!("cannot reach the zygote: {e}"), started));
-        }
-        drop(stdin);
-        let (fork_us, mut fds) = match rx.recv().await {
-            Some(Event::Started { fork_us, fds }) if fds.len() == 4 => (fork_us, fds),
-            Some(Event::Started { .. }) => return Err(protocol_err("started without 4 pipes")),
-            Some(Event::Failed(message)) => {
+        let (fork_us, mut fds) = if let Some(p) = pooled {
+            let set_limit = (p.max_memory != max_memory).then_some(max_memory);
+            let claim = Request::Claim { id, sandbox: p.sandbox, timeout_us, set_limit };
+            if let Err(e) = send(&self.sock, &claim, &[]).await {
                 guard.finished = true;
-                return Err(Error::StartSandbox(message));
+                return Ok(zygote_died(format!("cannot reach the zygote: {e}"), started));
             }
-            Some(Event::Died(why)) => {
-                guard.finished = true;
-                return Ok(zygote_died(why, started));
+            if set_limit.is_some() {
+                match self.started(&mut rx, &mut guard, started).await? {
+                    Ok(_) => {}
+                    Err(outcome) => return Ok(outcome),
+                }
             }
-            Some(Event::Exited { .. }) | None => {
+            (0, p.fds)
+        } else {
+            let stdin = match task.stdin {
+                Stdin::Inherit => Some(sys::dup_stdin().map_err(Error::Pipe)?),
+                _ => None,
+            };
+            let request =
+                Request::Run { id, timeout_us, max_memory, inherit_stdin: stdin.is_some() };
+            let fds: Vec<_> = stdin.iter().map(|f| f.as_raw_fd()).collect();
+            if let Err(e) = send(&self.sock, &request, &fds).await {
                 guard.finished = true;
-                return Ok(zygote_died(self.death_reason(), started));
+                return Ok(zygote_died(format!("cannot reach the zygote: {e}"), started));
+            }
+            drop(stdin);
+            match self.started(&mut rx, &mut guard, started).await? {
+                Ok((fork_us, fds)) if fds.len() == 4 => (fork_us, fds),
+                Ok(_) => return Err(protocol_err("started without 4 pipes")),
+                Err(outcome) => return Ok(outcome),
             }
         };
         let err_r = fds.pop();
@@ -495,6 +520,11 @@ impl Connection {
                 Some(Event::Exited { status, peak_rss, timed_out, oom }) => {
                     (status, peak_rss, timed_out, oom)
                 }
+                // A claimed pool sandbox that was gone before its task reached it.
+                Some(Event::Failed(message)) => {
+                    guard.finished = true;
+                    return Err(Error::StartSandbox(message));
+                }
                 Some(Event::Died(why)) => {
                     guard.finished = true;
                     let mut o = zygote_died(why, started);
@@ -524,6 +554,34 @@ impl Connection {
         outcome.timings_us.fork = fork_us;
         outcome.timings_us.total = micros(started.elapsed());
         Ok(outcome)
+    }
+}
+
+impl Connection {
+    /// Waits for the zygote's answer to a run or a claim that asked for one: `Ok(Ok(..))` with
+    /// the fork time and the pipes (none for a claim), `Ok(Err(outcome))` when the zygote died
+    /// meanwhile, `Err` when it could not start the sandbox.
+    async fn started(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        guard: &mut RunGuard,
+        started: Instant,
+    ) -> Result<Result<(u64, Vec<OwnedFd>), Outcome>, Error> {
+        match rx.recv().await {
+            Some(Event::Started { fork_us, fds }) => Ok(Ok((fork_us, fds))),
+            Some(Event::Failed(message)) => {
+                guard.finished = true;
+                Err(Error::StartSandbox(message))
+            }
+            Some(Event::Died(why)) => {
+                guard.finished = true;
+                Ok(Err(zygote_died(why, started)))
+            }
+            Some(Event::Exited { .. }) | None => {
+                guard.finished = true;
+                Ok(Err(zygote_died(self.death_reason(), started)))
+            }
+        }
     }
 }
 
@@ -627,6 +685,22 @@ fn dispatch(c: &Connection, reply: Reply, fds: Vec<OwnedFd>) {
         Reply::Stats(s) => {
             if let Some(tx) = c.stats.lock().ok().and_then(|mut q| q.pop_front()) {
                 let _ = tx.send(s);
+            }
+            return;
+        }
+        Reply::Pooled { sandbox, max_memory } => {
+            // Four pipes or none of it: a short handover is dropped (the sandbox then exits
+            // with its channel closed, and is retired).
+            if fds.len() == 4
+                && let Ok(mut pool) = c.pool.lock()
+            {
+                pool.push_back(Pooled { sandbox, max_memory, fds });
+            }
+            return;
+        }
+        Reply::Retired { sandbox } => {
+            if let Ok(mut pool) = c.pool.lock() {
+                pool.retain(|p| p.sandbox != sandbox);
             }
             return;
         }

@@ -12,11 +12,20 @@
 //! `Ready` | `LoadFailed`; then any number of `Run` → `Started` (+ fds) | `RunFailed`, and
 //! later `Exited` for each started run, in whatever order sandboxes finish; `Cancel`, `Stats`
 //! → `Stats`, `Shutdown` at any time. A malformed or oversized message ends the connection.
+//!
+//! The pool belongs to the host. The zygote forks pool sandboxes ahead of time and hands each
+//! to the host at once (`Pooled` + its fds). To run a task in one, the host sends `Claim` and
+//! writes the task into it without waiting for an answer — no round trip on a task's path —
+//! unless the task needs a different memory limit (`set_limit`), which the zygote applies and
+//! acknowledges with `Started` (no fds) before the host writes. A claimed sandbox ends with
+//! `Exited` like any other; one that died before it was claimed, with `Retired`; a claim of a
+//! sandbox that is gone, with `RunFailed`. `Run` forks a sandbox on arrival (the host's pool
+//! is empty, or the task inherits the caller's stdin).
 
 use std::path::PathBuf;
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest message either side sends or accepts, in bytes. Messages carry no task data, so
 /// this is generous; a bigger packet is a protocol error.
@@ -127,6 +136,17 @@ pub enum Request {
         inherit_stdin: bool,
     },
     /// Kill run `id`'s sandbox (its `Exited` still follows).
+    /// Run `id` in pooled sandbox `sandbox`; the host writes the task into it. With
+    /// `set_limit`, the zygote first sets the sandbox's memory limit for this linear-memory cap
+    /// (`None` inside: no cap) and answers `Started`; without, it answers nothing until
+    /// `Exited`.
+    Claim {
+        id: u64,
+        sandbox: u64,
+        timeout_us: Option<u64>,
+        #[serde(default)]
+        set_limit: Option<Option<u64>>,
+    },
     Cancel {
         id: u64,
     },
@@ -184,6 +204,16 @@ pub enum Reply {
         memory_limit: Option<u64>,
     },
     Stats(crate::zygote::ZygoteStats),
+    /// A pool sandbox for the host, with its four pipes attached (task channel, report,
+    /// stdout, stderr); its memory limit is set for a linear-memory cap of `max_memory`.
+    Pooled {
+        sandbox: u64,
+        max_memory: Option<u64>,
+    },
+    /// A pool sandbox died (or its channel was closed) before it was claimed.
+    Retired {
+        sandbox: u64,
+    },
 }
 
 /// Encodes a message (serialising these plain types cannot fail).

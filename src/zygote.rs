@@ -114,6 +114,10 @@ pub struct Zygote {
     cgroups: Option<SandboxCgroups>,
     pool: VecDeque<Idle>,
     pool_size: usize,
+    /// The linear-memory cap pool sandboxes are forked with: the last task's. Writing a
+    /// cgroup's limit costs ~130 µs on a cgroup-v1 host, so a sandbox whose limit already
+    /// matches its task's skips the write on the task's path.
+    pool_max_memory: Option<u64>,
     /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
     zombies: Vec<(libc::pid_t, Option<Slot>)>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
@@ -201,6 +205,7 @@ impl Zygote {
             cgroups,
             pool: VecDeque::new(),
             pool_size: 0,
+            pool_max_memory: None,
             zombies: Vec::new(),
             proc_stat,
             proc_maps,
@@ -451,7 +456,7 @@ impl Zygote {
     /// Forks a pool child: confined, waiting for its task on a pipe, in a cgroup of its own
     /// (its limit is written when its task arrives).
     fn prefork(&mut self) -> Result<Idle, Error> {
-        self.fork_waiting(None, None)
+        self.fork_waiting(None, self.pool_max_memory)
     }
 
     /// Forks a sandbox that confines itself and then waits for its task on its channel (fd
@@ -496,6 +501,7 @@ impl Zygote {
         stdin: Option<&OwnedFd>,
         max_memory: Option<u64>,
     ) -> Result<(Idle, u64), Error> {
+        self.pool_max_memory = max_memory;
         if stdin.is_none()
             && let Some(mut idle) = self.pool.pop_front()
         {
@@ -511,36 +517,43 @@ impl Zygote {
     }
 
     /// Closes an idle sandbox's channel (it exits), reaps it and removes its cgroup.
-    fn dismiss(&mut self, idle: Idle) {
+    pub(crate) fn dismiss(&mut self, idle: Idle) {
         let Idle { pid, task_w, slot, .. } = idle;
         drop(task_w);
         let _ = sys::wait(pid);
         self.release_slot(slot);
     }
 
-    /// Fork-server support: makes spare empty cgroups ahead of time, off any task's path.
-    pub(crate) fn top_up_cgroups(&mut self) {
-        if let Some(cg) = &mut self.cgroups {
-            cg.top_up();
-        }
+    /// Fork-server support: makes one spare empty cgroup ahead of time, off any task's path;
+    /// `false` if it could not (the next sandbox then makes its own).
+    pub(crate) fn top_up_cgroup(&mut self) -> bool {
+        self.cgroups.as_mut().is_some_and(|cg| cg.top_up_one())
     }
 
-    /// Fork-server support: forks one more pool sandbox and returns its pid.
-    pub(crate) fn prefork_one(&mut self) -> Result<libc::pid_t, Error> {
-        let idle = self.prefork()?;
-        let pid = idle.pid;
-        self.pool.push_back(idle);
-        Ok(pid)
+    /// Fork-server support: whether fewer spare cgroups are ready than it keeps.
+    pub(crate) fn cgroups_short(&self) -> bool {
+        self.cgroups.as_ref().is_some_and(|cg| cg.short())
+    }
+
+    /// Fork-server support: forks a pool sandbox for the host (not kept in this zygote's own
+    /// pool), with the memory limit of [`pool_max_memory`](Self::pool_max_memory).
+    pub(crate) fn fork_idle(&mut self) -> Result<Idle, Error> {
+        self.prefork()
+    }
+
+    /// Fork-server support: the linear-memory cap pool sandboxes are forked with.
+    pub(crate) fn pool_max_memory(&self) -> Option<u64> {
+        self.pool_max_memory
+    }
+
+    /// Fork-server support: forks later pool sandboxes for this linear-memory cap.
+    pub(crate) fn set_pool_max_memory(&mut self, max_memory: Option<u64>) {
+        self.pool_max_memory = max_memory;
     }
 
     /// Fork-server support: the directories mounted for grants (empty without namespaces).
     pub(crate) fn mounted_grants(&self) -> &[MountedGrant] {
         self.confinement.mounted.as_deref().unwrap_or(&[])
-    }
-
-    /// Fork-server support: forgets an idle sandbox that died (it was reaped elsewhere).
-    pub(crate) fn forget_idle(&mut self, pid: libc::pid_t) {
-        self.pool.retain(|i| i.pid != pid);
     }
 
     /// Starts `task`: hands it to a pool child, or forks one for it.
@@ -563,6 +576,7 @@ impl Zygote {
                 wire::encode_task(&header, stdin).ok()
             })
             .flatten();
+        self.pool_max_memory = task.max_memory.map(bytes_u64);
         if let Some(head) = head
             && let Some(mut idle) = self.pool.pop_front()
         {
@@ -692,11 +706,20 @@ impl Idle {
     /// Sets its cgroup's limit for a linear-memory cap of `max_memory` (a limit that cannot
     /// be applied is an error for the task, never a layer silently dropped).
     fn set_memory_limit(&mut self, max_memory: Option<u64>) -> Result<(), Error> {
-        let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
-        match &mut self.slot {
-            Some(slot) => slot.set_limit(limit).map_err(Error::MemoryLimit),
-            None => Ok(()),
-        }
+        set_slot_memory_limit(self.slot.as_mut(), max_memory)
+    }
+}
+
+/// Sets a sandbox cgroup's limit for a linear-memory cap of `max_memory` (no cgroup: nothing
+/// to set).
+pub(crate) fn set_slot_memory_limit(
+    slot: Option<&mut Slot>,
+    max_memory: Option<u64>,
+) -> Result<(), Error> {
+    let limit = max_memory.map(|m| m.saturating_add(bytes_u64(HOST_OVERHEAD)));
+    match slot {
+        Some(slot) => slot.set_limit(limit).map_err(Error::MemoryLimit),
+        None => Ok(()),
     }
 }
 

@@ -24,6 +24,10 @@ use crate::sys::{self, ExitStatus, Received};
 use crate::task::DirGrant;
 use crate::template::{Config, InitLimits, Template};
 use crate::zygote::{Isolation, KILL_GRACE, Zygote};
+
+/// How long after a sandbox exits housekeeping waits for the host's next request (which,
+/// under load, follows an outcome within tens of microseconds).
+const IDLE_GRACE: Duration = Duration::from_millis(1);
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -133,8 +137,17 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
             .filter(|e| crate::protocol::encode(e).len() <= MAX_MESSAGE / 2),
     };
     send(&sock, &ready, &[])?;
-    let mut server =
-        Server { zygote, sock, running: Vec::new(), idle: Vec::new(), pool: load.pool };
+    let mut server = Server {
+        zygote,
+        sock,
+        running: Vec::new(),
+        pooled: Vec::new(),
+        next_sandbox: 0,
+        pool: load.pool,
+        released: Vec::new(),
+        retired: std::collections::VecDeque::new(),
+        stalled: false,
+    };
     let result = server.run();
     server.shutdown();
     result
@@ -194,20 +207,89 @@ struct Running {
     slot: Option<Slot>,
 }
 
+/// How a reaped sandbox ended.
+struct SandboxExit {
+    status: ExitStatus,
+    peak_rss: u64,
+    timed_out: bool,
+    /// Killed by the kernel's OOM killer in its cgroup, with that cgroup's limit.
+    oom: Option<Option<u64>>,
+}
+
+impl SandboxExit {
+    fn reply(&self, id: u64) -> Reply {
+        let (code, signal) = match self.status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        Reply::Exited {
+            id,
+            code,
+            signal,
+            peak_rss: self.peak_rss,
+            timed_out: self.timed_out,
+            oom_killed: self.oom.is_some(),
+            memory_limit: self.oom.flatten(),
+        }
+    }
+}
+
+/// Pool sandboxes that ended unclaimed, remembered for a claim on its way.
+const RETIRED_KEPT: usize = 64;
+
+/// A pool sandbox handed to the host, waiting for its claim.
+struct PooledSandbox {
+    sandbox: u64,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    slot: Option<Slot>,
+}
+
+/// When to kill a run's sandbox that outlives its timeout; `Err` for a timeout past the
+/// clock's range.
+fn backstop_for(started: Instant, timeout_us: Option<u64>) -> Result<Option<Instant>, String> {
+    match timeout_us {
+        None => Ok(None),
+        // Checked: `Instant + Duration` panics past the clock's range.
+        Some(us) => started
+            .checked_add(Duration::from_micros(us))
+            .and_then(|d| d.checked_add(KILL_GRACE))
+            .map(Some)
+            .ok_or_else(|| format!("timeout of {us} µs is out of range")),
+    }
+}
+
 struct Server {
     zygote: Zygote,
     sock: OwnedFd,
     running: Vec<Running>,
-    /// Pidfds of the pool's idle sandboxes, to notice one that dies while waiting.
-    idle: Vec<(libc::pid_t, OwnedFd)>,
+    /// Pool sandboxes handed to the host and not claimed yet (their pidfds, to notice one
+    /// that dies or whose channel the host closes).
+    pooled: Vec<PooledSandbox>,
+    next_sandbox: u64,
     pool: usize,
+    /// How the last pool sandboxes that ended unclaimed ended, for a claim on its way.
+    retired: std::collections::VecDeque<(u64, SandboxExit)>,
+    /// Cgroups of reaped sandboxes, to remove when there is time.
+    released: Vec<Slot>,
+    /// A refill fork or a spare cgroup failed; housekeeping waits until a sandbox starts or
+    /// exits rather than retrying in a busy loop.
+    stalled: bool,
 }
 
 impl Server {
-    /// The event loop: requests, sandbox exits, backstops; the pool is refilled only when
-    /// no request is waiting.
+    /// The event loop: requests, sandbox exits, backstops, and housekeeping (removing reaped
+    /// sandboxes' cgroups, making spare ones, refilling the pool).
+    ///
+    /// Housekeeping is kept off the request path. Right after a sandbox exits, the host's next
+    /// request is usually on its way, so housekeeping waits [`IDLE_GRACE`] for it; right after
+    /// a sandbox starts, the zygote has nothing to do until that sandbox ends, so housekeeping
+    /// is due at once. It runs one step at a time, with a look at the socket between steps.
     fn run(&mut self) -> std::io::Result<()> {
         self.zygote.set_pool_size(0);
+        // The first request usually follows `Ready` at once (a one-shot `run` sends it right
+        // away): housekeeping waits for it as it does after an exit.
+        let mut chores_at = Instant::now() + IDLE_GRACE;
         loop {
             let now = Instant::now();
             for r in &mut self.running {
@@ -223,12 +305,15 @@ impl Server {
                 .filter_map(|r| r.backstop)
                 .min()
                 .map(|b| b.saturating_duration_since(now));
-            let pool_short = self.idle.len() < self.pool;
-            // With the pool short, only look (timeout 0): a request first, then one more fork.
-            let timeout = if pool_short { Some(Duration::ZERO) } else { next };
+            let chores = self.has_chores();
+            let timeout = match (chores, next) {
+                (true, Some(n)) => Some(n.min(chores_at.saturating_duration_since(now))),
+                (true, None) => Some(chores_at.saturating_duration_since(now)),
+                (false, n) => n,
+            };
             let mut fds: Vec<RawFd> = vec![self.sock.as_raw_fd()];
             fds.extend(self.running.iter().map(|r| r.pidfd.as_raw_fd()));
-            fds.extend(self.idle.iter().map(|(_, fd)| fd.as_raw_fd()));
+            fds.extend(self.pooled.iter().map(|p| p.pidfd.as_raw_fd()));
             let ms =
                 timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
             let ready = sys::poll_readable(&fds, ms)?;
@@ -240,31 +325,55 @@ impl Server {
                 let r = self.running.swap_remove(i);
                 self.report_exit(r)?;
             }
-            let dead_idle: Vec<libc::pid_t> = self
-                .idle
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| ready[1 + n_running + j] != 0)
-                .map(|(_, (pid, _))| *pid)
-                .collect();
-            for pid in dead_idle {
-                self.idle.retain(|(p, _)| *p != pid);
-                self.zygote.forget_idle(pid);
-                let _ = sys::wait(pid);
+            if !exited.is_empty() {
+                chores_at = chores_at.max(Instant::now() + IDLE_GRACE);
+                self.stalled = false;
+            }
+            let gone: Vec<usize> =
+                (0..self.pooled.len()).filter(|&j| ready[1 + n_running + j] != 0).collect();
+            for &j in gone.iter().rev() {
+                let p = self.pooled.swap_remove(j);
+                // Kept for a claim already on its way: the host may have written its task
+                // into this sandbox, which then ended because of that task (a crash, a kill).
+                let exit = self.reap(p.pid, p.slot, false)?;
+                if self.retired.len() == RETIRED_KEPT {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back((p.sandbox, exit));
+                send(&self.sock, &Reply::Retired { sandbox: p.sandbox }, &[])?;
             }
             if ready[0] != 0 {
                 match recv(&self.sock)? {
                     None => return Ok(()),
                     Some((Request::Shutdown, _)) => return Ok(()),
-                    Some((request, fds)) => self.handle(request, fds)?,
+                    Some((request, fds)) => {
+                        if matches!(request, Request::Run { .. } | Request::Claim { .. }) {
+                            chores_at = Instant::now();
+                            self.stalled = false;
+                        }
+                        self.handle(request, fds)?;
+                    }
                 }
-            } else if !any && pool_short {
-                self.refill_one();
+            } else if !any && chores && Instant::now() >= chores_at {
+                self.chore();
             }
-            if !any || !pool_short {
-                // Spare empty cgroups, made after the reply is out (a no-op when enough exist).
-                self.zygote.top_up_cgroups();
-            }
+        }
+    }
+
+    /// Whether housekeeping is waiting: a cgroup to remove, the pool short, spares short.
+    fn has_chores(&self) -> bool {
+        !self.released.is_empty()
+            || (!self.stalled && (self.pooled.len() < self.pool || self.zygote.cgroups_short()))
+    }
+
+    /// One step of housekeeping, the cheapest first.
+    fn chore(&mut self) {
+        if let Some(slot) = self.released.pop() {
+            self.zygote.release_slot(Some(slot));
+        } else if self.pooled.len() < self.pool {
+            self.stalled = !self.refill_one();
+        } else {
+            self.stalled = !self.zygote.top_up_cgroup();
         }
     }
 
@@ -277,6 +386,9 @@ impl Server {
                     return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
                 }
                 self.start(id, timeout_us, max_memory, stdin.as_ref())
+            }
+            Request::Claim { id, sandbox, timeout_us, set_limit } => {
+                self.claim(id, sandbox, timeout_us, set_limit)
             }
             Request::Cancel { id } => {
                 if let Some(r) = self.running.iter().find(|r| r.id == id) {
@@ -301,16 +413,9 @@ impl Server {
         max_memory: Option<u64>,
         stdin: Option<&OwnedFd>,
     ) -> std::io::Result<()> {
-        let started = Instant::now();
-        // Checked: `Instant + Duration` panics past the clock's range.
-        let backstop = match timeout_us.map(|us| {
-            started.checked_add(Duration::from_micros(us)).and_then(|d| d.checked_add(KILL_GRACE))
-        }) {
-            Some(None) => {
-                let message = format!("timeout of {} µs is out of range", timeout_us.unwrap_or(0));
-                return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
-            }
-            backstop => backstop.flatten(),
+        let backstop = match backstop_for(Instant::now(), timeout_us) {
+            Ok(b) => b,
+            Err(message) => return send(&self.sock, &Reply::RunFailed { id, message }, &[]),
         };
         let (mut sandbox, fork_us) = match self.zygote.hand_out(stdin, max_memory) {
             Ok(h) => h,
@@ -318,9 +423,6 @@ impl Server {
                 return send(&self.sock, &Reply::RunFailed { id, message: e.one_line() }, &[]);
             }
         };
-        if fork_us == 0 {
-            self.idle.retain(|(p, _)| *p != sandbox.pid);
-        }
         let pidfd = match sys::pidfd_open(sandbox.pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -351,36 +453,113 @@ impl Server {
     }
 
     fn report_exit(&mut self, r: Running) -> std::io::Result<()> {
-        let (status, peak_rss) = sys::wait(r.pid)?;
-        let (code, signal) = match status {
-            ExitStatus::Code(c) => (Some(c), None),
-            ExitStatus::Signal(s) => (None, Some(s)),
+        let exit = self.reap(r.pid, r.slot, r.timed_out)?;
+        send(&self.sock, &exit.reply(r.id), &[])
+    }
+
+    /// Reaps a sandbox and says how it ended; its cgroup is removed later, off the request
+    /// path.
+    fn reap(
+        &mut self,
+        pid: libc::pid_t,
+        slot: Option<Slot>,
+        timed_out: bool,
+    ) -> std::io::Result<SandboxExit> {
+        let (status, peak_rss) = sys::wait(pid)?;
+        let signal = match status {
+            ExitStatus::Signal(s) => Some(s),
+            ExitStatus::Code(_) => None,
         };
-        let oom = match &r.slot {
-            Some(slot) if signal == Some(libc::SIGKILL) && !r.timed_out && slot.oom_killed() => {
+        let oom = match &slot {
+            Some(slot) if signal == Some(libc::SIGKILL) && !timed_out && slot.oom_killed() => {
                 Some(slot.limit())
             }
             _ => None,
         };
-        self.zygote.release_slot(r.slot);
-        let reply = Reply::Exited {
-            id: r.id,
-            code,
-            signal,
-            peak_rss,
-            timed_out: r.timed_out,
-            oom_killed: oom.is_some(),
-            memory_limit: oom.flatten(),
-        };
-        send(&self.sock, &reply, &[])
+        self.released.extend(slot);
+        Ok(SandboxExit { status, peak_rss, timed_out, oom })
     }
 
-    fn refill_one(&mut self) {
-        if let Ok(pid) = self.zygote.prefork_one()
-            && let Ok(fd) = sys::pidfd_open(pid)
-        {
-            self.idle.push((pid, fd));
+    /// Forks one pool sandbox and hands it to the host; `false` if it could not.
+    fn refill_one(&mut self) -> bool {
+        let Ok(mut idle) = self.zygote.fork_idle() else { return false };
+        let pidfd = match sys::pidfd_open(idle.pid) {
+            Ok(fd) => fd,
+            Err(_) => {
+                self.zygote.dismiss(idle);
+                return false;
+            }
+        };
+        let sandbox = self.next_sandbox;
+        self.next_sandbox += 1;
+        let fds = [
+            idle.task_w.as_raw_fd(),
+            idle.report_r.as_raw_fd(),
+            idle.out_r.as_raw_fd(),
+            idle.err_r.as_raw_fd(),
+        ];
+        let reply = Reply::Pooled { sandbox, max_memory: self.zygote.pool_max_memory() };
+        if send(&self.sock, &reply, &fds).is_err() {
+            self.zygote.dismiss(idle);
+            return false;
         }
+        // Our copies of its pipes close here: the host holds the only ones, and a sandbox
+        // whose channel the host closes exits (and is reaped as `Retired`).
+        let slot = idle.slot.take();
+        self.pooled.push(PooledSandbox { sandbox, pid: idle.pid, pidfd, slot });
+        true
+    }
+
+    /// A claim of pooled sandbox `sandbox` for run `id`: it becomes a running sandbox (with
+    /// its backstop), after its memory limit is set if asked.
+    fn claim(
+        &mut self,
+        id: u64,
+        sandbox: u64,
+        timeout_us: Option<u64>,
+        set_limit: Option<Option<u64>>,
+    ) -> std::io::Result<()> {
+        let Some(j) = self.pooled.iter().position(|p| p.sandbox == sandbox) else {
+            // Ended before its claim arrived: how it ended is the run's end.
+            if let Some(k) = self.retired.iter().position(|(s, _)| *s == sandbox)
+                && let Some((_, exit)) = self.retired.remove(k)
+            {
+                return send(&self.sock, &exit.reply(id), &[]);
+            }
+            let message = format!("pool sandbox {sandbox} is gone");
+            return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
+        };
+        let mut p = self.pooled.swap_remove(j);
+        let backstop = match backstop_for(Instant::now(), timeout_us) {
+            Ok(b) => b,
+            Err(message) => {
+                sys::kill_hard(p.pid);
+                let _ = sys::wait(p.pid);
+                self.released.extend(p.slot);
+                return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
+            }
+        };
+        if let Some(max_memory) = set_limit {
+            self.zygote.set_pool_max_memory(max_memory);
+            if let Err(e) = crate::zygote::set_slot_memory_limit(p.slot.as_mut(), max_memory) {
+                sys::kill_hard(p.pid);
+                let _ = sys::wait(p.pid);
+                self.released.extend(p.slot);
+                return send(&self.sock, &Reply::RunFailed { id, message: e.one_line() }, &[]);
+            }
+        }
+        self.running.push(Running {
+            id,
+            pid: p.pid,
+            pidfd: p.pidfd,
+            backstop,
+            timed_out: false,
+            slot: p.slot,
+        });
+        if set_limit.is_some() {
+            send(&self.sock, &Reply::Started { id, fork_us: 0 }, &[])?;
+        }
+        Ok(())
     }
 
     /// Kills every sandbox, running or idle, and reaps them.
@@ -390,6 +569,13 @@ impl Server {
             let _ = sys::wait(r.pid);
             self.zygote.release_slot(r.slot);
         }
-        self.idle.clear();
+        for slot in std::mem::take(&mut self.released) {
+            self.zygote.release_slot(Some(slot));
+        }
+        for p in std::mem::take(&mut self.pooled) {
+            sys::kill_hard(p.pid);
+            let _ = sys::wait(p.pid);
+            self.zygote.release_slot(p.slot);
+        }
     }
 }
