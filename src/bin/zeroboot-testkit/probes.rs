@@ -193,7 +193,7 @@ pub fn probe(args: &[String], dirs: &[(&str, &str)]) -> String {
             }
             .into()
         }
-        "scratch_hold" => return scratch_hold(&arg(1), &arg(2)),
+        "scratch_hold" => return scratch_hold(&arg(1), &arg(2), &arg(3)),
         "scratch_seek" => return scratch_seek(&arg(1), &arg(2)),
         other => return format!("unknown probe {other:?}"),
     };
@@ -204,10 +204,12 @@ fn sleep_ms(ms: &str) {
     std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
 }
 
-/// args: NAME MS — writes NAME in the working directory (the sandbox's scratch), holds it
-/// for MS, then says whether it is still there.
-fn scratch_hold(name: &str, ms: &str) -> String {
+/// args: NAME MS [DIR] — writes NAME in the working directory (the sandbox's scratch), or in
+/// DIR, holds it for MS, then says whether it is still there.
+fn scratch_hold(name: &str, ms: &str, dir: &str) -> String {
     use std::os::unix::fs::FileExt;
+    let name = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+    let name = name.as_str();
     let wrote = std::fs::File::create(name).and_then(|f| f.write_all_at(b"secret", 0));
     sleep_ms(ms);
     let still = std::fs::metadata(name).is_ok();
