@@ -8,7 +8,8 @@
 #   3. REQUESTS requests (default 10000) at concurrency = cores, every answer checked (status
 #      200, `"status":"exited"`, the guest's line in stdout), and the server's own /metrics
 #      count of exited runs compared with the requests sent: 0 lost, 0 mismatched.
-# Usage: scripts/load-test.sh [REQUESTS] [SECONDS per latency run]. Installs wrk with apt-get
+# Usage: scripts/load-test.sh [REQUESTS] [SECONDS per latency run] (ZB_SERVE_FLAGS: extra serve
+# flags, e.g. `--scratch-size 0`).
 # when missing (idempotent). Not part of test.sh (it takes a minute or two).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,7 +21,9 @@ if ! command -v wrk >/dev/null; then
     echo "installing wrk (apt-get)" >&2
     if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >&2; else sudo apt-get install -y wrk >&2; fi
 fi
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" >&2
+# ZB_CARGO_FLAGS: extra cargo flags (e.g. `--features testkit`, to reuse the test build).
+# shellcheck disable=SC2086
+cargo build --quiet --release ${ZB_CARGO_FLAGS:-} --manifest-path "$root/Cargo.toml" >&2
 bin="$root/target/release/zeroboot-wasm"
 guests="$(bash "$root/scripts/build-guests.sh")"
 hello="$guests/hello.wasm"
@@ -28,7 +31,7 @@ hello="$guests/hello.wasm"
 echo "machine: $(nproc) cores, $(uname -r); $(date -u +%FT%TZ)"
 echo
 echo "== in-process figures (same machine, same run) =="
-"$bin" bench --tasks 2000 --no-snippets --json "$hello" >/tmp/zb-load-bench.json
+"$bin" bench --tasks 1000 --no-snippets --json "$hello" >/tmp/zb-load-bench.json
 python3 - <<'EOF'
 import json
 r = json.load(open("/tmp/zb-load-bench.json"))
@@ -40,7 +43,8 @@ python3 "$root/scripts/worker_latency.py" "$hello" 2000 | sed -n '1,5p'
 
 data="$(mktemp -d)"
 log="$data/serve.log"
-"$bin" serve --no-auth --listen 127.0.0.1:0 --data-dir "$data" >"$data/addr" 2>"$log" &
+# shellcheck disable=SC2086
+"$bin" serve --no-auth --listen 127.0.0.1:0 --data-dir "$data" ${ZB_SERVE_FLAGS:-} >"$data/addr" 2>"$log" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do grep -q listening "$data/addr" 2>/dev/null && break; sleep 0.1; done

@@ -1275,3 +1275,34 @@ fn a_zygote_killed_under_load_ends_every_request_clearly_and_the_next_ones_succe
         Some(format!("zeroboot_zygote_restarts_total{{tool=\"{clock}\"}} 1"))
     );
 }
+
+/// A smoke of the load test (scripts/load-test.sh has the real one): 500 runs from 4 clients
+/// at once, every answer checked, and the server's own count equal to the requests sent.
+#[test]
+fn five_hundred_concurrent_runs_all_come_back_exited_and_counted() {
+    let s = Server::open(&[]);
+    let hello = s.upload("hello");
+    let url = s.url(&format!("/v1/tools/{hello}/run"));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let http = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                let mut ok = 0;
+                for _ in 0..125 {
+                    let (status, o) = json_of(http.post(&url).json(&json!({})).send().unwrap());
+                    assert_eq!(status, StatusCode::OK, "{o}");
+                    assert_eq!(o["stdout"], "hello from a zeroboot-wasm sandbox\n", "{o}");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(ok, 500);
+    assert_eq!(
+        metric(&s, &format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}}")),
+        Some(format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}} 500"))
+    );
+}

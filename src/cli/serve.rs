@@ -13,7 +13,9 @@ pub const SERVE_HELP: &str = "\
 Tools: POST /v1/tools?name=NAME (the .wasm or .wat as the body), GET /v1/tools,
 GET|DELETE /v1/tools/{id}; runs: POST /v1/tools/{id}/run, POST /v1/tools/{id}/batch;
 snippets (ZeroBoot-compatible): POST /v1/exec, POST /v1/exec/batch; GET /v1/health,
-GET /metrics, GET /v1/openapi.json. The limits flags (--timeout, --max-memory, --fuel,
+GET /metrics, GET /v1/openapi.json. `?stream=sse` on a run or /v1/exec streams the output as
+Server-Sent Events; a run's `files` go to a scratch directory private to its sandbox
+(/scratch, its working directory). The limits flags (--timeout, --max-memory, --fuel,
 --max-output, ...) are each request's defaults and the most it may ask for.
 Logs go to stderr (RUST_LOG=debug for one line per request); the bound address is printed
 on stdout as `listening on http://ADDR:PORT`.";

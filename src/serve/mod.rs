@@ -7,8 +7,10 @@
 //!
 //! Modules: [`store`] (tools on disk, content-addressed, reloaded at start-up), [`api`]
 //! (tools, runs and batches), [`exec`] (ZeroBoot-compatible snippets), [`auth`] (API keys and
-//! per-key quotas), [`admission`] (the server-wide bound on runs), [`metrics`] and [`ops`]
-//! (health, metrics, the OpenAPI document).
+//! per-key quotas and rates), [`admission`] (the server-wide bound on runs), [`stream`]
+//! (runs answered with Server-Sent Events), [`metrics`] and [`ops`] (health, metrics, the
+//! OpenAPI document). A run's `files` go to a scratch directory private to its sandbox
+//! ([`crate::scratch`]).
 
 mod admission;
 mod api;
