@@ -1306,3 +1306,40 @@ fn five_hundred_concurrent_runs_all_come_back_exited_and_counted() {
         Some(format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}} 500"))
     );
 }
+
+/// A field of /proc/PID/status, e.g. `VmRSS` (its first word).
+fn proc_status(pid: i32, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_client_that_does_not_read_its_stream_holds_the_guest_back_not_the_server() {
+    let s = Server::open(&["--pool", "0", "--max-output", "4GiB"]);
+    let flood = s.upload("output_flood");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&flood]["zygote_pid"].as_i64().unwrap() as i32;
+    let rss = || proc_status(s.pid(), "VmRSS").parse::<u64>().unwrap_or(0);
+    let before = rss();
+    // The guest writes 64 KiB chunks without end; this client reads nothing for 3 s.
+    let (r, started) = stream_run(&s, &flood, &json!({"limits": {"timeout_ms": 30000}}));
+    std::thread::sleep(Duration::from_secs(3));
+    let sandboxes: Vec<i32> = children_of(zygote).into_iter().collect();
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    // Blocked writing to its full pipe, not running flat out into a growing buffer.
+    let state = proc_status(sandboxes[0], "State");
+    assert_eq!(state, "S", "the guest should wait for the client");
+    let grown_kb = rss().saturating_sub(before);
+    assert!(grown_kb < 64 * 1024, "the server grew by {grown_kb} KiB while the client slept");
+    // The stream still works, and dropping it kills the guest.
+    let events = read_events(r, started, |e| e.at > Duration::from_secs(3) && e.name == "stdout");
+    assert!(!events.is_empty());
+    assert!(
+        wait_until(Duration::from_secs(5), || children_of(zygote).is_empty()),
+        "the sandbox outlived its stream"
+    );
+}
