@@ -17,7 +17,7 @@ use crate::template::{Template, Warm};
 use crate::wire::{self, ChildReport};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Trap, Val};
@@ -72,6 +72,9 @@ pub(crate) struct Plan<'a> {
     /// Wait on the channel (fd 4) for one byte — written once the zygote has moved this child
     /// into its memory cgroup — before running anything of a task already in memory.
     pub gated: bool,
+    /// The sandbox's own scratch tmpfs (a detached mount, see [`crate::scratch`]): made the
+    /// working directory in step 2, before the descriptor is closed.
+    pub scratch: Option<BorrowedFd<'a>>,
 }
 
 /// What the child runs once set up: the guest's `_start`, or — only in builds with the
@@ -103,6 +106,8 @@ struct Ready<'a> {
     payload: Payload,
     /// When setup counts from: the fork (on-demand) or the hand-over (pool).
     since: Instant,
+    /// The working directory is the sandbox's scratch directory.
+    scratch: bool,
 }
 
 /// Runs one task in a freshly forked child and exits. Never returns.
@@ -153,6 +158,7 @@ pub(crate) fn enter(
                 sys::exit_now(0);
             }
         })
+        .and_then(|()| plan.scratch.map_or(Ok(()), sys::fchdir))
         .and_then(|()| arrange_fds(&fds))
         .inspect(|()| report_fd = REPORT)
         .and_then(|()| sys::unblock_all_signals())
@@ -207,6 +213,7 @@ fn receive<'a>(
     plan: &Plan,
 ) -> Result<Ready<'a>, String> {
     let gated = plan.gated;
+    let scratch = plan.scratch.is_some();
     match assignment {
         Assignment::Now { task, preopens, deadline, payload } => {
             if gated {
@@ -218,7 +225,14 @@ fn receive<'a>(
                 }
                 sys::close(CHANNEL);
             }
-            Ok(Ready { task: Cow::Borrowed(task), preopens, deadline, payload, since: forked_at })
+            Ok(Ready {
+                task: Cow::Borrowed(task),
+                preopens,
+                deadline,
+                payload,
+                since: forked_at,
+                scratch,
+            })
         }
         Assignment::Later => {
             let (header, stdin) = match wire::read_task(|buf| sys::read_raw(CHANNEL, buf)) {
@@ -253,6 +267,8 @@ fn receive<'a>(
                 max_write: header.max_write,
                 max_files: header.max_files,
                 invoke: header.invoke.map(Cow::into_owned),
+                files: header.files.into_owned(),
+                files_out: header.files_out,
                 ..Task::default()
             };
             Ok(Ready {
@@ -261,6 +277,7 @@ fn receive<'a>(
                 deadline,
                 payload: Payload::Guest,
                 since,
+                scratch,
             })
         }
     }
@@ -296,6 +313,8 @@ fn internal(message: String, since: Instant) -> ChildReport {
         run_us: 0,
         fuel_consumed: None,
         peak_rss: 0,
+        files: Vec::new(),
+        files_truncated: false,
     }
 }
 
@@ -362,6 +381,8 @@ fn arm_deadline(
         run_us: micros(deadline.saturating_duration_since(Instant::now())),
         fuel_consumed: None,
         peak_rss: 0,
+        files: Vec::new(),
+        files_truncated: false,
     };
     HOST_CALL_TIMEOUT_FRAME
         .store(Box::into_raw(Box::new(wire::encode(&report))), Ordering::Release);
@@ -382,8 +403,14 @@ fn run_task(
     rt: &tokio::runtime::Runtime,
     ready: Ready<'_>,
 ) -> ChildReport {
-    let Ready { mut task, preopens, deadline, payload, since, .. } = ready;
+    let Ready { mut task, mut preopens, deadline, payload, since, scratch } = ready;
     let fail = |what: &str, e: &dyn std::fmt::Display| internal(format!("{what}: {e}"), since);
+    if scratch {
+        if let Err(e) = crate::scratch::populate(&task.files) {
+            return fail("cannot put the task's files in its scratch directory", &e);
+        }
+        preopens.extend(crate::scratch::preopens());
+    }
     // A task decoded from the channel is ours: its stdin moves into the WASI pipe uncopied.
     let stdin = match &mut task {
         Cow::Owned(Task { stdin: Stdin::Bytes(bytes), .. }) => Some(std::mem::take(bytes)),
@@ -416,6 +443,8 @@ fn run_task(
             run_us: 0,
             fuel_consumed: None,
             peak_rss: sys::peak_rss(),
+            files: Vec::new(),
+            files_truncated: false,
         };
     }
     if let (Some(fuel), true) = (task.fuel, template.fuel)
@@ -455,8 +484,22 @@ fn run_task(
         Ok(()) => (Status::Exited, Some(0), None),
         Err(e) => classify(&e, refused, &task),
     };
+    let (files, files_truncated) = match task.files_out {
+        Some(limits) if scratch => crate::scratch::collect(&task.files, limits),
+        _ => (Vec::new(), false),
+    };
     let peak_rss = sys::peak_rss();
-    ChildReport { status, exit_code, message, setup_us, run_us, fuel_consumed, peak_rss }
+    ChildReport {
+        status,
+        exit_code,
+        message,
+        setup_us,
+        run_us,
+        fuel_consumed,
+        peak_rss,
+        files,
+        files_truncated,
+    }
 }
 
 /// Step 11: the guest's code for this task, in order: `_initialize` when the zygote did not

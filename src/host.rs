@@ -172,6 +172,32 @@ impl TemplateHandle {
     /// started or reached); everything that happens to a started task — including its
     /// zygote dying — is an [`Outcome`]. Dropping the future kills the task's sandbox.
     pub async fn run(&self, task: &Task) -> Result<Outcome, Error> {
+        self.run_with(task, None).await
+    }
+
+    /// [`run`](Self::run), with the guest's stdout and stderr sent to `chunks` as they arrive
+    /// instead of captured: at most the task's `max_bytes` per stream (the rest read and
+    /// dropped, the outcome's stream flagged truncated); the outcome's `stdout` and `stderr`
+    /// stay empty. `chunks` is bounded: while it is full the sandbox's output is not read, so
+    /// a slow consumer holds the guest back (its deadline still runs) rather than making the
+    /// host buffer. If the receiver is dropped, the guest's next write fails (EPIPE). The task
+    /// must capture its output ([`Output::Capture`]).
+    pub async fn run_streaming(
+        &self,
+        task: &Task,
+        chunks: mpsc::Sender<OutputChunk>,
+    ) -> Result<Outcome, Error> {
+        if task.output == Output::Inherit {
+            return Err(Error::InvalidTask(TaskError::StreamInherited));
+        }
+        self.run_with(task, Some(&chunks)).await
+    }
+
+    async fn run_with(
+        &self,
+        task: &Task,
+        chunks: Option<&mpsc::Sender<OutputChunk>>,
+    ) -> Result<Outcome, Error> {
         let inner = &self.inner;
         let started = Instant::now();
         let queued = inner.queued.fetch_add(1, Ordering::AcqRel);
@@ -186,7 +212,8 @@ impl TemplateHandle {
             .map_err(|_| Error::Protocol("template closed".into()))?;
         drop(waiting);
         let conn = inner.connection().await?;
-        let outcome = conn.run(task, started, inner.ids.fetch_add(1, Ordering::Relaxed)).await;
+        let id = inner.ids.fetch_add(1, Ordering::Relaxed);
+        let outcome = conn.run(task, started, id, chunks).await;
         drop(permit);
         outcome
     }
@@ -267,6 +294,8 @@ struct Connection {
     pid: i32,
     meters_fuel: bool,
     exports: Option<crate::entry::Exports>,
+    /// Its sandboxes have a scratch directory.
+    scratch: bool,
     grants: Option<Vec<MountedGrant>>,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>,
     /// Pool sandboxes the zygote handed over, waiting for a task.
@@ -337,6 +366,7 @@ impl Connection {
                     max_memory: isolation.init.max_memory,
                     fuel: isolation.init.fuel,
                 },
+                scratch: isolation.scratch,
             },
             pool: options.pool,
             warm_up: options.config.warm_up_choice().clone(),
@@ -359,6 +389,7 @@ impl Connection {
             pid,
             meters_fuel,
             exports,
+            scratch: options.isolation.scratch.is_some(),
             grants: namespaces.then(|| grants.into_iter().map(mounted).collect()),
             pending: Mutex::new(HashMap::new()),
             pool: Mutex::new(VecDeque::new()),
@@ -415,6 +446,7 @@ impl Connection {
         task: &Task,
         started: Instant,
         id: u64,
+        chunks: Option<&mpsc::Sender<OutputChunk>>,
     ) -> Result<Outcome, Error> {
         task.validate().map_err(Error::InvalidTask)?;
         if let Some(exports) = &self.exports {
@@ -426,6 +458,9 @@ impl Connection {
         let preopens = resolve_preopens(self.grants.as_deref(), &task.dirs)?;
         if task.fuel.is_some() && !self.meters_fuel {
             return Err(Error::FuelNotMetered);
+        }
+        if !task.files.is_empty() && !self.scratch {
+            return Err(Error::InvalidTask(TaskError::NoScratch));
         }
         let stdin_bytes: &[u8] = match &task.stdin {
             Stdin::Bytes(b) => b,
@@ -502,11 +537,15 @@ impl Connection {
         };
         header.remaining_us = deadline.map(|d| micros(d.saturating_duration_since(Instant::now())));
         let head = wire::encode_task(&header, stdin_bytes).map_err(protocol_err)?;
-        let inherit = matches!(task.output, Output::Inherit);
+        let sink = |fd, stream| match (task.output, chunks) {
+            (Output::Inherit, _) => Sink::Relay(fd),
+            (_, Some(tx)) => Sink::Stream(tx, stream),
+            _ => Sink::Capture,
+        };
         let (wrote, out, err, report) = tokio::join!(
             write_task(task_w, head, stdin_bytes),
-            drain(out_r, max_bytes, inherit.then_some(1)),
-            drain(err_r, max_bytes, inherit.then_some(2)),
+            drain(out_r, max_bytes, sink(1, OutputStream::Stdout)),
+            drain(err_r, max_bytes, sink(2, OutputStream::Stderr)),
             read_report(report_r),
         );
         drop(wrote);
@@ -748,28 +787,69 @@ async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> std::io::Result
     pipe.write_all(stdin).await
 }
 
+/// Which output stream a [`OutputChunk`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Bytes a running guest wrote, as they arrived (see [`TemplateHandle::run_streaming`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStream,
+    pub bytes: Vec<u8>,
+}
+
+/// Where [`drain`] puts what it reads.
+enum Sink<'a> {
+    /// Into the outcome.
+    Capture,
+    /// To this process's own descriptor, as it arrives.
+    Relay(i32),
+    /// To a bounded channel, as it arrives.
+    Stream(&'a mpsc::Sender<OutputChunk>, OutputStream),
+}
+
 /// Reads a sandbox's output stream to its end: kept up to `max` bytes (the rest read and
-/// dropped), or relayed to this process's own descriptor `relay` as it arrives.
-async fn drain(fd: OwnedFd, max: usize, relay: Option<i32>) -> std::io::Result<Captured> {
+/// dropped), relayed to this process's own descriptor as it arrives, or sent as chunks (up to
+/// `max` bytes, the rest read and dropped).
+async fn drain(fd: OwnedFd, max: usize, sink: Sink<'_>) -> std::io::Result<Captured> {
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     let mut captured = Captured::default();
+    let mut sent = 0usize;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = pipe.read(&mut buf).await?;
         if n == 0 {
             return Ok(captured);
         }
-        if let Some(target) = relay {
-            // A caller that stopped reading its own output: close the pipe, so the guest's
-            // next write fails (EPIPE) as if it wrote to the caller's stream itself.
-            if sys::write_all_waiting(target, &buf[..n]).is_err() {
-                return Ok(captured);
+        match sink {
+            Sink::Relay(target) => {
+                // A caller that stopped reading its own output: close the pipe, so the guest's
+                // next write fails (EPIPE) as if it wrote to the caller's stream itself.
+                if sys::write_all_waiting(target, &buf[..n]).is_err() {
+                    return Ok(captured);
+                }
             }
-            continue;
+            Sink::Stream(tx, stream) => {
+                let keep = n.min(max.saturating_sub(sent));
+                captured.truncated |= keep < n;
+                if keep > 0 {
+                    sent += keep;
+                    let chunk = OutputChunk { stream, bytes: buf[..keep].to_vec() };
+                    // Waits while the consumer is behind: the pipe fills and the guest waits.
+                    if tx.send(chunk).await.is_err() {
+                        return Ok(captured);
+                    }
+                }
+            }
+            Sink::Capture => {
+                let keep = n.min(max.saturating_sub(captured.bytes.len()));
+                captured.bytes.extend_from_slice(&buf[..keep]);
+                captured.truncated |= keep < n;
+            }
         }
-        let keep = n.min(max.saturating_sub(captured.bytes.len()));
-        captured.bytes.extend_from_slice(&buf[..keep]);
-        captured.truncated |= keep < n;
     }
 }
 

@@ -35,6 +35,7 @@ pub mod namespaces;
 mod outcome;
 pub mod protocol;
 mod rlimits;
+mod scratch;
 pub mod seccomp;
 #[cfg(feature = "serve")]
 pub mod serve;
@@ -52,9 +53,12 @@ pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use compile::{CompileLimits, DEFAULT_COMPILE_MAX_MEMORY, DEFAULT_COMPILE_TIMEOUT};
 pub use entry::WarmUp;
 pub use error::{BoxError, Error};
-pub use host::{BlockingRuntime, LoadOptions, ModuleSource, Runtime, TemplateHandle};
+pub use host::{
+    BlockingRuntime, LoadOptions, ModuleSource, OutputChunk, OutputStream, Runtime, TemplateHandle,
+};
 pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};
+pub use scratch::{DEFAULT_SCRATCH_SIZE, FilesOut, GUEST_PATH as SCRATCH_GUEST_PATH, ScratchFile};
 pub use seccomp::SeccompMode;
 pub use task::{
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, DirGrant, MAX_REQUEST_BYTES,

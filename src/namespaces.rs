@@ -68,6 +68,10 @@ pub enum NamespaceError {
     },
     #[error("cannot pivot into the sandbox root")]
     PivotRoot(#[source] io::Error),
+    #[error("cannot create a sandbox's scratch tmpfs")]
+    Scratch(#[source] io::Error),
+    #[error("a scratch directory needs namespaces (it is a tmpfs private to each sandbox)")]
+    ScratchNeedsNamespaces,
 }
 
 /// Confines the calling process: namespaces, id maps, empty root with the grants. Must run

@@ -87,6 +87,11 @@ pub struct Outcome {
     pub peak_memory_bytes: u64,
     /// Fuel the guest consumed, when the task had a fuel budget.
     pub fuel_consumed: Option<u64>,
+    /// Files the task created or changed in its scratch directory, in name order (with
+    /// [`Task::files_out`](crate::Task::files_out); see [`crate::scratch`]).
+    pub files: Vec<crate::scratch::ScratchFile>,
+    /// Whether files were left out of [`files`](Self::files) (past the task's bounds).
+    pub files_truncated: bool,
 }
 
 impl Outcome {
@@ -125,7 +130,35 @@ impl Serialize for Outcome {
         if let Some(f) = self.fuel_consumed {
             m.serialize_entry("fuel_consumed", &f)?;
         }
+        if !self.files.is_empty() || self.files_truncated {
+            let files: Vec<FileJson> = self.files.iter().map(FileJson::of).collect();
+            m.serialize_entry("files", &files)?;
+            m.serialize_entry("files_truncated", &self.files_truncated)?;
+        }
         m.end()
+    }
+}
+
+/// A returned file in JSON: `{"name", "size", "text"}` when its bytes are UTF-8, else
+/// `{"name", "size", "base64"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileJson {
+    name: String,
+    #[serde(default)]
+    size: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+}
+
+impl FileJson {
+    fn of(f: &crate::scratch::ScratchFile) -> Self {
+        let (text, base64) = match std::str::from_utf8(&f.bytes) {
+            Ok(t) => (Some(t.to_string()), None),
+            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&f.bytes))),
+        };
+        FileJson { name: f.name.clone(), size: f.bytes.len(), text, base64 }
     }
 }
 
@@ -150,6 +183,10 @@ struct OutcomeJson {
     #[serde(default)]
     peak_memory_bytes: u64,
     fuel_consumed: Option<u64>,
+    #[serde(default)]
+    files: Vec<FileJson>,
+    #[serde(default)]
+    files_truncated: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for Outcome {
@@ -164,7 +201,20 @@ impl<'de> serde::Deserialize<'de> for Outcome {
             };
             Ok(Captured { bytes, truncated })
         };
+        let mut files = Vec::with_capacity(j.files.len());
+        for f in j.files {
+            let bytes = match (f.text, f.base64) {
+                (_, Some(b)) => base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))?,
+                (Some(t), None) => t.into_bytes(),
+                (None, None) => Vec::new(),
+            };
+            files.push(crate::scratch::ScratchFile { name: f.name, bytes });
+        }
         Ok(Outcome {
+            files,
+            files_truncated: j.files_truncated,
             status: j.status,
             exit_code: j.exit_code,
             stdout: stream(j.stdout, j.stdout_base64, j.stdout_truncated)?,
@@ -192,6 +242,11 @@ mod tests {
             timings_us: Timings { fork: 1, setup: 2, run: 3, total: 4 },
             peak_memory_bytes: 5,
             fuel_consumed: Some(6),
+            files: vec![
+                crate::scratch::ScratchFile { name: "a/b.txt".into(), bytes: b"text".to_vec() },
+                crate::scratch::ScratchFile { name: "c".into(), bytes: vec![0xff, 0] },
+            ],
+            files_truncated: true,
         };
         let text = serde_json::to_string(&o).unwrap();
         assert!(text.contains("stderr_base64"), "{text}");

@@ -61,6 +61,9 @@ pub struct IsolationSpec {
     pub grants: Vec<GrantSpec>,
     /// Limits on the module's own code while the zygote instantiates it.
     pub init: InitSpec,
+    /// Each sandbox's scratch tmpfs size (see `Isolation::scratch`).
+    #[serde(default)]
+    pub scratch: Option<u64>,
 }
 
 /// Limits on instantiation (the module's `start` function, initialisers, declared memories).

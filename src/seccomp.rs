@@ -163,6 +163,12 @@ pub const ZYGOTE_EXTRA: &[(&str, i64)] = &[
     ("seccomp", libc::SYS_seccomp),
     ("prlimit64", libc::SYS_prlimit64),
     ("setsid", libc::SYS_setsid),
+    // A sandbox's scratch tmpfs: created detached by the zygote before each fork, made the
+    // child's working directory before its own filter (see `crate::scratch`).
+    ("fsopen", libc::SYS_fsopen),
+    ("fsconfig", libc::SYS_fsconfig),
+    ("fsmount", libc::SYS_fsmount),
+    ("fchdir", libc::SYS_fchdir),
 ];
 
 /// What the filter does on a refused call in `mode` (`None`: no filter).

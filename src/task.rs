@@ -122,6 +122,13 @@ pub struct Task {
     /// `argv` too), and its results printed to stdout, one per line, as Wasmtime prints them.
     /// A reactor module (no `_start`) needs one.
     pub invoke: Option<String>,
+    /// Files put in the task's scratch directory before the guest starts (the template's
+    /// [`Isolation::scratch`](crate::Isolation::scratch) must be on; see
+    /// [`ScratchFile`](crate::ScratchFile) for the names allowed).
+    pub files: Vec<crate::scratch::ScratchFile>,
+    /// Whether, and how much of, what the task leaves in its scratch directory comes back in
+    /// its outcome ([`Outcome::files`](crate::Outcome::files)).
+    pub files_out: Option<crate::scratch::FilesOut>,
 }
 
 /// `Option<Duration>` as whole milliseconds (a finer duration is rounded up, so a deadline
@@ -188,6 +195,15 @@ pub enum TaskError {
     /// arguments that do not fit its parameters.
     #[error(transparent)]
     Entry(#[from] crate::entry::EntryError),
+    /// A file of [`Task::files`] has a name that is not a plain relative path.
+    #[error("{0}")]
+    BadFileName(String),
+    /// The task has files, but its template has no scratch directory.
+    #[error("this template has no scratch directory for files (see Isolation::scratch)")]
+    NoScratch,
+    /// Streamed output was asked for a task whose output is inherited.
+    #[error("a task whose output is streamed must capture it, not inherit it")]
+    StreamInherited,
     /// The deadline is longer than [`MAX_TIMEOUT`].
     #[error("timeout of {ms} ms is longer than the maximum of {max_ms} ms (365 days)", max_ms = MAX_TIMEOUT.as_millis())]
     TimeoutTooLong { ms: u128 },
@@ -228,6 +244,9 @@ impl Task {
             if name.contains('=') {
                 return Err(TaskError::EqualsInEnvName { name: name.clone() });
             }
+        }
+        for f in &self.files {
+            crate::scratch::check_name(&f.name).map_err(TaskError::BadFileName)?;
         }
         if let Some(t) = self.timeout
             && t > MAX_TIMEOUT

@@ -29,6 +29,12 @@ pub(crate) struct ChildReport {
     /// The child's peak resident set in bytes, measured just before reporting.
     #[serde(default)]
     pub peak_rss: u64,
+    /// Files the task created or changed in its scratch directory (see [`crate::scratch`]).
+    #[serde(default)]
+    pub files: Vec<crate::scratch::ScratchFile>,
+    /// Whether some were left out.
+    #[serde(default)]
+    pub files_truncated: bool,
 }
 
 /// A task handed to a waiting sandbox (host or zygote → child, on its channel), all but its
@@ -53,6 +59,11 @@ pub(crate) struct TaskHeader<'a> {
     /// The export to call instead of `_start`.
     #[serde(default)]
     pub invoke: Option<Cow<'a, str>>,
+    /// Files for the scratch directory, and what comes back from it.
+    #[serde(default)]
+    pub files: Cow<'a, [crate::scratch::ScratchFile]>,
+    #[serde(default)]
+    pub files_out: Option<crate::scratch::FilesOut>,
 }
 
 /// Why a task frame cannot be built or read.
@@ -204,6 +215,8 @@ mod tests {
             run_us: 2,
             fuel_consumed: None,
             peak_rss: 0,
+            files: Vec::new(),
+            files_truncated: false,
         }
     }
 
@@ -244,6 +257,8 @@ mod tests {
             timeout_us: Some(5),
             remaining_us: Some(4),
             invoke: Some("add".into()),
+            files: Vec::new().into(),
+            files_out: None,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Test support: native code run in a sandbox instead of the guest
@@ -79,6 +79,11 @@ pub struct Isolation {
     /// Limits on instantiating the template (its `start` function, initialisers, declared
     /// memories), which happens after the namespaces are entered.
     pub init: InitLimits,
+    /// A scratch directory of this many bytes for every sandbox: a fresh tmpfs reachable only
+    /// from that sandbox, its working directory, seen by the guest at `/scratch` and `.`;
+    /// see [`crate::scratch`]. Needs [`namespaces`](Self::namespaces). `None`: no scratch
+    /// directory (tasks with [`files`](crate::Task::files) are refused).
+    pub scratch: Option<u64>,
 }
 
 impl Default for Isolation {
@@ -90,6 +95,7 @@ impl Default for Isolation {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             grants: Vec::new(),
             init: InitLimits::default(),
+            scratch: None,
         }
     }
 }
@@ -103,6 +109,8 @@ struct Confinement {
     /// This process runs under the zygote filter: sandboxes add only the narrowing one.
     self_filtered: bool,
     max_file_size: u64,
+    /// Each sandbox's scratch tmpfs size.
+    scratch: Option<u64>,
 }
 
 /// A warm template that runs each task in its own forked sandbox.
@@ -171,6 +179,9 @@ impl Zygote {
         let (proc_stat, proc_maps) = (open("/proc/self/stat")?, open("/proc/self/maps")?);
         // The cgroup is made with the host's view of /sys, before any namespace.
         let cgroups = SandboxCgroups::create().ok();
+        if isolation.scratch.is_some() && !isolation.namespaces {
+            return Err(Error::Confine(crate::namespaces::NamespaceError::ScratchNeedsNamespaces));
+        }
         let mounted = if isolation.namespaces {
             let threads =
                 sys::threads_in_stat(&sys::read_proc_file(&proc_stat).map_err(Error::ThreadCount)?)
@@ -189,6 +200,7 @@ impl Zygote {
             mode: isolation.seccomp,
             self_filtered: false,
             max_file_size: isolation.max_file_size,
+            scratch: isolation.scratch,
         };
         if self_filter {
             filter_zygote(&mut confinement)?;
@@ -256,13 +268,30 @@ impl Zygote {
     /// Runs many tasks with up to `concurrency` sandboxes alive at once; outcomes come back
     /// in the order of `tasks`. Each task's `total` counts from its own start.
     pub fn run_many(&mut self, tasks: &[Task], concurrency: usize) -> Vec<Result<Outcome, Error>> {
+        self.run_many_with(tasks, concurrency, Payload::Guest)
+    }
+
+    /// Test support (the `testkit` feature): [`run_probe`](Self::run_probe) for every task,
+    /// all sandboxes alive at once (siblings forked from this zygote).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn run_probes(&mut self, tasks: &[Task], probe: ProbeFn) -> Vec<Result<Outcome, Error>> {
+        self.run_many_with(tasks, tasks.len(), Payload::Probe(probe))
+    }
+
+    fn run_many_with(
+        &mut self,
+        tasks: &[Task],
+        concurrency: usize,
+        payload: Payload,
+    ) -> Vec<Result<Outcome, Error>> {
         let mut results: Vec<Option<Result<Outcome, Error>>> = tasks.iter().map(|_| None).collect();
         let mut flying: Vec<(usize, Flight)> = Vec::new();
         let mut next = 0;
         let mut buf = vec![0u8; 64 * 1024];
         while next < tasks.len() || !flying.is_empty() {
             while next < tasks.len() && flying.len() < concurrency.max(1) {
-                match self.launch(&tasks[next], Payload::Guest, Instant::now()) {
+                match self.launch(&tasks[next], payload, Instant::now()) {
                     Ok(f) => flying.push((next, f)),
                     Err(e) => results[next] = Some(Err(e)),
                 }
@@ -394,6 +423,9 @@ impl Zygote {
         if task.fuel.is_some() && !self.template.meters_fuel() {
             return Err(Error::FuelNotMetered);
         }
+        if !task.files.is_empty() && self.confinement.scratch.is_none() {
+            return Err(Error::InvalidTask(crate::task::TaskError::NoScratch));
+        }
         Ok(preopens)
     }
 
@@ -421,7 +453,17 @@ impl Zygote {
         self.check_single_threaded()?;
         let gated = gate.is_some();
         let new_pid_ns = self.confinement.mounted.is_some();
+        // The sandbox's own scratch tmpfs, detached: the child makes it its working directory;
+        // this process closes its descriptor right after the fork.
+        let scratch = match self.confinement.scratch {
+            Some(size) => Some(
+                sys::detached_tmpfs(size)
+                    .map_err(|e| Error::Confine(crate::namespaces::NamespaceError::Scratch(e)))?,
+            ),
+            None => None,
+        };
         let plan = Plan {
+            scratch: scratch.as_ref().map(|fd| fd.as_fd()),
             zygote_pid: self.pid,
             lifeline: (self.lifeline.0.as_raw_fd(), self.lifeline.1.as_raw_fd()),
             new_pid_ns,
@@ -789,6 +831,8 @@ pub(crate) fn task_header<'a>(
         timeout_us: task.timeout.map(micros),
         remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
         invoke: task.invoke.as_deref().map(Cow::Borrowed),
+        files: Cow::Borrowed(&task.files),
+        files_out: task.files_out,
     }
 }
 
@@ -830,15 +874,19 @@ pub(crate) fn judge(
         timings_us: Timings::default(),
         peak_memory_bytes: 0,
         fuel_consumed: None,
+        files: Vec::new(),
+        files_truncated: false,
     };
-    let report = match report {
+    let mut report = match report {
         Ok(r) => r,
         Err(e) => {
             o.message = Some(format!("sandbox sent a corrupt report: {e}"));
             return o;
         }
     };
-    if let Some(r) = &report {
+    if let Some(r) = &mut report {
+        o.files = std::mem::take(&mut r.files);
+        o.files_truncated = r.files_truncated;
         o.timings_us.setup = r.setup_us;
         o.timings_us.run = r.run_us;
         o.fuel_consumed = r.fuel_consumed;

@@ -175,7 +175,8 @@ fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygote, Error> {
     // runs none of the module's code.
     let template = Template::from_bytes(&load.name, &bytes, &config)?;
     drop(bytes);
-    let IsolationSpec { namespaces, seccomp, max_file_size, grants, init } = load.isolation.clone();
+    let IsolationSpec { namespaces, seccomp, max_file_size, grants, init, scratch } =
+        load.isolation.clone();
     let isolation = Isolation {
         namespaces,
         seccomp,
@@ -189,6 +190,7 @@ fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygote, Error> {
             max_memory: init.max_memory,
             fuel: init.fuel,
         },
+        scratch,
     };
     // Confines this process (namespaces, then the zygote's seccomp filter), and only then
     // instantiates under `init`: the module's start function runs here, confined.

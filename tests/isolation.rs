@@ -392,3 +392,56 @@ fn a_grant_of_the_hosts_tmp_shows_its_files() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Two sandboxes forked from one zygote at the same time, each with its scratch directory:
+/// native code in one holds a file in its scratch while native code in the other looks for it
+/// everywhere a path reaches (its own scratch, `..` of it, `/scratch`, the whole tree from
+/// `/`) and finds nothing. The control: the same pair sharing a granted directory, where the
+/// seeker does find the file — so "not found" is the scratch's privacy, not a blind probe.
+#[cfg(feature = "testkit")]
+#[test]
+#[ignore = "needs user namespaces; test.sh runs it where they work"]
+fn sibling_sandboxes_cannot_reach_each_others_scratch() {
+    require_namespaces();
+    let run = |flags: &[&str], args: &[&str]| -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_zeroboot-testkit"))
+            .arg("probe")
+            .args(flags)
+            .args(args)
+            .output()
+            .expect("run zeroboot-testkit probe");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(common::stdout(&out).trim()).expect("a JSON array of outcomes")
+    };
+    let seeker = ["--sibling", "scratch_seek zb-secret-17 300"];
+    let both = run(
+        &[&["--scratch", "1MiB"][..], &seeker].concat(),
+        &["scratch_hold", "zb-secret-17", "900"],
+    );
+    assert_eq!(both.len(), 2, "{both:?}");
+    for o in &both {
+        assert_eq!(o["status"], "exited", "{o}");
+    }
+    assert_eq!(
+        finding(&both[0]),
+        "scratch_hold: wrote zb-secret-17: true, still there: true",
+        "the holder wrote its file in its own scratch"
+    );
+    let seek = finding(&both[1]);
+    assert!(
+        seek.starts_with("scratch_seek: zb-secret-17 not found; own scratch holds []"),
+        "{seek}"
+    );
+    // The two ran at the same time: the seeker looked while the holder held its file.
+    let run_us = |o: &Value| o["timings_us"]["run"].as_u64().unwrap();
+    assert!(run_us(&both[0]) >= 900_000 && run_us(&both[1]) >= 300_000, "{both:?}");
+
+    let shared = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/shared", shared.path().display());
+    let control = run(
+        &[&["--scratch", "1MiB", "--dir", grant.as_str()][..], &seeker].concat(),
+        &["scratch_hold", "zb-secret-17", "900", "/g0"],
+    );
+    let seek = finding(&control[1]);
+    assert!(seek.contains("zb-secret-17 FOUND at [\"/g0/zb-secret-17\"]"), "control: {seek}");
+}

@@ -387,8 +387,8 @@ fn malformed_requests_are_400_and_unknown_routes_and_tools_404() {
     let run = format!("/v1/tools/{id}/run");
     let m = assert_error(s.post_bytes(&run, b"{bad".to_vec()), StatusCode::BAD_REQUEST);
     assert!(m.contains("invalid request"), "{m}");
-    let m = assert_error(s.post_json(&run, &json!({"files": {}})), StatusCode::BAD_REQUEST);
-    assert!(m.contains("unknown field `files`"), "{m}");
+    let m = assert_error(s.post_json(&run, &json!({"file": {}})), StatusCode::BAD_REQUEST);
+    assert!(m.contains("unknown field `file`"), "{m}");
     assert_error(s.post_json(&run, &json!({"args": "not a list"})), StatusCode::BAD_REQUEST);
     assert_error(s.post_json(&run, &json!({"env": {"": "x"}})), StatusCode::BAD_REQUEST);
     assert_error(s.post_json(&run, &json!({"limits": {"fuel": 10}})), StatusCode::BAD_REQUEST);
@@ -893,5 +893,453 @@ fn a_zygote_that_cannot_be_started_again_is_503() {
             "zeroboot_tasks_total{{tool=\"{hello}\",status=\"unavailable\"}} 1"
         )),
         "{text}"
+    );
+}
+
+/// One Server-Sent Event: its name, its data as JSON, and when it arrived.
+#[derive(Debug)]
+struct SseEvent {
+    name: String,
+    data: Value,
+    at: Duration,
+}
+
+/// Reads events from a streamed answer as they arrive, until `stop` says so or the stream
+/// ends.
+fn read_events(
+    r: Response,
+    since: Instant,
+    mut stop: impl FnMut(&SseEvent) -> bool,
+) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    let (mut name, mut data) = (String::new(), String::new());
+    for line in BufReader::new(r).lines() {
+        let Ok(line) = line else { break };
+        if let Some(v) = line.strip_prefix("event: ") {
+            name = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push_str(v);
+        } else if line.is_empty() && !data.is_empty() {
+            let data = std::mem::take(&mut data);
+            let e = SseEvent {
+                name: std::mem::take(&mut name),
+                data: serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}")),
+                at: since.elapsed(),
+            };
+            let done = stop(&e);
+            events.push(e);
+            if done {
+                break;
+            }
+        }
+    }
+    events
+}
+
+fn stream_run(s: &Server, id: &str, body: &Value) -> (Response, Instant) {
+    let started = Instant::now();
+    let r = s.post_json(&format!("/v1/tools/{id}/run?stream=sse"), body);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    (r, started)
+}
+
+#[test]
+fn a_streamed_run_sends_output_as_the_guest_writes_it_then_the_outcome() {
+    let s = Server::open(&[]);
+    let clock = s.upload("clock");
+    // The guest prints, sleeps 1.5 s, prints.
+    let (r, started) = stream_run(&s, &clock, &json!({"args": ["1500"]}));
+    let events = read_events(r, started, |_| false);
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"stdout"), "{events:?}");
+    assert_eq!(names.last(), Some(&"outcome"), "{events:?}");
+    let first = &events[0];
+    assert!(first.data["text"].as_str().unwrap().starts_with("wall_secs="), "{first:?}");
+    assert!(
+        first.at < Duration::from_millis(1000),
+        "the first line arrived only after {:?}, not while the guest slept",
+        first.at
+    );
+    let outcome = events.last().unwrap();
+    assert!(outcome.at >= Duration::from_millis(1500), "{outcome:?}");
+    assert_eq!(outcome.data["status"], "exited", "{outcome:?}");
+    assert_eq!(outcome.data["stdout"], "", "streamed output is not repeated: {outcome:?}");
+    let text: String = events
+        .iter()
+        .filter(|e| e.name == "stdout")
+        .map(|e| e.data["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(text.contains("slept_ms=") && text.ends_with("monotonic_ok=true\n"), "{text}");
+
+    // Accept: text/event-stream asks for the same; output past max_output is cut and flagged.
+    let r = s
+        .http
+        .post(s.url(&format!("/v1/tools/{clock}/run")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"args": ["1"], "limits": {"max_output": 5}}))
+        .send()
+        .unwrap();
+    let events = read_events(r, Instant::now(), |_| false);
+    let text: String = events
+        .iter()
+        .filter(|e| e.name == "stdout")
+        .map(|e| e.data["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, "wall_", "{events:?}");
+    let outcome = events.last().unwrap();
+    assert_eq!(
+        (outcome.name.as_str(), &outcome.data["stdout_truncated"]),
+        ("outcome", &json!(true))
+    );
+    // Refusals before the stream starts are plain HTTP errors.
+    let m = assert_error(
+        s.post_json(&format!("/v1/tools/{clock}/run?stream=websocket"), &json!({})),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("sse"), "{m}");
+    assert_error(
+        s.post_json(
+            &format!("/v1/tools/{clock}/run?stream=sse"),
+            &json!({"limits": {"timeout_ms": 0}}),
+        ),
+        StatusCode::BAD_REQUEST,
+    );
+}
+
+#[test]
+fn a_streamed_run_that_times_out_mid_stream_ends_with_its_timeout_outcome() {
+    let s = Server::open(&[]);
+    let clock = s.upload("clock");
+    let (r, started) =
+        stream_run(&s, &clock, &json!({"args": ["5000"], "limits": {"timeout_ms": 400}}));
+    let events = read_events(r, started, |_| false);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].name, "stdout");
+    assert!(events[0].data["text"].as_str().unwrap().starts_with("wall_secs="));
+    assert_eq!(events[1].name, "outcome");
+    assert_eq!(events[1].data["status"], "timeout", "{events:?}");
+    assert!(events[1].at < Duration::from_secs(3), "{:?}", events[1].at);
+}
+
+#[test]
+fn dropping_a_streamed_run_kills_its_sandbox() {
+    let s = Server::open(&["--pool", "0"]);
+    let clock = s.upload("clock");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&clock]["zygote_pid"].as_i64().unwrap() as i32;
+    let (r, started) = stream_run(&s, &clock, &json!({"args": ["30000"]}));
+    let events = read_events(r, started, |e| e.name == "stdout");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(!children_of(zygote).is_empty(), "the sandbox is running");
+    // `read_events` dropped the response: the connection is closed mid-stream.
+    assert!(
+        wait_until(Duration::from_secs(5), || children_of(zygote).is_empty()),
+        "the sandbox outlived its stream"
+    );
+    assert!(wait_until(Duration::from_secs(5), || metric(&s, "zeroboot_in_flight ").as_deref()
+        == Some("zeroboot_in_flight 0")));
+}
+
+#[test]
+fn streamed_snippets_send_their_output_then_the_zeroboot_answer() {
+    if interpreter("zeroboot-js.wasm").is_none() {
+        // The interpreter guests are built by scripts/build-interpreters.sh; without them
+        // /v1/exec is a 503, which the exec test checks.
+        let s = Server::open(&[]);
+        let r = s.post_json("/v1/exec?stream=sse", &json!({"code": "1", "language": "javascript"}));
+        assert_error(r, StatusCode::SERVICE_UNAVAILABLE);
+        return;
+    }
+    let s = Server::open(&[]);
+    let started = Instant::now();
+    let r = s.post_json(
+        "/v1/exec?stream=sse",
+        &json!({"code": "console.log('streamed ' + (6 * 7))", "language": "javascript"}),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let events = read_events(r, started, |_| false);
+    let text: String = events
+        .iter()
+        .filter(|e| e.name == "stdout")
+        .map(|e| e.data["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, "streamed 42\n", "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "outcome");
+    assert_eq!(
+        (last.data["exit_code"].as_i64(), last.data["language"].as_str()),
+        (Some(0), Some("javascript"))
+    );
+}
+
+#[test]
+fn files_go_into_a_private_scratch_and_new_or_changed_files_come_back() {
+    let s = Server::open(&[]);
+    let tool = s.upload("scratch");
+    let request = json!({
+        "args": ["ls", "cat:in.txt", "cat:/scratch/bin/x", "write:out/r.txt=result",
+                 "write:in.txt=changed", "try:/etc/passwd"],
+        "files": {"in.txt": "hello", "bin/x": {"base64": "aGk="}, "same.txt": "unchanged"},
+    });
+    if !namespaces_flag().is_empty() {
+        let (status, v) = s.run(&tool, &request);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("scratch directory"), "{v}");
+        return;
+    }
+    let (status, o) = s.run(&tool, &request);
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert_eq!(
+        o["stdout"],
+        "ls=bin/x:2,in.txt:5,same.txt:9\ncat in.txt=hello\ncat /scratch/bin/x=hi\n\
+         write out/r.txt ok\nwrite in.txt ok\ntry /etc/passwd missing NotFound\n",
+        "{o}"
+    );
+    assert_eq!(
+        o["files"],
+        json!([{"name": "in.txt", "size": 7, "text": "changed"},
+               {"name": "out/r.txt", "size": 6, "text": "result"}]),
+        "new and changed files come back, unchanged inputs do not: {o}"
+    );
+    assert_eq!(o["files_truncated"], false);
+    // Gone after the run: the next run's scratch is empty.
+    let (_, o) = s.run(&tool, &json!({"args": ["ls"]}));
+    assert_eq!(o["stdout"], "ls=\n", "{o}");
+    assert!(o.get("files").is_none(), "{o}");
+    // Bounds: names, count, and what comes back.
+    for (files, want) in
+        [(json!({"../x": "a"}), "relative path"), (json!({"/etc/x": "a"}), "relative path")]
+    {
+        let (status, v) = s.run(&tool, &json!({"files": files}));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    let s = Server::open(&["--run-files", "2", "--run-files-out", "10"]);
+    let tool = s.upload("scratch");
+    let (status, v) = s.run(&tool, &json!({"files": {"a": "1", "b": "2", "c": "3"}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (_, o) = s.run(&tool, &json!({"args": ["write:a=12345", "write:b=67890", "write:c=x"]}));
+    assert_eq!(
+        (o["files"].as_array().map(Vec::len), &o["files_truncated"]),
+        (Some(2), &json!(true)),
+        "{o}"
+    );
+}
+
+#[test]
+fn concurrent_runs_cannot_reach_each_others_scratch() {
+    if !namespaces_flag().is_empty() {
+        eprintln!(
+            "no user namespaces here: scratch directories are off (the files test checks the 400)"
+        );
+        return;
+    }
+    let s = Server::open(&[]);
+    let tool = s.upload("scratch");
+    let url = s.url(&format!("/v1/tools/{tool}/run"));
+    let holder = std::thread::spawn(move || {
+        let http = Client::new();
+        let r = http
+            .post(url)
+            .json(&json!({"files": {"secret-a.txt": "A"}, "args": ["sleep:1200", "ls"]}))
+            .send()
+            .unwrap();
+        json_of(r)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, o) = s.run(
+        &tool,
+        &json!({
+            "files": {"mine.txt": "B"},
+            "args": ["try:/scratch/secret-a.txt", "try:secret-a.txt", "try:../secret-a.txt",
+                     "try:/secret-a.txt", "ls"],
+        }),
+    );
+    assert_eq!(
+        o["stdout"],
+        "try /scratch/secret-a.txt missing NotFound\ntry secret-a.txt missing NotFound\n\
+         try ../secret-a.txt missing PermissionDenied\ntry /secret-a.txt missing NotFound\n\
+         ls=mine.txt:1\n",
+        "{o}"
+    );
+    let (_, a) = holder.join().unwrap();
+    assert_eq!(a["stdout"], "ls=secret-a.txt:1\n", "the holder ran alongside: {a}");
+    assert!(a["timings_us"]["run"].as_u64().unwrap() >= 1_200_000);
+}
+
+#[test]
+fn tool_default_limits_apply_to_its_runs_and_requests_may_override_them() {
+    let s = Server::open(&["--timeout", "10s"]);
+    let bytes = std::fs::read(guest("clock")).unwrap();
+    let r = s.post_bytes("/v1/tools?name=clock&timeout_ms=300&max_output=12", bytes.clone());
+    let (status, meta) = json_of(r);
+    assert_eq!(status, StatusCode::CREATED, "{meta}");
+    assert_eq!(meta["limits"], json!({"timeout_ms": 300, "max_output": 12}));
+    let id = meta["id"].as_str().unwrap();
+    let (_, o) = s.run(id, &json!({"args": ["2000"]}));
+    assert_eq!(o["status"], "timeout", "the tool's default deadline: {o}");
+    let (_, o) = s.run(id, &json!({"args": ["1"], "limits": {"timeout_ms": 5000}}));
+    assert_eq!(
+        (o["status"].as_str(), o["stdout_truncated"].as_bool()),
+        (Some("exited"), Some(true)),
+        "{o}"
+    );
+    assert_eq!(o["stdout"].as_str().unwrap().len(), 12, "{o}");
+    let (_, t) = json_of(s.get(&format!("/v1/tools/{id}")));
+    assert_eq!(t["limits"]["timeout_ms"], 300);
+    // Past the server's limits: refused at upload.
+    let m = assert_error(
+        s.post_bytes("/v1/tools?name=x&timeout_ms=20000", bytes),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(m.contains("default limits") && m.contains("10000"), "{m}");
+}
+
+#[test]
+fn a_key_past_its_rate_gets_429_with_retry_after_and_batch_items_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path(), &format!("{KEY_A}\n{KEY_B}\n"));
+    let s = Server::start(
+        None,
+        &["--api-keys", keys.to_str().unwrap(), "--per-key-rate", "0.5", "--per-key-burst", "3"],
+    )
+    .with_key(KEY_A);
+    let hello = s.upload("hello");
+    let (status, v) =
+        json_of(s.post_json(&format!("/v1/tools/{hello}/batch"), &json!({"tasks": [{}, {}]})));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(s.run(&hello, &json!({})).0, StatusCode::OK, "the third of a burst of 3");
+    let r = s.post_json(&format!("/v1/tools/{hello}/run"), &json!({}));
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let m = assert_error(r, StatusCode::TOO_MANY_REQUESTS);
+    assert!(m.contains("rate"), "{m}");
+    // Another key has its own bucket; a batch larger than the burst never fits.
+    let b = s
+        .http
+        .post(s.url(&format!("/v1/tools/{hello}/run")))
+        .bearer_auth(KEY_B)
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(b.status(), StatusCode::OK);
+    let big = s
+        .http
+        .post(s.url(&format!("/v1/tools/{hello}/batch")))
+        .bearer_auth(KEY_B)
+        .json(&json!({"tasks": [{}, {}, {}, {}]}))
+        .send()
+        .unwrap();
+    assert_error(big, StatusCode::TOO_MANY_REQUESTS);
+    // Two seconds later key A has a token again.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(s.run(&hello, &json!({})).0, StatusCode::OK);
+    assert_eq!(
+        metric(&s, "zeroboot_requests_refused_total{reason=\"quota\"}").as_deref(),
+        Some("zeroboot_requests_refused_total{reason=\"quota\"} 2")
+    );
+}
+
+#[test]
+fn a_zygote_killed_under_load_ends_every_request_clearly_and_the_next_ones_succeed() {
+    let s = Server::open(&["--pool", "2", "--max-in-flight", "16"]);
+    let clock = s.upload("clock");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&clock]["zygote_pid"].as_i64().unwrap() as i32;
+    let load: Vec<_> = (0..12).map(|_| sleeping_run(&s, &clock, 3000)).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+            == Some("zeroboot_in_flight 12")
+            && children_of(zygote).len() >= 12),
+        "the runs never started"
+    );
+    let killed = Instant::now();
+    signal(zygote, libc::SIGKILL);
+    for h in load {
+        let (status, o) = h.join().unwrap();
+        assert_eq!(status, StatusCode::OK, "{o}");
+        assert_eq!(o["status"], "internal_error", "{o}");
+        assert!(o["message"].as_str().unwrap().contains("SIGKILL"), "{o}");
+    }
+    assert!(killed.elapsed() < Duration::from_secs(5), "requests hung: {:?}", killed.elapsed());
+    let hello = s.upload("hello");
+    let next: Vec<_> = (0..8).map(|_| sleeping_run(&s, &clock, 1)).collect();
+    for h in next {
+        let (status, o) = h.join().unwrap();
+        assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    }
+    assert_eq!(s.run(&hello, &json!({})).0, StatusCode::OK);
+    assert_eq!(
+        metric(&s, &format!("zeroboot_zygote_restarts_total{{tool=\"{clock}\"}}")),
+        Some(format!("zeroboot_zygote_restarts_total{{tool=\"{clock}\"}} 1"))
+    );
+}
+
+/// A smoke of the load test (scripts/load-test.sh has the real one): 500 runs from 4 clients
+/// at once, every answer checked, and the server's own count equal to the requests sent.
+#[test]
+fn five_hundred_concurrent_runs_all_come_back_exited_and_counted() {
+    let s = Server::open(&[]);
+    let hello = s.upload("hello");
+    let url = s.url(&format!("/v1/tools/{hello}/run"));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let http = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                let mut ok = 0;
+                for _ in 0..125 {
+                    let (status, o) = json_of(http.post(&url).json(&json!({})).send().unwrap());
+                    assert_eq!(status, StatusCode::OK, "{o}");
+                    assert_eq!(o["stdout"], "hello from a zeroboot-wasm sandbox\n", "{o}");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(ok, 500);
+    assert_eq!(
+        metric(&s, &format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}}")),
+        Some(format!("zeroboot_tasks_total{{tool=\"{hello}\",status=\"exited\"}} 500"))
+    );
+}
+
+/// A field of /proc/PID/status, e.g. `VmRSS` (its first word).
+fn proc_status(pid: i32, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_client_that_does_not_read_its_stream_holds_the_guest_back_not_the_server() {
+    let s = Server::open(&["--pool", "0", "--max-output", "4GiB"]);
+    let flood = s.upload("output_flood");
+    let (_, h) = json_of(s.get("/v1/health"));
+    let zygote = h["templates"][&flood]["zygote_pid"].as_i64().unwrap() as i32;
+    let rss = || proc_status(s.pid(), "VmRSS").parse::<u64>().unwrap_or(0);
+    let before = rss();
+    // The guest writes 64 KiB chunks without end; this client reads nothing for 3 s.
+    let (r, started) = stream_run(&s, &flood, &json!({"limits": {"timeout_ms": 30000}}));
+    std::thread::sleep(Duration::from_secs(3));
+    let sandboxes: Vec<i32> = children_of(zygote).into_iter().collect();
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    // Blocked writing to its full pipe, not running flat out into a growing buffer.
+    let state = proc_status(sandboxes[0], "State");
+    assert_eq!(state, "S", "the guest should wait for the client");
+    let grown_kb = rss().saturating_sub(before);
+    assert!(grown_kb < 64 * 1024, "the server grew by {grown_kb} KiB while the client slept");
+    // The stream still works, and dropping it kills the guest.
+    let events = read_events(r, started, |e| e.at > Duration::from_secs(3) && e.name == "stdout");
+    assert!(!events.is_empty());
+    assert!(
+        wait_until(Duration::from_secs(5), || children_of(zygote).is_empty()),
+        "the sandbox outlived its stream"
     );
 }

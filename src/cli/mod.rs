@@ -209,6 +209,7 @@ impl CommonArgs {
                 max_memory: Some(self.max_memory),
                 fuel: self.fuel,
             },
+            scratch: None,
         }
     }
 

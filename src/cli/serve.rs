@@ -13,7 +13,9 @@ pub const SERVE_HELP: &str = "\
 Tools: POST /v1/tools?name=NAME (the .wasm or .wat as the body), GET /v1/tools,
 GET|DELETE /v1/tools/{id}; runs: POST /v1/tools/{id}/run, POST /v1/tools/{id}/batch;
 snippets (ZeroBoot-compatible): POST /v1/exec, POST /v1/exec/batch; GET /v1/health,
-GET /metrics, GET /v1/openapi.json. The limits flags (--timeout, --max-memory, --fuel,
+GET /metrics, GET /v1/openapi.json. `?stream=sse` on a run or /v1/exec streams the output as
+Server-Sent Events; a run's `files` go to a scratch directory private to its sandbox
+(/scratch, its working directory). The limits flags (--timeout, --max-memory, --fuel,
 --max-output, ...) are each request's defaults and the most it may ask for.
 Logs go to stderr (RUST_LOG=debug for one line per request); the bound address is printed
 on stdout as `listening on http://ADDR:PORT`.";
@@ -47,6 +49,24 @@ pub struct ServeArgs {
     /// Runs in flight or waiting per API key (batch items count one each); past it, 429.
     #[arg(long, value_name = "N")]
     per_key_in_flight: Option<usize>,
+    /// Runs per second per API key (batch items count one each), refilled continuously; past
+    /// it, 429 with Retry-After.
+    #[arg(long, value_name = "N")]
+    per_key_rate: Option<f64>,
+    /// Runs an API key may start at once before --per-key-rate applies (default: the rate,
+    /// at least 1).
+    #[arg(long, value_name = "N", requires = "per_key_rate")]
+    per_key_burst: Option<u32>,
+    /// Size of each run's scratch directory, a tmpfs private to its sandbox (`/scratch`,
+    /// its working directory) that holds the run's `files`; 0: none.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
+    scratch_size: u64,
+    /// Most files a run brings in its request, and most it gets back.
+    #[arg(long, value_name = "N", default_value = "64")]
+    run_files: usize,
+    /// Most bytes of files a run gets back, all together (past it: `files_truncated`).
+    #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "8MiB")]
+    run_files_out: usize,
     /// Largest request body (an uploaded module, a run's stdin); past it, 413.
     #[arg(long, value_name = "SIZE", value_parser = parse::size, default_value = "64MiB")]
     max_body: usize,
@@ -131,6 +151,15 @@ pub fn main(a: ServeArgs) -> i32 {
         max_in_flight: a.max_in_flight.unwrap_or(4 * cores).max(1),
         max_queued: a.max_queued,
         per_key_in_flight: a.per_key_in_flight,
+        per_key_rate: a.per_key_rate.filter(|r| *r > 0.0).map(|per_second| serve::RateLimit {
+            per_second,
+            burst: a.per_key_burst.unwrap_or((per_second.ceil() as u32).max(1)),
+        }),
+        files: serve::FileOptions {
+            scratch_size: Some(a.scratch_size).filter(|&s| s > 0),
+            max_files: a.run_files,
+            max_bytes_out: a.run_files_out,
+        },
         max_body: a.max_body,
         max_batch: a.max_batch,
         max_tools: a.max_tools,

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds a 429's client is told to wait (default [`RETRY_AFTER_SECS`]).
+    retry_after: Option<u64>,
 }
 
 /// Seconds a client is told to wait before retrying after a 429.
@@ -32,7 +34,7 @@ const RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -49,6 +51,11 @@ impl ApiError {
 
     pub fn too_many(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
+    /// 429 with `Retry-After: secs`.
+    pub fn too_many_after(message: impl Into<String>, secs: u64) -> Self {
+        Self { retry_after: Some(secs.max(1)), ..Self::too_many(message) }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -95,7 +102,8 @@ impl IntoResponse for ApiError {
         let mut res = (self.status, Json(self.to_json())).into_response();
         let headers = res.headers_mut();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            let secs = self.retry_after.unwrap_or(RETRY_AFTER_SECS);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -131,13 +139,38 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
 
 /// Limits a request may set, each at most the server's own (its flags are the defaults and
 /// the ceilings).
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output: Option<usize>,
+}
+
+/// A file of a run's `files`: text, or `{"base64": "…"}` for bytes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum FileContent {
+    Text(String),
+    Bytes { base64: String },
+}
+
+/// Bounds on a run's files, from the server's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileBounds {
+    /// Whether sandboxes have a scratch directory at all.
+    pub scratch: bool,
+    /// Most files in (and out).
+    pub max_files: usize,
+    /// Most bytes in, all files together (the scratch directory's size).
+    pub max_in_bytes: usize,
+    /// What comes back.
+    pub out: crate::scratch::FilesOut,
 }
 
 /// The body of `POST /v1/tools/{id}/run` (and an item of a batch).
@@ -150,6 +183,8 @@ pub(crate) struct RunRequest {
     pub stdin_base64: Option<String>,
     pub invoke: Option<String>,
     pub limits: Limits,
+    /// Files for the run's scratch directory, by relative name.
+    pub files: BTreeMap<String, FileContent>,
 }
 
 /// `stdin` (text) or `stdin_base64` (bytes), not both.
@@ -187,6 +222,38 @@ pub(crate) fn set_timeout(task: &mut Task, asked: Duration, server: &Task) -> Re
 }
 
 impl Limits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// These limits lowered to the server's where they pass them (a tool's defaults after
+    /// the server restarted with smaller limits).
+    pub fn capped(self, server: &Task) -> Limits {
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, _) => a,
+        };
+        let max_out = match server.output {
+            Output::Capture { max_bytes } => Some(max_bytes),
+            Output::Inherit => None,
+        };
+        Limits {
+            timeout_ms: min(
+                self.timeout_ms,
+                server.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            max_memory: self.max_memory.map(|m| server.max_memory.map_or(m, |s| m.min(s))),
+            fuel: min(self.fuel, server.fuel).filter(|_| server.fuel.is_some()),
+            max_output: self.max_output.map(|m| max_out.map_or(m, |s| m.min(s))),
+        }
+    }
+
+    /// Checks the limits against the server's, as [`apply`](Self::apply) would.
+    pub fn check(self, server: &Task) -> Result<(), String> {
+        self.apply(&mut server.clone(), server)
+    }
+
     /// Applies the limits to `task`, refusing any past the server's (`server`).
     fn apply(self, task: &mut Task, server: &Task) -> Result<(), String> {
         if let Some(ms) = self.timeout_ms {
@@ -230,9 +297,46 @@ impl Limits {
 }
 
 impl RunRequest {
-    /// The task: the server's defaults, then this request's fields.
-    pub fn into_task(self, server: &Task) -> Result<Task, String> {
+    /// The task: the server's defaults, then the tool's default `limits` (capped by the
+    /// server's), then this request's fields; its files within `files`.
+    pub fn into_task(self, server: &Task, tool: Limits, files: FileBounds) -> Result<Task, String> {
         let mut task = server.clone();
+        tool.capped(server).apply(&mut task, server)?;
+        if !self.files.is_empty() && !files.scratch {
+            return Err("`files` needs a scratch directory, which this server does not give \
+                        sandboxes (it runs with --namespaces off or --scratch-size 0)"
+                .into());
+        }
+        if self.files.len() > files.max_files {
+            return Err(format!(
+                "{} files is more than the server's maximum of {} (--run-files)",
+                self.files.len(),
+                files.max_files
+            ));
+        }
+        for (name, content) in self.files {
+            let bytes = match content {
+                FileContent::Text(t) => t.into_bytes(),
+                FileContent::Bytes { base64 } => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(base64.trim())
+                        .map_err(|e| format!("files[{name:?}]: invalid base64: {e}"))?
+                }
+            };
+            task.files.push(crate::scratch::ScratchFile { name, bytes });
+        }
+        let total = task.files.iter().fold(0usize, |t, f| t.saturating_add(f.bytes.len()));
+        if total > files.max_in_bytes {
+            return Err(format!(
+                "files of {total} bytes in all are more than the scratch directory's {} bytes \
+                 (--scratch-size)",
+                files.max_in_bytes
+            ));
+        }
+        if files.scratch {
+            task.files_out = Some(files.out);
+        }
         task.args = self.args;
         for (name, value) in self.env {
             task.env.retain(|(n, _)| *n != name);
@@ -264,31 +368,18 @@ pub(crate) async fn run_all(
     items: Vec<Item>,
 ) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
     let n = items.len();
-    let _quota = state.quotas.take(caller, n).map_err(|held| {
-        state.metrics.refused(true);
-        ApiError::too_many(format!(
-            "this API key has {held} runs in flight, its quota is {} (--per-key-in-flight)",
-            state.per_key_in_flight.unwrap_or(0)
-        ))
-    })?;
-    let tickets = state.admission.reserve(n).map_err(|r| {
-        state.metrics.refused(false);
-        ApiError::too_many(format!(
-            "server busy: {} runs in flight and {} waiting (--max-in-flight, --max-queued); retry later",
-            r.in_flight, r.queued
-        ))
-    })?;
+    let (_quota, tickets) = admit(state, caller, n)?;
     if n == 1 {
         let (Some(item), Some(ticket)) = (items.into_iter().next(), tickets.into_iter().next())
         else {
             return Ok(Vec::new());
         };
-        return Ok(vec![run_one(state.clone(), item, ticket).await]);
+        return Ok(vec![run_one(state.clone(), item, ticket, None).await]);
     }
     let mut set = tokio::task::JoinSet::new();
     for (i, (item, ticket)) in items.into_iter().zip(tickets).enumerate() {
         let state = state.clone();
-        set.spawn(async move { (i, run_one(state, item, ticket).await) });
+        set.spawn(async move { (i, run_one(state, item, ticket, None).await) });
     }
     let mut results: Vec<Option<Result<Outcome, ApiError>>> = (0..n).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
@@ -307,17 +398,58 @@ pub(crate) async fn run_all(
         .collect())
 }
 
-async fn run_one(
+/// Takes the caller's quota and the server's admission for `n` runs, or refuses them all
+/// with 429.
+pub(crate) fn admit(
+    state: &Arc<AppState>,
+    caller: Caller,
+    n: usize,
+) -> Result<(super::auth::QuotaGuard, Vec<super::admission::Ticket>), ApiError> {
+    if let Err(wait) = state.rates.take(caller, n) {
+        state.metrics.refused(true);
+        return Err(ApiError::too_many_after(
+            format!(
+                "this API key is past its rate of {} runs per second (--per-key-rate, \
+                 --per-key-burst); retry in {} s",
+                state.rates.per_second(),
+                wait.as_secs_f64().ceil()
+            ),
+            wait.as_secs_f64().ceil() as u64,
+        ));
+    }
+    let quota = state.quotas.take(caller, n).map_err(|held| {
+        state.metrics.refused(true);
+        ApiError::too_many(format!(
+            "this API key has {held} runs in flight, its quota is {} (--per-key-in-flight)",
+            state.per_key_in_flight.unwrap_or(0)
+        ))
+    })?;
+    let tickets = state.admission.reserve(n).map_err(|r| {
+        state.metrics.refused(false);
+        ApiError::too_many(format!(
+            "server busy: {} runs in flight and {} waiting (--max-in-flight, --max-queued); retry later",
+            r.in_flight, r.queued
+        ))
+    })?;
+    Ok((quota, tickets))
+}
+
+/// Runs one admitted item (its output streamed to `chunks` when given).
+pub(crate) async fn run_one(
     state: Arc<AppState>,
     item: Item,
     ticket: super::admission::Ticket,
+    chunks: Option<tokio::sync::mpsc::Sender<crate::host::OutputChunk>>,
 ) -> Result<Outcome, ApiError> {
     let waited = Instant::now();
     let Some(slot) = ticket.enter().await else {
         return Err(ApiError::unavailable("the server is shutting down"));
     };
     let queue_us = u64::try_from(waited.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let result = item.handle.run(&item.task).await;
+    let result = match chunks {
+        Some(tx) => item.handle.run_streaming(&item.task, tx).await,
+        None => item.handle.run(&item.task).await,
+    };
     drop(slot);
     match result {
         Ok(outcome) => {
@@ -345,6 +477,10 @@ async fn run_one(
 /// An outcome as JSON (the `--json` shape).
 pub(crate) fn outcome_json(o: &Outcome) -> Value {
     serde_json::to_value(o).unwrap_or_else(|e| ApiError::internal(e.to_string()).to_json())
+}
+
+fn outcome_json_owned(o: &Outcome) -> Value {
+    outcome_json(o)
 }
 
 fn caller_of(c: Option<Extension<Caller>>) -> Caller {
@@ -375,6 +511,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadQuery {
     name: Option<String>,
+    timeout_ms: Option<u64>,
+    max_memory: Option<usize>,
+    fuel: Option<u64>,
+    max_output: Option<usize>,
 }
 
 /// `POST /v1/tools?name=NAME`: the module's bytes (binary or text) as the body.
@@ -384,6 +524,15 @@ pub(crate) async fn upload(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let limits = Limits {
+        timeout_ms: query.timeout_ms,
+        max_memory: query.max_memory,
+        fuel: query.fuel,
+        max_output: query.max_output,
+    };
+    limits.check(&state.defaults).map_err(|e| {
+        ApiError::bad_request(format!("the tool's default limits: {}", e.replace("limits.", "")))
+    })?;
     let bytes = body(bytes, state.max_body)?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
@@ -391,24 +540,26 @@ pub(crate) async fn upload(
         ));
     }
     let (tool, created) =
-        state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
-            AddError::BadName(m) => ApiError::bad_request(m),
-            e @ AddError::Full { .. } => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
-            }
-            AddError::Busy { loading } => {
-                state.metrics.refused(false);
-                ApiError::too_many(format!(
-                    "busy: {loading} other uploads are being loaded; retry later"
-                ))
-            }
-            AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
-            AddError::Load(e) => ApiError::unavailable(e.one_line()),
-            AddError::Write { .. } => {
-                tracing::error!(error = %error_chain(&e), "cannot store a tool");
-                ApiError::internal(error_chain(&e))
-            }
-        })?;
+        state.store.add(query.name, limits, Arc::from(bytes.as_ref())).await.map_err(
+            |e| match e {
+                AddError::BadName(m) => ApiError::bad_request(m),
+                e @ AddError::Full { .. } => {
+                    ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+                }
+                AddError::Busy { loading } => {
+                    state.metrics.refused(false);
+                    ApiError::too_many(format!(
+                        "busy: {loading} other uploads are being loaded; retry later"
+                    ))
+                }
+                AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
+                AddError::Load(e) => ApiError::unavailable(e.one_line()),
+                AddError::Write { .. } => {
+                    tracing::error!(error = %error_chain(&e), "cannot store a tool");
+                    ApiError::internal(error_chain(&e))
+                }
+            },
+        )?;
     let meta = &tool.meta;
     if created {
         tracing::info!(id = %meta.id, name = %meta.name, size = meta.size, "tool added");
@@ -461,20 +612,31 @@ pub(crate) async fn delete(
     }
 }
 
-/// `POST /v1/tools/{id}/run`: 200 with the outcome, whatever the sandbox's status.
+/// `POST /v1/tools/{id}/run`: 200 with the outcome, whatever the sandbox's status; with
+/// `?stream=sse` (or `Accept: text/event-stream`), the output as events, then the outcome
+/// (see [`super::stream`]).
 pub(crate) async fn run(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
+    query: Result<Query<super::stream::StreamQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tool = tool_or_404(&state, &id)?;
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let streamed = super::stream::wanted(&query, &headers)?;
     let request: RunRequest = json_body(bytes, state.max_body)?;
-    let task = request.into_task(&state.defaults).map_err(ApiError::bad_request)?;
+    let task = request
+        .into_task(&state.defaults, tool.meta.limits, state.files)
+        .map_err(ApiError::bad_request)?;
     let item = Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task };
+    if streamed {
+        return super::stream::respond(&state, caller_of(caller), item, outcome_json_owned);
+    }
     let mut results = run_all(&state, caller_of(caller), vec![item]).await?;
     match results.pop() {
-        Some(Ok(outcome)) => Ok(Json(outcome_json(&outcome))),
+        Some(Ok(outcome)) => Ok(Json(outcome_json(&outcome)).into_response()),
         Some(Err(e)) => Err(e),
         None => Err(ApiError::internal("no outcome")),
     }
@@ -519,7 +681,7 @@ pub(crate) async fn batch(
     for (i, value) in request.tasks.into_iter().enumerate() {
         let task = serde_json::from_value::<RunRequest>(value)
             .map_err(|e| e.to_string())
-            .and_then(|r| r.into_task(&state.defaults))
+            .and_then(|r| r.into_task(&state.defaults, tool.meta.limits, state.files))
             .map_err(|e| ApiError::bad_request(format!("tasks[{i}]: {e}")))?;
         items.push(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task });
     }
@@ -542,7 +704,17 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Task, String> {
-        serde_json::from_str::<RunRequest>(text).map_err(|e| e.to_string())?.into_task(&server())
+        let files = FileBounds {
+            scratch: true,
+            max_files: 2,
+            max_in_bytes: 100,
+            out: crate::scratch::FilesOut { max_files: 2, max_bytes: 10 },
+        };
+        serde_json::from_str::<RunRequest>(text).map_err(|e| e.to_string())?.into_task(
+            &server(),
+            Limits::default(),
+            files,
+        )
     }
 
     #[test]
@@ -569,6 +741,9 @@ mod tests {
             r#"{"stdin_base64": "!"}"#,
             r#"{"args": ["a\u0000"]}"#,
             r#"{"files": []}"#,
+            r#"{"files": {"../x": "a"}}"#,
+            r#"{"files": {"a": "1", "b": "2", "c": "3"}}"#,
+            r#"{"files": {"a": {"base64": "!"}}}"#,
             r#"{"env": {"A": 1}}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -189,6 +189,69 @@ impl Quotas {
     }
 }
 
+/// A per-key rate limit: a token bucket per key, refilled at `per_second` up to `burst`;
+/// each run (each batch item) takes one token. Past it, 429 with the wait in Retry-After.
+#[derive(Debug)]
+pub(crate) struct Rates {
+    limit: Option<RateLimit>,
+    buckets: Vec<std::sync::Mutex<Bucket>>,
+}
+
+/// Runs per second per API key, and how many may come at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Rates {
+    pub fn new(limit: Option<RateLimit>, keys: usize) -> Self {
+        let now = std::time::Instant::now();
+        let full = limit.map_or(0.0, |l| f64::from(l.burst.max(1)));
+        Self {
+            limit,
+            buckets: (0..keys)
+                .map(|_| std::sync::Mutex::new(Bucket { tokens: full, at: now }))
+                .collect(),
+        }
+    }
+
+    /// The rate, for messages.
+    pub fn per_second(&self) -> f64 {
+        self.limit.map_or(0.0, |l| l.per_second)
+    }
+
+    /// Takes `n` tokens of `caller`'s bucket, or says how long until there would be enough
+    /// (a batch larger than the burst never fits: the wait is then the time to a full bucket).
+    pub fn take(&self, caller: Caller, n: usize) -> Result<(), std::time::Duration> {
+        let (Some(limit), Caller::Key(i)) = (self.limit, caller) else { return Ok(()) };
+        let Some(bucket) = self.buckets.get(i) else { return Ok(()) };
+        let mut b = match bucket.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let burst = f64::from(limit.burst.max(1));
+        let rate = limit.per_second.max(f64::MIN_POSITIVE);
+        let now = std::time::Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        let want = n as f64;
+        if b.tokens >= want {
+            b.tokens -= want;
+            return Ok(());
+        }
+        let missing = want.min(burst) - b.tokens;
+        Err(std::time::Duration::try_from_secs_f64(missing / rate)
+            .unwrap_or(std::time::Duration::from_secs(3600)))
+    }
+}
+
 /// Gives back the quota it holds when dropped.
 #[derive(Debug)]
 pub(crate) struct QuotaGuard {
@@ -229,6 +292,20 @@ mod tests {
             Err(KeyFileError::BadCharacter { line: 2, .. })
         ));
         assert!(matches!(ApiKeys::parse("# nothing\n\n", p), Err(KeyFileError::Empty { .. })));
+    }
+
+    #[test]
+    fn rates_refill_per_key_up_to_the_burst() {
+        let r = Rates::new(Some(RateLimit { per_second: 10.0, burst: 3 }), 2);
+        assert!(r.take(Caller::Key(0), 2).is_ok());
+        assert!(r.take(Caller::Key(0), 1).is_ok());
+        let wait = r.take(Caller::Key(0), 1).unwrap_err();
+        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
+        assert!(r.take(Caller::Key(1), 3).is_ok(), "another key has its own bucket");
+        assert!(r.take(Caller::Key(1), 4).is_err(), "a batch larger than the burst");
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(r.take(Caller::Key(0), 1).is_ok(), "refilled");
+        assert!(Rates::new(None, 1).take(Caller::Key(0), 100).is_ok());
     }
 
     #[test]

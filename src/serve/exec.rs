@@ -14,8 +14,9 @@ use crate::outcome::{Outcome, Status};
 use crate::task::Task;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Extension, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -229,13 +230,22 @@ async fn item_of(state: &AppState, value: Value, at: &str) -> Result<(Language, 
 pub(crate) async fn exec(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
+    query: Result<Query<super::stream::StreamQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let streamed = super::stream::wanted(&query, &headers)?;
     let value: Value = json_body(bytes, state.max_body)?;
     let (lang, item) = item_of(&state, value, "").await?;
+    if streamed {
+        return super::stream::respond(&state, caller_of(caller), item, move |o| {
+            exec_json(lang, o)
+        });
+    }
     let mut results = api::run_all(&state, caller_of(caller), vec![item]).await?;
     match results.pop() {
-        Some(Ok(o)) => Ok(Json(exec_json(lang, &o))),
+        Some(Ok(o)) => Ok(Json(exec_json(lang, &o)).into_response()),
         Some(Err(e)) => Err(e),
         None => Err(ApiError::internal("no outcome")),
     }

@@ -7,8 +7,10 @@
 //!
 //! Modules: [`store`] (tools on disk, content-addressed, reloaded at start-up), [`api`]
 //! (tools, runs and batches), [`exec`] (ZeroBoot-compatible snippets), [`auth`] (API keys and
-//! per-key quotas), [`admission`] (the server-wide bound on runs), [`metrics`] and [`ops`]
-//! (health, metrics, the OpenAPI document).
+//! per-key quotas and rates), [`admission`] (the server-wide bound on runs), [`stream`]
+//! (runs answered with Server-Sent Events), [`metrics`] and [`ops`] (health, metrics, the
+//! OpenAPI document). A run's `files` go to a scratch directory private to its sandbox
+//! ([`crate::scratch`]).
 
 mod admission;
 mod api;
@@ -17,9 +19,10 @@ mod exec;
 mod metrics;
 mod ops;
 mod store;
+mod stream;
 
 pub use api::error_chain;
-pub use auth::{ApiKeys, KeyFileError};
+pub use auth::{ApiKeys, KeyFileError, RateLimit};
 pub use exec::{Interpreters, Language};
 
 use crate::host::{LoadOptions, Runtime};
@@ -63,6 +66,10 @@ pub struct ServeOptions {
     pub max_queued: usize,
     /// Runs in flight or waiting per API key (`None`: no per-key bound).
     pub per_key_in_flight: Option<usize>,
+    /// Runs per second per API key (`None`: no rate limit).
+    pub per_key_rate: Option<RateLimit>,
+    /// Runs' scratch directories and files.
+    pub files: FileOptions,
     /// Largest request body, in bytes (an upload's module, a run's stdin); past it, 413.
     pub max_body: usize,
     /// Most tasks in one batch.
@@ -75,6 +82,29 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// The interpreter guests for `/v1/exec`.
     pub interpreters: Interpreters,
+}
+
+/// Each run's scratch directory (see [`crate::scratch`]): the `files` a run brings and the
+/// files it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOptions {
+    /// Size of each sandbox's scratch tmpfs (`None`: no scratch directory; it also needs
+    /// namespaces).
+    pub scratch_size: Option<u64>,
+    /// Most files a run brings, and most it gets back.
+    pub max_files: usize,
+    /// Most bytes of files a run gets back, all together.
+    pub max_bytes_out: usize,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        Self {
+            scratch_size: Some(crate::scratch::DEFAULT_SCRATCH_SIZE),
+            max_files: 64,
+            max_bytes_out: 8 << 20,
+        }
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -111,6 +141,8 @@ pub(crate) struct AppState {
     snippets: exec::Snippets,
     admission: Arc<admission::Admission>,
     quotas: Arc<auth::Quotas>,
+    rates: auth::Rates,
+    files: api::FileBounds,
     per_key_in_flight: Option<usize>,
     metrics: metrics::Metrics,
     keys: Option<ApiKeys>,
@@ -196,6 +228,20 @@ pub async fn serve(
     std::fs::create_dir_all(&tools_dir)
         .map_err(|source| ServeError::DataDir { path: tools_dir.clone(), source })?;
     let mut load = options.load;
+    load.isolation.scratch = options.files.scratch_size.filter(|&s| s > 0);
+    if load.isolation.scratch.is_some() && !load.isolation.namespaces {
+        tracing::warn!("no scratch directories without namespaces: runs with `files` get 400");
+        load.isolation.scratch = None;
+    }
+    let files = api::FileBounds {
+        scratch: load.isolation.scratch.is_some(),
+        max_files: options.files.max_files,
+        max_in_bytes: usize::try_from(load.isolation.scratch.unwrap_or(0)).unwrap_or(usize::MAX),
+        out: crate::scratch::FilesOut {
+            max_files: options.files.max_files,
+            max_bytes: options.files.max_bytes_out,
+        },
+    };
     load.max_in_flight = options.max_in_flight.max(1);
     load.max_queued = options.max_queued;
     let runtime = Runtime::new();
@@ -222,6 +268,8 @@ pub async fn serve(
         snippets: exec::Snippets::new(runtime, load, options.interpreters),
         admission: admission::Admission::new(options.max_in_flight, options.max_queued),
         quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
+        rates: auth::Rates::new(options.per_key_rate, key_count),
+        files,
         per_key_in_flight: options.per_key_in_flight,
         metrics: metrics::Metrics::default(),
         keys,

@@ -36,6 +36,10 @@ pub(crate) struct ToolMeta {
     pub size: u64,
     /// When it was first uploaded, in seconds since the Unix epoch.
     pub created: u64,
+    /// Its runs' default limits, given at upload (each run may ask for others, up to the
+    /// server's).
+    #[serde(default, skip_serializing_if = "super::api::Limits::is_empty")]
+    pub limits: super::api::Limits,
 }
 
 /// A loaded tool: its description and its warm template.
@@ -266,13 +270,14 @@ impl Store {
     pub async fn add(
         &self,
         name: Option<String>,
+        limits: super::api::Limits,
         bytes: Arc<[u8]>,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         let id = id_of(&bytes);
         if let Some(name) = &name {
             check_name(name).map_err(AddError::BadName)?;
         }
-        self.with_id_locked(&id, self.add_locked(&id, name, bytes)).await
+        self.with_id_locked(&id, self.add_locked(&id, name, limits, bytes)).await
     }
 
     /// Runs `f` holding the lock of tool `id`: adding and removing one tool never interleave,
@@ -302,6 +307,7 @@ impl Store {
         &self,
         id: &str,
         name: Option<String>,
+        limits: super::api::Limits,
         bytes: Arc<[u8]>,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         if let Some(tool) = self.get(id) {
@@ -321,6 +327,7 @@ impl Store {
             exports,
             size: bytes.len() as u64,
             created: now_unix(),
+            limits,
         };
         let dir = self.dir.clone();
         let json = serde_json::to_vec_pretty(&meta)

@@ -51,6 +51,13 @@ struct ProbeArgs {
     seccomp: SeccompArg,
     #[arg(long, value_enum, default_value = "on")]
     namespaces: OnOff,
+    /// Give each sandbox a scratch directory of this size (its working directory).
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_u64)]
+    scratch: Option<u64>,
+    /// Run a sibling probe at the same time, from the same zygote, with these
+    /// space-separated arguments (repeatable); prints a JSON array of the outcomes.
+    #[arg(long, value_name = "PROBE ARGS")]
+    sibling: Vec<String>,
     /// The probe, then its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     probe: Vec<String>,
@@ -89,6 +96,7 @@ fn probe_main(a: ProbeArgs) -> i32 {
         max_file_size: a.max_file_size,
         grants: grants.clone(),
         init: zeroboot_wasm::InitLimits::default(),
+        scratch: a.scratch,
     };
     let mut config = Config::new();
     config.cache_dir(None);
@@ -101,6 +109,25 @@ fn probe_main(a: ProbeArgs) -> i32 {
                 .timeout(std::time::Duration::from_secs(60));
             for g in grants {
                 task = task.dir(g);
+            }
+            if !a.sibling.is_empty() {
+                let mut tasks = vec![task.clone()];
+                for s in &a.sibling {
+                    tasks.push(Task {
+                        args: s.split(' ').map(String::from).collect(),
+                        ..task.clone()
+                    });
+                }
+                let outcomes: Vec<serde_json::Value> = zygote
+                    .run_probes(&tasks, probes::probe)
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(o) => serde_json::to_value(&o).unwrap_or_default(),
+                        Err(e) => serde_json::json!({ "error": e.one_line() }),
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(outcomes));
+                std::process::exit(0);
             }
             zygote.run_probe(&task, probes::probe)
         });

@@ -193,7 +193,60 @@ pub fn probe(args: &[String], dirs: &[(&str, &str)]) -> String {
             }
             .into()
         }
+        "scratch_hold" => return scratch_hold(&arg(1), &arg(2), &arg(3)),
+        "scratch_seek" => return scratch_seek(&arg(1), &arg(2)),
         other => return format!("unknown probe {other:?}"),
     };
     verdict(name, ret)
+}
+
+fn sleep_ms(ms: &str) {
+    std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+}
+
+/// args: NAME MS [DIR] — writes NAME in the working directory (the sandbox's scratch), or in
+/// DIR, holds it for MS, then says whether it is still there.
+fn scratch_hold(name: &str, ms: &str, dir: &str) -> String {
+    use std::os::unix::fs::FileExt;
+    let name = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+    let name = name.as_str();
+    let wrote = std::fs::File::create(name).and_then(|f| f.write_all_at(b"secret", 0));
+    sleep_ms(ms);
+    let still = std::fs::metadata(name).is_ok();
+    format!("scratch_hold: wrote {name}: {}, still there: {still}", wrote.is_ok())
+}
+
+/// args: NAME MS — after MS, looks for a file NAME (which a sibling sandbox holds in its own
+/// scratch) everywhere a path can reach: its own working directory, `..` of it, `/scratch`,
+/// and the whole tree from `/`.
+fn scratch_seek(name: &str, ms: &str) -> String {
+    sleep_ms(ms);
+    let mut found = Vec::new();
+    for p in [name.to_string(), format!("../{name}"), format!("/scratch/{name}")] {
+        if std::fs::metadata(&p).is_ok() {
+            found.push(p);
+        }
+    }
+    fn walk(dir: &std::path::Path, name: &str, depth: usize, found: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy() == name {
+                found.push(p.display().to_string());
+            }
+            if depth < 8 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, name, depth + 1, found);
+            }
+        }
+    }
+    walk(std::path::Path::new("/"), name, 0, &mut found);
+    walk(std::path::Path::new(".."), name, 0, &mut found);
+    let own: Vec<String> = std::fs::read_dir(".")
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    if found.is_empty() {
+        format!("scratch_seek: {name} not found; own scratch holds {own:?}")
+    } else {
+        format!("scratch_seek: {name} FOUND at {found:?}")
+    }
 }
