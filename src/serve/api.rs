@@ -75,6 +75,10 @@ impl ApiError {
         self.status
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The metrics' name for a run that failed with this error.
     pub fn run_label(&self) -> &'static str {
         match self.status {
@@ -370,14 +374,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// `?name=` of an upload.
+/// `?name=`, and for MCP clients `&description=` and `&input_schema=` (JSON), of an upload.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadQuery {
     name: Option<String>,
+    description: Option<String>,
+    input_schema: Option<String>,
 }
 
-/// `POST /v1/tools?name=NAME`: the module's bytes (binary or text) as the body.
+/// `POST /v1/tools?name=NAME[&description=TEXT][&input_schema=JSON]`: the module's bytes
+/// (binary or text) as the body.
 pub(crate) async fn upload(
     State(state): State<Arc<AppState>>,
     query: Result<Query<UploadQuery>, QueryRejection>,
@@ -390,25 +397,29 @@ pub(crate) async fn upload(
             "empty body: send the module's bytes (binary .wasm or WebAssembly text)",
         ));
     }
+    let about = store::About::parse(query.description, query.input_schema.as_deref())
+        .map_err(ApiError::bad_request)?;
     let (tool, created) =
-        state.store.add(query.name, Arc::from(bytes.as_ref())).await.map_err(|e| match e {
-            AddError::BadName(m) => ApiError::bad_request(m),
-            e @ AddError::Full { .. } => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
-            }
-            AddError::Busy { loading } => {
-                state.metrics.refused(false);
-                ApiError::too_many(format!(
-                    "busy: {loading} other uploads are being loaded; retry later"
-                ))
-            }
-            AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
-            AddError::Load(e) => ApiError::unavailable(e.one_line()),
-            AddError::Write { .. } => {
-                tracing::error!(error = %error_chain(&e), "cannot store a tool");
-                ApiError::internal(error_chain(&e))
-            }
-        })?;
+        state.store.add(query.name, about, Arc::from(bytes.as_ref())).await.map_err(
+            |e| match e {
+                AddError::BadName(m) => ApiError::bad_request(m),
+                e @ AddError::Full { .. } => {
+                    ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+                }
+                AddError::Busy { loading } => {
+                    state.metrics.refused(false);
+                    ApiError::too_many(format!(
+                        "busy: {loading} other uploads are being loaded; retry later"
+                    ))
+                }
+                AddError::Load(e) if e.is_bad_input() => ApiError::bad_request(e.one_line()),
+                AddError::Load(e) => ApiError::unavailable(e.one_line()),
+                AddError::Write { .. } => {
+                    tracing::error!(error = %error_chain(&e), "cannot store a tool");
+                    ApiError::internal(error_chain(&e))
+                }
+            },
+        )?;
     let meta = &tool.meta;
     if created {
         tracing::info!(id = %meta.id, name = %meta.name, size = meta.size, "tool added");

@@ -36,6 +36,63 @@ pub(crate) struct ToolMeta {
     pub size: u64,
     /// When it was first uploaded, in seconds since the Unix epoch.
     pub created: u64,
+    /// What the tool does and the JSON Schema of its input, for MCP clients (optional).
+    #[serde(flatten)]
+    pub about: About,
+}
+
+/// What an uploader may say about a tool for MCP clients: a description and a JSON Schema
+/// for its input. With a schema, an MCP call's arguments (an object matching it) are the
+/// guest's stdin, as JSON; without one, the tool takes `args`, `stdin` and `env`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct About {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Longest tool description accepted, in bytes.
+pub(crate) const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Largest input schema accepted, in bytes of JSON.
+pub(crate) const MAX_SCHEMA_LEN: usize = 64 * 1024;
+
+impl About {
+    /// A description and a schema (JSON text) as given to an upload, checked: the
+    /// description at most 4 KiB, the schema a JSON object of type `object` of at most 64 KiB.
+    pub fn parse(description: Option<String>, input_schema: Option<&str>) -> Result<Self, String> {
+        if let Some(d) = &description
+            && d.len() > MAX_DESCRIPTION_LEN
+        {
+            return Err(format!(
+                "the description is {} bytes long; at most {MAX_DESCRIPTION_LEN} are accepted",
+                d.len()
+            ));
+        }
+        let input_schema = match input_schema {
+            None => None,
+            Some(text) if text.len() > MAX_SCHEMA_LEN => {
+                return Err(format!(
+                    "input_schema is {} bytes long; at most {MAX_SCHEMA_LEN} are accepted",
+                    text.len()
+                ));
+            }
+            Some(text) => {
+                let schema: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| format!("input_schema is not JSON: {e}"))?;
+                let serde_json::Value::Object(schema) = schema else {
+                    return Err("input_schema must be a JSON Schema object".into());
+                };
+                if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+                    return Err(
+                        "input_schema must describe an object (\"type\": \"object\"): MCP tool arguments are objects".into(),
+                    );
+                }
+                Some(schema)
+            }
+        };
+        Ok(Self { description, input_schema })
+    }
 }
 
 /// A loaded tool: its description and its warm template.
@@ -266,13 +323,35 @@ impl Store {
     pub async fn add(
         &self,
         name: Option<String>,
+        about: About,
         bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        self.add_as(name, about, bytes, true).await
+    }
+
+    /// Adds a tool for this process only: loaded and listed, but not written to the store
+    /// (`zeroboot-wasm mcp --tool FILE`).
+    pub async fn add_unsaved(
+        &self,
+        name: Option<String>,
+        about: About,
+        bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        self.add_as(name, about, bytes, false).await
+    }
+
+    async fn add_as(
+        &self,
+        name: Option<String>,
+        about: About,
+        bytes: Arc<[u8]>,
+        save: bool,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         let id = id_of(&bytes);
         if let Some(name) = &name {
             check_name(name).map_err(AddError::BadName)?;
         }
-        self.with_id_locked(&id, self.add_locked(&id, name, bytes)).await
+        self.with_id_locked(&id, self.add_locked(&id, name, about, bytes, save)).await
     }
 
     /// Runs `f` holding the lock of tool `id`: adding and removing one tool never interleave,
@@ -302,7 +381,9 @@ impl Store {
         &self,
         id: &str,
         name: Option<String>,
+        about: About,
         bytes: Arc<[u8]>,
+        save: bool,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         if let Some(tool) = self.get(id) {
             return Ok((tool, false));
@@ -321,7 +402,14 @@ impl Store {
             exports,
             size: bytes.len() as u64,
             created: now_unix(),
+            about,
         };
+        if !save {
+            let tool = Arc::new(Tool { meta, handle });
+            self.write_map().insert(id.to_string(), tool.clone());
+            place.keep();
+            return Ok((tool, true));
+        }
         let dir = self.dir.clone();
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| AddError::Write { path: dir.clone(), source: std::io::Error::other(e) })?;
