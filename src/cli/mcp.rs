@@ -1,7 +1,7 @@
 //! `zeroboot-wasm mcp`: the Model Context Protocol server on stdio
 //! (`zeroboot_wasm::serve::mcp`), with the tool store of `serve` and `--tool` modules.
 
-use super::serve::{LogFormat, init_logging, interpreters};
+use super::serve::{LogFormat, init_logging_with, interpreters};
 use super::{CommonArgs, exit};
 use clap::Args;
 use std::path::PathBuf;
@@ -47,7 +47,8 @@ pub struct McpArgs {
 }
 
 pub fn main(a: McpArgs) -> i32 {
-    init_logging(a.log_format);
+    // rmcp logs every request and error at info/warn; the protocol answers say it already.
+    init_logging_with(a.log_format, "info,rmcp=error");
     let Some(data_dir) = a.data_dir.clone().or_else(serve::default_data_dir) else {
         eprintln!(
             "zeroboot-wasm mcp: error: no data directory: give --data-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
@@ -88,7 +89,7 @@ pub fn main(a: McpArgs) -> i32 {
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match served {
         Ok(()) => 0,
-        Err(e @ mcp::McpError::Tool { .. }) => {
+        Err(e @ mcp::McpError::AddTool { .. }) => {
             eprintln!("zeroboot-wasm mcp: error: {}", serve::error_chain(&e));
             exit::DATA
         }

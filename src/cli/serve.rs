@@ -98,9 +98,14 @@ pub(super) enum LogFormat {
     Json,
 }
 
-pub(super) fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) {
+    init_logging_with(format, "info");
+}
+
+/// Logs to stderr at `default` level unless RUST_LOG says otherwise.
+pub(super) fn init_logging_with(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

@@ -50,6 +50,9 @@ const MAX_TOOL_NAME: usize = 128;
 #[derive(Clone)]
 pub struct McpServer {
     state: Arc<AppState>,
+    /// Whether the store may gain tools behind this process's back (stdio: a `serve` on the
+    /// same data directory uploads them), so each listing looks for new ones first.
+    follow_store: bool,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -86,11 +89,11 @@ pub(crate) fn http_service(
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(state.max_body);
-    let server = McpServer { state };
+    let server = McpServer { state, follow_store: false };
     StreamableHttpService::new(move || Ok(server.clone()), Arc::default(), config)
 }
 
-/// A module given to `zeroboot-wasm mcp --tool FILE`: its bytes, and what its sidecar says.
+/// A module file given to `zeroboot-wasm mcp --tool FILE` (its sidecar, if any, beside it).
 #[derive(Debug, Clone)]
 pub struct ExtraTool {
     pub path: PathBuf,
@@ -108,14 +111,15 @@ struct Sidecar {
 /// Why `zeroboot-wasm mcp` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
+    /// The store could not be opened.
     #[error(transparent)]
-    Serve(#[from] ServeError),
+    OpenStore(#[from] ServeError),
     /// A `--tool` module (or its sidecar) could not be read or loaded.
     #[error("--tool {path}: {message}")]
-    Tool { path: PathBuf, message: String },
-    /// The protocol could not start or failed.
+    AddTool { path: PathBuf, message: String },
+    /// The session could not start, or failed.
     #[error("the MCP session failed: {0}")]
-    Protocol(String),
+    Session(String),
 }
 
 async fn add_extra(state: &AppState, path: &Path) -> Result<String, String> {
@@ -161,15 +165,15 @@ pub async fn stdio(options: ServeOptions, extra: Vec<ExtraTool>) -> Result<(), M
     for t in &extra {
         let name = add_extra(&state, &t.path)
             .await
-            .map_err(|message| McpError::Tool { path: t.path.clone(), message })?;
+            .map_err(|message| McpError::AddTool { path: t.path.clone(), message })?;
         tracing::info!(tool = %name, file = %t.path.display(), "tool added for this session");
     }
     tracing::info!(tools = state.store.list().len(), "serving MCP on stdio");
-    let running = McpServer { state }
+    let running = McpServer { state, follow_store: true }
         .serve(rmcp::transport::stdio())
         .await
-        .map_err(|e| McpError::Protocol(e.to_string()))?;
-    let reason = running.waiting().await.map_err(|e| McpError::Protocol(e.to_string()))?;
+        .map_err(|e| McpError::Session(e.to_string()))?;
+    let reason = running.waiting().await.map_err(|e| McpError::Session(e.to_string()))?;
     tracing::info!(reason = ?reason, "MCP session ended");
     Ok(())
 }
@@ -178,6 +182,12 @@ pub async fn stdio(options: ServeOptions, extra: Vec<ExtraTool>) -> Result<(), M
 /// it, otherwise `name-<first 12 hex digits of its id>`. Characters MCP does not allow in a
 /// name become `_`.
 fn named(tools: Vec<Arc<Tool>>) -> Vec<(String, Arc<Tool>)> {
+    let names = mcp_names(tools.iter().map(|t| (t.meta.name.as_str(), t.meta.id.as_str())));
+    names.into_iter().zip(tools).collect()
+}
+
+/// The MCP names of tools given as `(name, id)`, in the same order (see [`named`]).
+fn mcp_names<'a>(tools: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Vec<String> {
     let clean = |name: &str| -> String {
         name.chars()
             .map(
@@ -186,23 +196,20 @@ fn named(tools: Vec<Arc<Tool>>) -> Vec<(String, Arc<Tool>)> {
             .collect()
     };
     let mut counts = std::collections::HashMap::<String, usize>::new();
-    for t in &tools {
-        *counts.entry(clean(&t.meta.name)).or_default() += 1;
+    for (name, _) in tools.clone() {
+        *counts.entry(clean(name)).or_default() += 1;
     }
     tools
-        .into_iter()
-        .map(|t| {
-            let base = clean(&t.meta.name);
+        .map(|(name, id)| {
+            let base = clean(name);
             let unique =
                 counts.get(&base) == Some(&1) && base != RUN_JAVASCRIPT && base != RUN_PYTHON;
-            let name = if unique {
-                base
-            } else {
-                let id = t.meta.id.get(..12).unwrap_or(&t.meta.id);
-                let keep = MAX_TOOL_NAME.saturating_sub(id.len() + 1);
-                format!("{}-{id}", base.get(..keep).unwrap_or(&base))
-            };
-            (name, t)
+            if unique {
+                return base;
+            }
+            let id = id.get(..12).unwrap_or(id);
+            let keep = MAX_TOOL_NAME.saturating_sub(id.len() + 1);
+            format!("{}-{id}", base.get(..keep).unwrap_or(&base))
         })
         .collect()
 }
@@ -397,12 +404,18 @@ impl McpServer {
             RUN_JAVASCRIPT => self.snippet_item(Language::JavaScript, args).await?,
             RUN_PYTHON => self.snippet_item(Language::Python, args).await?,
             _ => {
-                let tool = named(self.state.store.list())
-                    .into_iter()
-                    .find_map(|(n, t)| (n == name).then_some(t))
-                    .ok_or_else(|| {
-                        ErrorData::invalid_params(format!("unknown tool {name:?}"), None)
-                    })?;
+                let find = || {
+                    named(self.state.store.list())
+                        .into_iter()
+                        .find_map(|(n, t)| (n == name).then_some(t))
+                };
+                let mut tool = find();
+                if tool.is_none() && self.follow_store && self.state.store.load_new().await > 0 {
+                    tool = find();
+                }
+                let tool = tool.ok_or_else(|| {
+                    ErrorData::invalid_params(format!("unknown tool {name:?}"), None)
+                })?;
                 self.tool_item(&tool, args)?
             }
         };
@@ -459,6 +472,9 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        if self.follow_store {
+            self.state.store.load_new().await;
+        }
         let mut tools: Vec<rmcp::model::Tool> =
             named(self.state.store.list()).into_iter().map(|(n, t)| mcp_tool(n, &t)).collect();
         tools.push(snippet_tool(Language::JavaScript));
@@ -472,5 +488,56 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.call(request, ctx).await.map(CallToolResponse::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let c = "c".repeat(64);
+        let long = "x".repeat(128);
+        let names = mcp_names(
+            [
+                ("hello", a.as_str()),
+                ("dup", b.as_str()),
+                ("dup", c.as_str()),
+                ("run_python", a.as_str()),
+                ("c++", b.as_str()),
+                (long.as_str(), c.as_str()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(names[0], "hello");
+        assert_eq!(names[1], "dup-bbbbbbbbbbbb");
+        assert_eq!(names[2], "dup-cccccccccccc");
+        assert_eq!(names[3], "run_python-aaaaaaaaaaaa", "a snippet tool's name is taken");
+        assert_eq!(names[4], "c__");
+        assert_eq!(names[5], long, "a unique name of 128 characters is kept");
+        let ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= MAX_TOOL_NAME
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        assert!(names.iter().all(|n| ok(n)), "{names:?}");
+        let clash =
+            mcp_names([(long.as_str(), a.as_str()), (long.as_str(), b.as_str())].into_iter());
+        assert!(clash.iter().all(|n| ok(n)), "{clash:?}");
+        assert_ne!(clash[0], clash[1]);
+    }
+
+    #[test]
+    fn required_arguments_are_checked() {
+        let schema: JsonObject =
+            serde_json::from_value(json!({"type": "object", "required": ["a", "b"]})).unwrap();
+        let args: JsonObject = serde_json::from_value(json!({"a": 1})).unwrap();
+        let e = check_required(&schema, &args).unwrap_err();
+        assert!(e.message.contains('b'), "{e:?}");
+        let all: JsonObject = serde_json::from_value(json!({"a": 1, "b": 2})).unwrap();
+        assert!(check_required(&schema, &all).is_ok());
     }
 }

@@ -280,6 +280,42 @@ impl Store {
         loaded
     }
 
+    /// Loads the stored tools that are not loaded yet: those another process (a `serve` on
+    /// the same data directory) added since. Returns how many were loaded.
+    pub async fn load_new(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut loaded = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
+                continue;
+            };
+            if !is_id(&id) || self.get(&id).is_some() {
+                continue;
+            }
+            let once = async {
+                if self.get(&id).is_some() {
+                    return Ok(None);
+                }
+                self.reload_one(&path).await.map(Some)
+            };
+            match self.with_id_locked(&id, once).await {
+                Ok(Some(meta)) => {
+                    tracing::info!(id = %meta.id, name = %meta.name, "new stored tool loaded");
+                    loaded += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(file = %path.display(), error = %e, "stored tool not loaded")
+                }
+            }
+        }
+        loaded
+    }
+
     async fn reload_one(&self, json: &Path) -> Result<ToolMeta, String> {
         let text = std::fs::read(json).map_err(|e| e.to_string())?;
         let mut meta: ToolMeta =
@@ -484,6 +520,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_uploader_says_about_a_tool() {
+        let about = About::parse(Some("d".into()), Some(r#"{"type": "object"}"#)).unwrap();
+        assert_eq!(about.description.as_deref(), Some("d"));
+        assert!(about.input_schema.is_some());
+        assert_eq!(About::parse(None, None).unwrap(), About::default());
+        for bad in [r#"{"type": "string"}"#, "[]", "{", r#"{"properties": {}}"#] {
+            assert!(About::parse(None, Some(bad)).is_err(), "{bad}");
+        }
+        assert!(About::parse(Some("x".repeat(MAX_DESCRIPTION_LEN + 1)), None).is_err());
+        let huge =
+            format!(r#"{{"type": "object", "description": "{}"}}"#, "x".repeat(MAX_SCHEMA_LEN));
+        assert!(About::parse(None, Some(&huge)).is_err());
+    }
 
     #[test]
     fn names_and_ids() {

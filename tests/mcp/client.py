@@ -3,13 +3,15 @@
     client.py stdio COMMAND ARGS...      (the server as a child process on stdio)
     client.py http URL [BEARER_KEY]      (Streamable HTTP)
 
-Reads a JSON list of operations on stdin: {"op": "list"} or {"op": "call", "name": N,
-"arguments": {...}}; prints one JSON line: the answer to each, in order — {"tools": [...]},
+Reads a JSON list of operations on stdin: {"op": "list"}, {"op": "call", "name": N,
+"arguments": {...}}, or {"op": "upload", "url", "key", "file"} (a POST to a `serve` in the
+middle of the session); prints one JSON line: the answer to each, in order — {"tools": [...]},
 {"content": [texts], "isError": b, "structured": v}, or {"error": {"code", "message"}}.
 """
 
 import json
 import sys
+import urllib.request
 
 import anyio
 import httpx2
@@ -24,7 +26,15 @@ async def drive(session, ops):
     answers = []
     for op in ops:
         try:
-            if op["op"] == "list":
+            if op["op"] == "upload":
+                # Another door into the same store: the HTTP API of a `serve`.
+                req = urllib.request.Request(
+                    op["url"], data=open(op["file"], "rb").read(), method="POST",
+                    headers={"Authorization": f"Bearer {op['key']}"},
+                )
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    answers.append({"uploaded": json.loads(r.read())["id"]})
+            elif op["op"] == "list":
                 tools = (await session.list_tools()).tools
                 answers.append(
                     {
