@@ -16,6 +16,9 @@ bash scripts/build-guests.sh >/dev/null
 # The JavaScript and Python interpreter guests (tests/interpreters.rs), built from source;
 # installs Debian's clang-19 and wasi-libc headers on a fresh machine.
 bash scripts/build-interpreters.sh >/dev/null
+# Python's reference MCP SDK (PyPI `mcp`, pinned) in target/mcp-venv, the independent client
+# tests/clients.rs drives `zeroboot-wasm mcp` and `/mcp` with.
+bash scripts/mcp-client.sh >/dev/null
 if unshare --user --map-root-user --mount --net true 2>/dev/null; then
     cargo test --release --features testkit "$@" -- --include-ignored
 else

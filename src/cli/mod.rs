@@ -1,6 +1,8 @@
 //! Command-line parsing and the `run` and `worker` commands.
 
 mod interp;
+#[cfg(feature = "serve")]
+mod mcp;
 mod parse;
 mod run;
 #[cfg(feature = "serve")]
@@ -84,6 +86,10 @@ enum Command {
     #[cfg(feature = "serve")]
     #[command(after_help = serve::SERVE_HELP)]
     Serve(serve::ServeArgs),
+    /// Serve the same tools over the Model Context Protocol on stdin/stdout, each call in a fork.
+    #[cfg(feature = "serve")]
+    #[command(after_help = mcp::MCP_HELP)]
+    Mcp(mcp::McpArgs),
 }
 
 /// Options shared by `run` and `worker`.
@@ -260,6 +266,8 @@ pub fn main() -> i32 {
         Command::Bench(args) => bench_main(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::main(args),
+        #[cfg(feature = "serve")]
+        Command::Mcp(args) => mcp::main(args),
     }
 }
 

@@ -13,9 +13,10 @@ pub const SERVE_HELP: &str = "\
 Tools: POST /v1/tools?name=NAME (the .wasm or .wat as the body), GET /v1/tools,
 GET|DELETE /v1/tools/{id}; runs: POST /v1/tools/{id}/run, POST /v1/tools/{id}/batch;
 snippets (ZeroBoot-compatible): POST /v1/exec, POST /v1/exec/batch; GET /v1/health,
-GET /metrics, GET /v1/openapi.json. `?stream=sse` on a run or /v1/exec streams the output as
-Server-Sent Events; a run's `files` go to a scratch directory private to its sandbox
-(/scratch, its working directory). The limits flags (--timeout, --max-memory, --fuel,
+GET /metrics, GET /v1/openapi.json; MCP (Streamable HTTP) at /mcp. `?stream=sse` on a run or
+/v1/exec streams the output as Server-Sent Events; a run's `files` go to a scratch directory
+private to its sandbox (/scratch, its working directory). The limits flags (--timeout,
+--max-memory, --fuel,
 --max-output, ...) are each request's defaults and the most it may ask for.
 Logs go to stderr (RUST_LOG=debug for one line per request); the bound address is printed
 on stdout as `listening on http://ADDR:PORT`.";
@@ -87,6 +88,22 @@ pub struct ServeArgs {
     /// After SIGTERM or SIGINT, how long runs in flight have to finish.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
     shutdown_grace: Duration,
+    /// A `Host` header `/mcp` accepts besides loopback names and the listen address
+    /// (`host` or `host:port`; repeatable): the name clients reach the server by.
+    #[arg(long, value_name = "HOST")]
+    mcp_allow_host: Vec<String>,
+    /// A browser `Origin` `/mcp` accepts besides http://localhost:* and loopback
+    /// (`scheme://host[:port|:*]`; repeatable); any other gets 403.
+    #[arg(long, value_name = "ORIGIN")]
+    mcp_allow_origin: Vec<String>,
+}
+
+/// The interpreter guests next to this executable.
+pub(super) fn interpreters() -> Interpreters {
+    Interpreters {
+        module: |lang| language(lang).module(),
+        code_args: |lang, code| language(lang).code_args(code, &[]),
+    }
 }
 
 fn language(lang: Language) -> Lang {
@@ -97,14 +114,19 @@ fn language(lang: Language) -> Lang {
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum LogFormat {
+pub(super) enum LogFormat {
     Text,
     Json,
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_with(format, "info");
+}
+
+/// Logs to stderr at `default` level unless RUST_LOG says otherwise.
+pub(super) fn init_logging_with(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
@@ -164,10 +186,9 @@ pub fn main(a: ServeArgs) -> i32 {
         max_batch: a.max_batch,
         max_tools: a.max_tools,
         shutdown_grace: a.shutdown_grace,
-        interpreters: Interpreters {
-            module: |lang| language(lang).module(),
-            code_args: |lang, code| language(lang).code_args(code, &[]),
-        },
+        interpreters: interpreters(),
+        mcp_allowed_hosts: a.mcp_allow_host,
+        mcp_allowed_origins: a.mcp_allow_origin,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

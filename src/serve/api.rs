@@ -82,6 +82,10 @@ impl ApiError {
         self.status
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The metrics' name for a run that failed with this error.
     pub fn run_label(&self) -> &'static str {
         match self.status {
@@ -255,7 +259,7 @@ impl Limits {
     }
 
     /// Applies the limits to `task`, refusing any past the server's (`server`).
-    fn apply(self, task: &mut Task, server: &Task) -> Result<(), String> {
+    pub(crate) fn apply(self, task: &mut Task, server: &Task) -> Result<(), String> {
         if let Some(ms) = self.timeout_ms {
             set_timeout(task, Duration::from_millis(ms), server)?;
         }
@@ -506,7 +510,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// `?name=` of an upload.
+/// `?name=`, the tool's default limits, and for MCP clients `&description=` and
+/// `&input_schema=` (JSON), of an upload.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadQuery {
@@ -515,9 +520,12 @@ pub(crate) struct UploadQuery {
     max_memory: Option<usize>,
     fuel: Option<u64>,
     max_output: Option<usize>,
+    description: Option<String>,
+    input_schema: Option<String>,
 }
 
-/// `POST /v1/tools?name=NAME`: the module's bytes (binary or text) as the body.
+/// `POST /v1/tools?name=NAME[&description=TEXT][&input_schema=JSON]`: the module's bytes
+/// (binary or text) as the body.
 pub(crate) async fn upload(
     State(state): State<Arc<AppState>>,
     query: Result<Query<UploadQuery>, QueryRejection>,
@@ -539,8 +547,10 @@ pub(crate) async fn upload(
             "empty body: send the module's bytes (binary .wasm or WebAssembly text)",
         ));
     }
+    let about = store::About::parse(query.description, query.input_schema.as_deref())
+        .map_err(ApiError::bad_request)?;
     let (tool, created) =
-        state.store.add(query.name, limits, Arc::from(bytes.as_ref())).await.map_err(
+        state.store.add(query.name, limits, about, Arc::from(bytes.as_ref())).await.map_err(
             |e| match e {
                 AddError::BadName(m) => ApiError::bad_request(m),
                 e @ AddError::Full { .. } => {

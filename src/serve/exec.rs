@@ -215,7 +215,11 @@ fn caller_of(c: Option<Extension<Caller>>) -> Caller {
 }
 
 /// Parses one snippet into its run; `at` prefixes messages (a batch's index).
-async fn item_of(state: &AppState, value: Value, at: &str) -> Result<(Language, Item), ApiError> {
+pub(crate) async fn item_of(
+    state: &AppState,
+    value: Value,
+    at: &str,
+) -> Result<(Language, Item), ApiError> {
     let request: ExecRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("{at}invalid request: {e}")))?;
     let lang = request.language().map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;

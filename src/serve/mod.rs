@@ -9,13 +9,15 @@
 //! (tools, runs and batches), [`exec`] (ZeroBoot-compatible snippets), [`auth`] (API keys and
 //! per-key quotas and rates), [`admission`] (the server-wide bound on runs), [`stream`]
 //! (runs answered with Server-Sent Events), [`metrics`] and [`ops`] (health, metrics, the
-//! OpenAPI document). A run's `files` go to a scratch directory private to its sandbox
-//! ([`crate::scratch`]).
+//! OpenAPI document), [`mcp`] (the same tools over the Model Context Protocol: Streamable
+//! HTTP at `/mcp`, and stdio for `zeroboot-wasm mcp`). A run's `files` go to a scratch
+//! directory private to its sandbox ([`crate::scratch`]).
 
 mod admission;
 mod api;
 pub mod auth;
 mod exec;
+pub mod mcp;
 mod metrics;
 mod ops;
 mod store;
@@ -82,6 +84,12 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// The interpreter guests for `/v1/exec`.
     pub interpreters: Interpreters,
+    /// `Host` values `/mcp` accepts besides loopback names and the listen address
+    /// (DNS-rebinding protection); `host` or `host:port`.
+    pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values `/mcp` accepts besides `http://localhost:*`, `http://127.0.0.1:*`
+    /// and `http://[::1]:*`; a browser request from any other origin gets 403.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 /// Each run's scratch directory (see [`crate::scratch`]): the `files` a run brings and the
@@ -151,6 +159,62 @@ pub(crate) struct AppState {
     max_batch: usize,
 }
 
+/// Opens the tool store in the data directory, loads the stored tools and makes the state
+/// the handlers share (`serve`'s HTTP API and `mcp`'s stdio server alike).
+pub(crate) async fn open_state(
+    options: &ServeOptions,
+    keys: Option<ApiKeys>,
+) -> Result<Arc<AppState>, ServeError> {
+    let dir = &options.data_dir;
+    let tools_dir = dir.join("tools");
+    std::fs::create_dir_all(&tools_dir)
+        .map_err(|source| ServeError::DataDir { path: tools_dir.clone(), source })?;
+    let mut load = options.load.clone();
+    load.isolation.scratch = options.files.scratch_size.filter(|&s| s > 0);
+    if load.isolation.scratch.is_some() && !load.isolation.namespaces {
+        tracing::warn!("no scratch directories without namespaces: runs with `files` get 400");
+        load.isolation.scratch = None;
+    }
+    let files = api::FileBounds {
+        scratch: load.isolation.scratch.is_some(),
+        max_files: options.files.max_files,
+        max_in_bytes: usize::try_from(load.isolation.scratch.unwrap_or(0)).unwrap_or(usize::MAX),
+        out: crate::scratch::FilesOut {
+            max_files: options.files.max_files,
+            max_bytes: options.files.max_bytes_out,
+        },
+    };
+    load.max_in_flight = options.max_in_flight.max(1);
+    load.max_queued = options.max_queued;
+    let runtime = Runtime::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let store = store::Store::open(
+        tools_dir.clone(),
+        runtime.clone(),
+        load.clone(),
+        cores.max(2),
+        options.max_tools.max(1),
+    )
+    .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
+    let loaded = store.reload().await;
+    tracing::info!(tools = loaded, data_dir = %dir.display(), "tool store loaded");
+    let key_count = keys.as_ref().map_or(0, ApiKeys::len);
+    Ok(Arc::new(AppState {
+        store,
+        snippets: exec::Snippets::new(runtime, load, options.interpreters),
+        admission: admission::Admission::new(options.max_in_flight, options.max_queued),
+        quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
+        rates: auth::Rates::new(options.per_key_rate, key_count),
+        files,
+        per_key_in_flight: options.per_key_in_flight,
+        metrics: metrics::Metrics::default(),
+        keys,
+        defaults: options.defaults.clone(),
+        max_body: options.max_body,
+        max_batch: options.max_batch,
+    }))
+}
+
 /// The default data directory: `$XDG_DATA_HOME/zeroboot-wasm`, else
 /// `~/.local/share/zeroboot-wasm`.
 pub fn default_data_dir() -> Option<PathBuf> {
@@ -179,8 +243,9 @@ pub async fn shutdown_signal() {
     tracing::info!(signal = name, "shutdown requested");
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, mcp: mcp::HttpService) -> Router {
     let protected = Router::new()
+        .route_service("/mcp", mcp)
         .route("/v1/tools", post(api::upload).get(api::list))
         .route("/v1/tools/{id}", get(api::get).delete(api::delete))
         .route("/v1/tools/{id}/run", post(api::run))
@@ -210,8 +275,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let keys = match options.access {
-        Access::Keys(keys) => Some(keys),
+    let keys = match &options.access {
+        Access::Keys(keys) => Some(keys.clone()),
         Access::Open if !options.listen.ip().is_loopback() => {
             return Err(ServeError::OpenOnNetwork { addr: options.listen });
         }
@@ -223,66 +288,21 @@ pub async fn serve(
             None
         }
     };
-    let dir = &options.data_dir;
-    let tools_dir = dir.join("tools");
-    std::fs::create_dir_all(&tools_dir)
-        .map_err(|source| ServeError::DataDir { path: tools_dir.clone(), source })?;
-    let mut load = options.load;
-    load.isolation.scratch = options.files.scratch_size.filter(|&s| s > 0);
-    if load.isolation.scratch.is_some() && !load.isolation.namespaces {
-        tracing::warn!("no scratch directories without namespaces: runs with `files` get 400");
-        load.isolation.scratch = None;
-    }
-    let files = api::FileBounds {
-        scratch: load.isolation.scratch.is_some(),
-        max_files: options.files.max_files,
-        max_in_bytes: usize::try_from(load.isolation.scratch.unwrap_or(0)).unwrap_or(usize::MAX),
-        out: crate::scratch::FilesOut {
-            max_files: options.files.max_files,
-            max_bytes: options.files.max_bytes_out,
-        },
-    };
-    load.max_in_flight = options.max_in_flight.max(1);
-    load.max_queued = options.max_queued;
-    let runtime = Runtime::new();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let store = store::Store::open(
-        tools_dir.clone(),
-        runtime.clone(),
-        load.clone(),
-        cores.max(2),
-        options.max_tools.max(1),
-    )
-    .map_err(|source| ServeError::DataDir { path: tools_dir, source })?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: options.listen, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr: options.listen, source })?;
-    let loaded = store.reload().await;
-    tracing::info!(tools = loaded, data_dir = %dir.display(), "tool store loaded");
     let key_count = keys.as_ref().map_or(0, ApiKeys::len);
-    let state = Arc::new(AppState {
-        store,
-        snippets: exec::Snippets::new(runtime, load, options.interpreters),
-        admission: admission::Admission::new(options.max_in_flight, options.max_queued),
-        quotas: auth::Quotas::new(options.per_key_in_flight, key_count),
-        rates: auth::Rates::new(options.per_key_rate, key_count),
-        files,
-        per_key_in_flight: options.per_key_in_flight,
-        metrics: metrics::Metrics::default(),
-        keys,
-        defaults: options.defaults,
-        max_body: options.max_body,
-        max_batch: options.max_batch,
-    });
+    let state = open_state(&options, keys).await?;
+    let mcp = mcp::http_service(state.clone(), addr, &options);
     tracing::info!(%addr, keys = key_count, "listening");
     on_listen(addr);
 
     let fired = Arc::new(tokio::sync::Notify::new());
     let notify = fired.clone();
-    let server = axum::serve(listener, router(state.clone()))
+    let server = axum::serve(listener, router(state.clone(), mcp))
         .with_graceful_shutdown(async move {
             shutdown.await;
             notify.notify_one();

@@ -40,6 +40,63 @@ pub(crate) struct ToolMeta {
     /// server's).
     #[serde(default, skip_serializing_if = "super::api::Limits::is_empty")]
     pub limits: super::api::Limits,
+    /// What the tool does and the JSON Schema of its input, for MCP clients (optional).
+    #[serde(flatten)]
+    pub about: About,
+}
+
+/// What an uploader may say about a tool for MCP clients: a description and a JSON Schema
+/// for its input. With a schema, an MCP call's arguments (an object matching it) are the
+/// guest's stdin, as JSON; without one, the tool takes `args`, `stdin` and `env`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct About {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Longest tool description accepted, in bytes.
+pub(crate) const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Largest input schema accepted, in bytes of JSON.
+pub(crate) const MAX_SCHEMA_LEN: usize = 64 * 1024;
+
+impl About {
+    /// A description and a schema (JSON text) as given to an upload, checked: the
+    /// description at most 4 KiB, the schema a JSON object of type `object` of at most 64 KiB.
+    pub fn parse(description: Option<String>, input_schema: Option<&str>) -> Result<Self, String> {
+        if let Some(d) = &description
+            && d.len() > MAX_DESCRIPTION_LEN
+        {
+            return Err(format!(
+                "the description is {} bytes long; at most {MAX_DESCRIPTION_LEN} are accepted",
+                d.len()
+            ));
+        }
+        let input_schema = match input_schema {
+            None => None,
+            Some(text) if text.len() > MAX_SCHEMA_LEN => {
+                return Err(format!(
+                    "input_schema is {} bytes long; at most {MAX_SCHEMA_LEN} are accepted",
+                    text.len()
+                ));
+            }
+            Some(text) => {
+                let schema: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| format!("input_schema is not JSON: {e}"))?;
+                let serde_json::Value::Object(schema) = schema else {
+                    return Err("input_schema must be a JSON Schema object".into());
+                };
+                if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+                    return Err(
+                        "input_schema must describe an object (\"type\": \"object\"): MCP tool arguments are objects".into(),
+                    );
+                }
+                Some(schema)
+            }
+        };
+        Ok(Self { description, input_schema })
+    }
 }
 
 /// A loaded tool: its description and its warm template.
@@ -227,6 +284,42 @@ impl Store {
         loaded
     }
 
+    /// Loads the stored tools that are not loaded yet: those another process (a `serve` on
+    /// the same data directory) added since. Returns how many were loaded.
+    pub async fn load_new(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut loaded = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
+                continue;
+            };
+            if !is_id(&id) || self.get(&id).is_some() {
+                continue;
+            }
+            let once = async {
+                if self.get(&id).is_some() {
+                    return Ok(None);
+                }
+                self.reload_one(&path).await.map(Some)
+            };
+            match self.with_id_locked(&id, once).await {
+                Ok(Some(meta)) => {
+                    tracing::info!(id = %meta.id, name = %meta.name, "new stored tool loaded");
+                    loaded += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(file = %path.display(), error = %e, "stored tool not loaded")
+                }
+            }
+        }
+        loaded
+    }
+
     async fn reload_one(&self, json: &Path) -> Result<ToolMeta, String> {
         let text = std::fs::read(json).map_err(|e| e.to_string())?;
         let mut meta: ToolMeta =
@@ -271,13 +364,37 @@ impl Store {
         &self,
         name: Option<String>,
         limits: super::api::Limits,
+        about: About,
         bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        self.add_as(name, limits, about, bytes, true).await
+    }
+
+    /// Adds a tool for this process only: loaded and listed, but not written to the store
+    /// (`zeroboot-wasm mcp --tool FILE`).
+    pub async fn add_unsaved(
+        &self,
+        name: Option<String>,
+        limits: super::api::Limits,
+        about: About,
+        bytes: Arc<[u8]>,
+    ) -> Result<(Arc<Tool>, bool), AddError> {
+        self.add_as(name, limits, about, bytes, false).await
+    }
+
+    async fn add_as(
+        &self,
+        name: Option<String>,
+        limits: super::api::Limits,
+        about: About,
+        bytes: Arc<[u8]>,
+        save: bool,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         let id = id_of(&bytes);
         if let Some(name) = &name {
             check_name(name).map_err(AddError::BadName)?;
         }
-        self.with_id_locked(&id, self.add_locked(&id, name, limits, bytes)).await
+        self.with_id_locked(&id, self.add_locked(&id, name, limits, about, bytes, save)).await
     }
 
     /// Runs `f` holding the lock of tool `id`: adding and removing one tool never interleave,
@@ -308,7 +425,9 @@ impl Store {
         id: &str,
         name: Option<String>,
         limits: super::api::Limits,
+        about: About,
         bytes: Arc<[u8]>,
+        save: bool,
     ) -> Result<(Arc<Tool>, bool), AddError> {
         if let Some(tool) = self.get(id) {
             return Ok((tool, false));
@@ -328,7 +447,14 @@ impl Store {
             size: bytes.len() as u64,
             created: now_unix(),
             limits,
+            about,
         };
+        if !save {
+            let tool = Arc::new(Tool { meta, handle });
+            self.write_map().insert(id.to_string(), tool.clone());
+            place.keep();
+            return Ok((tool, true));
+        }
         let dir = self.dir.clone();
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| AddError::Write { path: dir.clone(), source: std::io::Error::other(e) })?;
@@ -403,6 +529,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_uploader_says_about_a_tool() {
+        let about = About::parse(Some("d".into()), Some(r#"{"type": "object"}"#)).unwrap();
+        assert_eq!(about.description.as_deref(), Some("d"));
+        assert!(about.input_schema.is_some());
+        assert_eq!(About::parse(None, None).unwrap(), About::default());
+        for bad in [r#"{"type": "string"}"#, "[]", "{", r#"{"properties": {}}"#] {
+            assert!(About::parse(None, Some(bad)).is_err(), "{bad}");
+        }
+        assert!(About::parse(Some("x".repeat(MAX_DESCRIPTION_LEN + 1)), None).is_err());
+        let huge =
+            format!(r#"{{"type": "object", "description": "{}"}}"#, "x".repeat(MAX_SCHEMA_LEN));
+        assert!(About::parse(None, Some(&huge)).is_err());
+    }
 
     #[test]
     fn names_and_ids() {
