@@ -421,9 +421,12 @@ fn measure_in_process_with(
     args: &[String],
     n: usize,
 ) -> Result<Figures, Error> {
-    let pre = template
-        .linker
-        .instantiate_pre(&template.module)
+    let (module, linker) = template.code.core().ok_or_else(|| Error::Instantiate {
+        name: template.name.clone(),
+        source: "the in-process baseline measures core modules only".into(),
+    })?;
+    let pre = linker
+        .instantiate_pre(module)
         .map_err(|e| Error::Instantiate { name: template.name.clone(), source: boxed(e) })?;
     // A current-thread runtime starts no thread, so this process can still fork afterwards.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -442,7 +445,12 @@ fn measure_in_process_with(
             .build_p1();
         let mut store = Store::new(
             &template.engine,
-            TaskState { wasi: ctx, memory: MemoryCap::default(), writes: Default::default() },
+            TaskState {
+                wasi: ctx,
+                memory: MemoryCap::default(),
+                writes: Default::default(),
+                file_writes: Default::default(),
+            },
         );
         store.set_epoch_deadline(crate::template::NO_DEADLINE);
         let result = rt.block_on(async {

@@ -80,6 +80,10 @@ enum Command {
     Py(interp::SnippetArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
+    /// Describe a module or component as JSON: its kind, imports and exported functions —
+    /// for a component, each function's WIT types and a JSON Schema of its parameters and
+    /// result. Compiles it (bounded, cached) but runs none of its code.
+    Inspect(InspectArgs),
     /// Serve tools over HTTP: upload a module once, run it per request, each run in a fork.
     #[cfg(feature = "serve")]
     #[command(after_help = serve::SERVE_HELP)]
@@ -257,6 +261,7 @@ pub fn main() -> i32 {
         Command::Js(args) => interp::main(interp::Lang::Js, args),
         Command::Py(args) => interp::main(interp::Lang::Py, args),
         Command::Bench(args) => bench_main(args),
+        Command::Inspect(args) => inspect_main(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::main(args),
     }
@@ -293,6 +298,25 @@ pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
         Status::SandboxViolation => exit::SANDBOX_VIOLATION,
         Status::Killed => exit::KILLED,
         Status::InternalError => exit::INTERNAL,
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The `.wasm` (or `.wat`) file.
+    file: PathBuf,
+}
+
+fn inspect_main(a: InspectArgs) -> i32 {
+    match zeroboot_wasm::Template::from_file(&a.file, &Config::new()) {
+        Ok(t) => {
+            let text = serde_json::to_string_pretty(&t.describe()).unwrap_or_default();
+            // A closed stdout (`| head`) is the reader's choice, not an error of ours.
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes());
+            0
+        }
+        Err(e) => report_error(&e),
     }
 }
 
