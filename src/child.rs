@@ -253,6 +253,7 @@ fn receive<'a>(
                 max_write: header.max_write,
                 max_files: header.max_files,
                 invoke: header.invoke.map(Cow::into_owned),
+                arguments: header.arguments.map(Cow::into_owned),
                 ..Task::default()
             };
             Ok(Ready {
@@ -483,6 +484,13 @@ async fn call_entry(template: &Template, warm: &mut Warm, task: &Task) -> wasmti
         let (a, b) = seed.split_at(8);
         let word = |w: &[u8]| i64::from_le_bytes(w.try_into().unwrap_or_default());
         reseed.call_async(&mut warm.store, (word(a), word(b))).await?;
+    }
+    if task.arguments.is_some() {
+        return Err(EntryError::BadCall {
+            call: task.invoke.clone().unwrap_or_default(),
+            detail: "JSON arguments are for a component's exports; a core module's take --invoke's text arguments".into(),
+        }
+        .into());
     }
     let Some(name) = task.invoke.as_deref() else {
         return match start {

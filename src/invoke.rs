@@ -18,9 +18,19 @@ pub(crate) async fn call_component_export(
     store: &mut Store<TaskState>,
     instance: Instance,
     call: &str,
-    _task: &Task,
+    task: &Task,
 ) -> wasmtime::Result<()> {
     let module = template.name();
+    if let Some(arguments) = &task.arguments {
+        let export =
+            find(template, crate::entry::call_name(call)).map_err(|e| e.into_entry(module))?;
+        let params = crate::schema::json_to_params(&export.ty, arguments)
+            .map_err(|detail| EntryError::BadCall { call: call.to_string(), detail })?;
+        let results = call_export(store, instance, export, &params).await?;
+        let text = format!("{}\n", crate::schema::results_to_json(&results));
+        crate::sys::write_all(1, text.as_bytes())?;
+        return Ok(());
+    }
     let text = if call.contains('(') { call.to_string() } else { format!("{call}()") };
     let parsed = UntypedFuncCall::parse(&text)
         .map_err(|e| EntryError::BadCall { call: call.to_string(), detail: e.to_string() })?;

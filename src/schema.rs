@@ -5,6 +5,7 @@
 use crate::entry::{ExportedFunc, Exports, GuestKind, ValKind};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::component::Val;
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 
 /// The `wasi:cli/run` interface a command exports (any 0.2 version).
@@ -266,6 +267,229 @@ pub(crate) fn describe_component(
     })
 }
 
+/// A JSON value (as [`json_schema`] describes it) converted to a value of WIT type `ty`;
+/// the error names the path to the part that does not fit (`o.tags[2]`).
+pub(crate) fn json_to_val(ty: &Type, v: &serde_json::Value, path: &str) -> Result<Val, String> {
+    use serde_json::Value as J;
+    let bad = |want: &str| format!("{path}: expected {want}, got {v}");
+    let int = |min: i128, max: i128| -> Result<i128, String> {
+        let n = v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from));
+        match n {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(bad(&format!("an integer in {min}..={max}"))),
+        }
+    };
+    // Each conversion is checked against the bounds just above.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(match ty {
+        Type::Bool => Val::Bool(v.as_bool().ok_or_else(|| bad("a boolean"))?),
+        Type::S8 => Val::S8(int(i8::MIN.into(), i8::MAX.into())? as i8),
+        Type::U8 => Val::U8(int(0, u8::MAX.into())? as u8),
+        Type::S16 => Val::S16(int(i16::MIN.into(), i16::MAX.into())? as i16),
+        Type::U16 => Val::U16(int(0, u16::MAX.into())? as u16),
+        Type::S32 => Val::S32(int(i32::MIN.into(), i32::MAX.into())? as i32),
+        Type::U32 => Val::U32(int(0, u32::MAX.into())? as u32),
+        Type::S64 => Val::S64(int(i64::MIN.into(), i64::MAX.into())? as i64),
+        Type::U64 => Val::U64(int(0, u64::MAX.into())? as u64),
+        Type::Float32 => Val::Float32(v.as_f64().ok_or_else(|| bad("a number"))? as f32),
+        Type::Float64 => Val::Float64(v.as_f64().ok_or_else(|| bad("a number"))?),
+        Type::Char => {
+            let text = v.as_str().ok_or_else(|| bad("a one-character string"))?;
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Val::Char(c),
+                _ => return Err(bad("a one-character string")),
+            }
+        }
+        Type::String => Val::String(v.as_str().ok_or_else(|| bad("a string"))?.to_string()),
+        Type::List(l) => {
+            let items = v.as_array().ok_or_else(|| bad("an array"))?;
+            let ty = l.ty();
+            Val::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| json_to_val(&ty, item, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Tuple(t) => {
+            let items = v.as_array().ok_or_else(|| bad("an array"))?;
+            if items.len() != t.types().len() {
+                return Err(bad(&format!("an array of {}", t.types().len())));
+            }
+            Val::Tuple(
+                t.types()
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (ty, item))| json_to_val(&ty, item, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Record(r) => {
+            let fields = r.fields().map(|f| (f.name.to_string(), f.ty));
+            Val::Record(members(fields, v, path)?)
+        }
+        Type::Variant(variant) => {
+            let (name, payload) = match v {
+                J::String(name) => (name.as_str(), None),
+                J::Object(m) if m.len() == 1 => {
+                    let (k, p) = m.iter().next().ok_or_else(|| bad("a variant case"))?;
+                    (k.as_str(), Some(p))
+                }
+                _ => return Err(bad("a case name or {\"case\": payload}")),
+            };
+            let case = variant
+                .cases()
+                .find(|c| c.name == name)
+                .ok_or_else(|| format!("{path}: no case `{name}`"))?;
+            let payload = match (case.ty, payload) {
+                (None, None) => None,
+                (Some(t), Some(p)) => {
+                    Some(Box::new(json_to_val(&t, p, &format!("{path}.{name}"))?))
+                }
+                (None, Some(_)) => return Err(format!("{path}: case `{name}` has no payload")),
+                (Some(_), None) => return Err(format!("{path}: case `{name}` needs a payload")),
+            };
+            Val::Variant(name.to_string(), payload)
+        }
+        Type::Enum(e) => {
+            let name = v.as_str().ok_or_else(|| bad("a string"))?;
+            if !e.names().any(|n| n == name) {
+                return Err(format!("{path}: no case `{name}`"));
+            }
+            Val::Enum(name.to_string())
+        }
+        Type::Option(o) => match v {
+            J::Null => Val::Option(None),
+            some => Val::Option(Some(Box::new(json_to_val(&o.ty(), some, path)?))),
+        },
+        Type::Result(r) => {
+            let m = v
+                .as_object()
+                .filter(|m| m.len() == 1)
+                .ok_or_else(|| bad("{\"ok\": …} or {\"err\": …}"))?;
+            let side = |t: Option<Type>, p: &serde_json::Value, name: &str| match t {
+                None => Ok(None),
+                Some(t) => json_to_val(&t, p, &format!("{path}.{name}")).map(|v| Some(Box::new(v))),
+            };
+            match (m.get("ok"), m.get("err")) {
+                (Some(p), None) => Val::Result(Ok(side(r.ok(), p, "ok")?)),
+                (None, Some(p)) => Val::Result(Err(side(r.err(), p, "err")?)),
+                _ => return Err(bad("{\"ok\": …} or {\"err\": …}")),
+            }
+        }
+        Type::Flags(f) => {
+            let items = v.as_array().ok_or_else(|| bad("an array of flag names"))?;
+            let mut set = Vec::new();
+            for item in items {
+                let name = item.as_str().ok_or_else(|| bad("an array of flag names"))?;
+                if !f.names().any(|n| n == name) {
+                    return Err(format!("{path}: no flag `{name}`"));
+                }
+                set.push(name.to_string());
+            }
+            Val::Flags(set)
+        }
+        other => return Err(format!("{path}: a {} cannot be passed as JSON", wit_name(other))),
+    })
+}
+
+/// Named members from a JSON object (or, for parameters, an array in order): every one
+/// present unless it is an `option` (absent is `none`), and nothing else.
+fn members(
+    members: impl Iterator<Item = (String, Type)>,
+    v: &serde_json::Value,
+    path: &str,
+) -> Result<Vec<(String, Val)>, String> {
+    let members: Vec<(String, Type)> = members.collect();
+    let dot =
+        |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(extra) = m.keys().find(|k| !members.iter().any(|(n, _)| n == *k)) {
+                return Err(format!("{}: unknown member", dot(extra)));
+            }
+            members
+                .into_iter()
+                .map(|(name, ty)| {
+                    let value = match (m.get(&name), &ty) {
+                        (Some(v), _) => json_to_val(&ty, v, &dot(&name))?,
+                        (None, Type::Option(_)) => Val::Option(None),
+                        (None, _) => return Err(format!("{}: missing", dot(&name))),
+                    };
+                    Ok((name, value))
+                })
+                .collect()
+        }
+        serde_json::Value::Array(items) if items.len() == members.len() => members
+            .into_iter()
+            .zip(items)
+            .map(|((name, ty), item)| Ok((name.clone(), json_to_val(&ty, item, &dot(&name))?)))
+            .collect(),
+        other => Err(format!(
+            "{}: expected an object of {} members, got {other}",
+            if path.is_empty() { "arguments" } else { path },
+            members.len()
+        )),
+    }
+}
+
+/// A function's arguments from JSON: an object by parameter name, or an array in order.
+pub(crate) fn json_to_params(
+    func: &ComponentFunc,
+    v: &serde_json::Value,
+) -> Result<Vec<Val>, String> {
+    let params = func.params().map(|(n, t)| (n.to_string(), t));
+    Ok(members(params, v, "")?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// A value as JSON, the shape [`json_schema`] gives its type.
+pub(crate) fn val_to_json(v: &Val) -> serde_json::Value {
+    use serde_json::{Value as J, json};
+    let boxed = |b: &Option<Box<Val>>| b.as_deref().map_or(J::Null, val_to_json);
+    match v {
+        Val::Bool(b) => J::Bool(*b),
+        Val::S8(n) => json!(n),
+        Val::U8(n) => json!(n),
+        Val::S16(n) => json!(n),
+        Val::U16(n) => json!(n),
+        Val::S32(n) => json!(n),
+        Val::U32(n) => json!(n),
+        Val::S64(n) => json!(n),
+        Val::U64(n) => json!(n),
+        Val::Float32(f) => json!(f),
+        Val::Float64(f) => json!(f),
+        Val::Char(c) => J::String(c.to_string()),
+        Val::String(s) => J::String(s.clone()),
+        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
+            J::Array(items.iter().map(val_to_json).collect())
+        }
+        Val::Map(pairs) => {
+            J::Array(pairs.iter().map(|(k, v)| json!([val_to_json(k), val_to_json(v)])).collect())
+        }
+        Val::Record(fields) => {
+            J::Object(fields.iter().map(|(k, v)| (k.clone(), val_to_json(v))).collect())
+        }
+        Val::Variant(name, None) | Val::Enum(name) => J::String(name.clone()),
+        Val::Variant(name, Some(p)) => json!({name: val_to_json(p)}),
+        Val::Option(o) => boxed(o),
+        Val::Result(Ok(p)) => json!({"ok": boxed(p)}),
+        Val::Result(Err(p)) => json!({"err": boxed(p)}),
+        Val::Flags(names) => json!(names),
+        Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => J::Null,
+    }
+}
+
+/// A function's results as JSON: the one result, null for none, an array for several.
+pub(crate) fn results_to_json(results: &[Val]) -> serde_json::Value {
+    match results {
+        [] => serde_json::Value::Null,
+        [one] => val_to_json(one),
+        many => serde_json::Value::Array(many.iter().map(val_to_json).collect()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +599,57 @@ mod tests {
                 "minItems": 2,
                 "maxItems": 2,
             })
+        );
+    }
+
+    #[test]
+    fn json_arguments_convert_by_type_and_back() {
+        let exports = exports_of(TYPES);
+        let [check] = exports.as_slice() else { panic!("one export expected") };
+        let args = json!({
+            "o": {"id": 7, "tags": ["a"], "color": "green"},
+            "s": {"rect": {"x": 2, "y": -3}},
+        });
+        let vals = json_to_params(&check.ty, &args).expect("fits");
+        assert_eq!(
+            vals[0],
+            Val::Record(vec![
+                ("id".into(), Val::U32(7)),
+                ("note".into(), Val::Option(None)),
+                ("tags".into(), Val::List(vec![Val::String("a".into())])),
+                ("color".into(), Val::Enum("green".into())),
+            ])
+        );
+        assert_eq!(
+            val_to_json(&vals[1]),
+            json!({"rect": {"x": 2, "y": -3}}),
+            "a variant comes back as it went in"
+        );
+        assert_eq!(
+            json_to_params(&check.ty, &json!([args["o"], "empty"])).expect("array").len(),
+            2
+        );
+        let err = |v: serde_json::Value| json_to_params(&check.ty, &v).expect_err("must not fit");
+        assert_eq!(
+            err(json!({"o": {"id": -1, "tags": [], "color": "red"}, "s": "empty"})),
+            "o.id: expected an integer in 0..=4294967295, got -1"
+        );
+        assert_eq!(
+            err(json!({"o": {"id": 1, "tags": [], "color": "blue"}, "s": "empty"})),
+            "o.color: no case `blue`"
+        );
+        assert_eq!(err(json!({"s": "empty"})), "o: missing");
+        assert_eq!(
+            err(json!({"o": {"id": 1, "tags": [], "color": "red"}, "s": "empty", "x": 1})),
+            "x: unknown member"
+        );
+        assert_eq!(
+            err(json!({"o": {"id": 1, "tags": [], "color": "red"}, "s": "circle"})),
+            "s: case `circle` needs a payload"
+        );
+        assert_eq!(
+            results_to_json(&[Val::Result(Ok(Some(Box::new(Val::Flags(vec!["read".into()])))))]),
+            json!({"ok": ["read"]})
         );
     }
 }

@@ -53,6 +53,9 @@ pub(crate) struct TaskHeader<'a> {
     /// The export to call instead of `_start`.
     #[serde(default)]
     pub invoke: Option<Cow<'a, str>>,
+    /// A component export's JSON arguments.
+    #[serde(default)]
+    pub arguments: Option<Cow<'a, serde_json::Value>>,
 }
 
 /// Why a task frame cannot be built or read.
@@ -244,6 +247,7 @@ mod tests {
             timeout_us: Some(5),
             remaining_us: Some(4),
             invoke: Some("add".into()),
+            arguments: None,
         }
     }
 

@@ -766,6 +766,7 @@ pub(crate) fn task_header<'a>(
         timeout_us: task.timeout.map(micros),
         remaining_us: deadline.map(|d| micros(d.saturating_duration_since(Instant::now()))),
         invoke: task.invoke.as_deref().map(Cow::Borrowed),
+        arguments: task.arguments.as_ref().map(Cow::Borrowed),
     }
 }
 

@@ -252,16 +252,19 @@ fn invoke_takes_and_prints_wave_values() {
         ("shift({x: 1, y: 1}, 2, 3)", "{x: 3, y: 4}"),
         ("granted({read, exec})", "[\"read\", \"exec\"]"),
         ("swap((7, \"x\"))", "(\"x\", 7)"),
-        ("bump()", "1"),
+        ("bump()", "101"),
     ];
     for (call, want) in cases {
         let o = run(&["run", "--invoke", call, s(&t)]);
         assert_eq!(code(&o), 0, "{call}: {}", stderr(&o));
         assert_eq!(stdout(&o), format!("{want}\n"), "{call}");
     }
-    // Every sandbox starts from the warm instance: the counter never passes 1.
+    // Every sandbox starts from the warm instance (its `wizer-initialize` ran once, in the
+    // zygote): the counter is 100 before each task's call, whatever ran before.
     let o = run(&["run", "--invoke", "bump()", s(&t)]);
-    assert_eq!(stdout(&o), "1\n");
+    assert_eq!(stdout(&o), "101\n");
+    let o = run(&["run", "--no-init", "--invoke", "bump()", s(&t)]);
+    assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
     // An export that does not exist is refused before any sandbox runs.
     let o = run(&["run", "--invoke", "nope()", s(&t)]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
@@ -296,6 +299,8 @@ async fn the_fork_server_runs_components_concurrently() {
                 let o = tools.run(&Task::new().invoke(format!("add({i}, 1)"))).await.expect("run");
                 assert_eq!(o.status, Status::Exited, "{o:?}");
                 assert_eq!(o.stdout_text(), format!("{}\n", i + 1));
+                let o = tools.run(&Task::new().invoke("bump")).await.expect("run");
+                assert_eq!(o.stdout_text(), "101\n", "each task starts from the warm state");
             }
         }));
     }
@@ -332,4 +337,43 @@ fn inspect_describes_a_component() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).expect("inspect prints JSON");
     assert_eq!(v["kind"], "module");
+}
+
+#[test]
+fn worker_calls_exports_with_json_arguments() {
+    let out = worker(
+        &component("wit_tools"),
+        &[],
+        &[
+            json!({"invoke": "summarize", "arguments": {"o": {"id": 7, "name": "box", "tags": ["a"], "color": "red"}}})
+                .to_string(),
+            json!({"invoke": "divide", "arguments": [1.0, 0.0]}).to_string(),
+            json!({"invoke": "shift", "arguments": {"p": {"x": 1, "y": 2}, "dx": 1, "dy": 1}})
+                .to_string(),
+            json!({"invoke": "granted", "arguments": {"p": ["write"]}}).to_string(),
+            json!({"invoke": "find", "arguments": {"items": ["x"], "needle": "y"}}).to_string(),
+            json!({"invoke": "add", "arguments": {"a": 1}}).to_string(),
+            json!({"invoke": "nope", "arguments": {}}).to_string(),
+        ],
+    );
+    let results: Vec<&Value> = out.iter().map(|v| &v["result"]).collect();
+    assert_eq!(results[0], &json!("#7 box [a] - red"), "{}", out[0]);
+    assert_eq!(results[1], &json!({"err": "division by zero"}), "{}", out[1]);
+    assert_eq!(results[2], &json!({"x": 2, "y": 3}), "{}", out[2]);
+    assert_eq!(results[3], &json!(["write"]), "{}", out[3]);
+    assert_eq!(results[4], &Value::Null, "{}", out[4]);
+    assert_eq!(out[4]["stdout"], "null\n", "{}", out[4]);
+    assert_eq!(out[5]["status"], "trapped", "{}", out[5]);
+    assert_eq!(out[5]["message"], "cannot call `add`: b: missing", "{}", out[5]);
+    assert_eq!(out[6]["status"], "invalid_request", "{}", out[6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_calls_exports_with_json_arguments() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let tools = rt.load(component("wit_tools"), load_options(&cache, 1)).await.expect("load");
+    let o = tools.run(&Task::new().call_json("add", json!({"a": 40, "b": 2}))).await.expect("run");
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    assert_eq!(o.stdout_text(), "42\n");
 }

@@ -138,7 +138,7 @@ fn a_component_is_a_template_and_its_bad_imports_are_named() {
     let _extra = ExtraThread::start();
     let mut z = Zygote::new(t).expect("zygote of a component");
     assert!(matches!(z.run(&Task::new()), Err(Error::NotSingleThreaded { .. })));
-    let e = reject("comp", br#"(component (import "env:x/y" (instance)))"#);
+    let e = reject("comp", br#"(component (import "env:x/y" (instance (export "f" (func)))))"#);
     assert!(matches!(&e, Error::ComponentImport { name, .. } if name == "comp"), "{e:?}");
     let e = reject("empty", br#"(component)"#);
     assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");

@@ -44,7 +44,7 @@ Exit codes:
   0-125  the guest's own exit code (status `exited`); WASI preview1 in Wasmtime refuses
          proc_exit codes of 126 and above (the guest traps), as `wasmtime run` does
   2      bad command line
-  65     the module is not a valid WASI preview1 command, or loading it passed a limit:
+  65     the module is not a valid WASI command or component, or loading it passed a limit:
          its start function ran past --timeout or --fuel, it needs more linear memory
          than --max-memory, or compiling it passed --compile-timeout/--compile-max-memory
   66     the module file or a granted directory is missing or unreadable
@@ -64,7 +64,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a WASI preview1 command once, like `wasmtime run`, in a forked sandbox.
+    /// Run a WASI command (a preview1 module or a preview2 component) once, like `wasmtime run`, in a forked sandbox.
     #[command(after_help = EXIT_CODES_HELP)]
     Run(run::RunArgs),
     /// Keep one warm template and run one task per JSON line read on stdin.
@@ -149,7 +149,8 @@ pub struct CommonArgs {
     max_files: u64,
     /// Call this export instead of `_start`, as `wasmtime run --invoke` does: its parameters
     /// are parsed from the guest's arguments (integers, `0x` hex, floats) and its results
-    /// printed, one per line. A reactor module (no `_start`) needs it.
+    /// printed, one per line. A reactor module (no `_start`) needs it. For a component, a
+    /// call in WAVE (`'add(1, 2)'`), its results printed in WAVE.
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
     /// Run this export once in the zygote, before the first fork, so every task starts from
@@ -337,6 +338,10 @@ pub struct BenchArgs {
     /// Leave out the interpreter snippets (measured when the interpreter modules are found).
     #[arg(long)]
     no_snippets: bool,
+    /// Also measure a core module beside its component twin (the same guest built for
+    /// wasm32-wasip1 and wasm32-wasip2) through the fork server's pool.
+    #[arg(long, num_args = 2, value_names = ["MODULE", "COMPONENT"])]
+    twins: Vec<PathBuf>,
     /// The WASI command to run (default: a bundled hello in WebAssembly text).
     module: Option<PathBuf>,
 }
@@ -360,6 +365,10 @@ fn bench_main(a: BenchArgs) -> i32 {
         cold_runner: cold_runner(),
         namespaces: a.namespaces == OnOff::On,
         snippets: if a.no_snippets { Vec::new() } else { interp::bench_snippets() },
+        twins: match a.twins.as_slice() {
+            [m, c] => Some((m.clone(), c.clone())),
+            _ => None,
+        },
     };
     match zeroboot_wasm::bench::run(&cfg) {
         Ok(r) if a.json => {

@@ -84,6 +84,11 @@ impl Guest for Component {
     fn greet(name: String) -> String {
         format!("hello, {name}!")
     }
+
+    fn wizer_initialize() {
+        // SAFETY: a component instance runs one call at a time on one thread.
+        unsafe { CALLS = 100 };
+    }
 }
 
 export!(Component);
