@@ -503,19 +503,26 @@ mod tests {
     }
 
     const TYPES: &str = r#"(component
-        (type $point (record (field "x" s32) (field "y" s32)))
-        (type $shape (variant (case "circle" f64) (case "rect" $point) (case "empty")))
-        (type $color (enum "red" "green"))
-        (type $perms (flags "read" "write"))
-        (type $order (record (field "id" u32) (field "note" (option string))
-                             (field "tags" (list string)) (field "color" $color)))
+        (type $point' (record (field "x" s32) (field "y" s32)))
+        (export $point "point" (type $point'))
+        (type $shape' (variant (case "circle" f64) (case "rect" $point) (case "empty")))
+        (export $shape "shape" (type $shape'))
+        (type $color' (enum "red" "green"))
+        (export $color "color" (type $color'))
+        (type $perms' (flags "read" "write"))
+        (export $perms "perms" (type $perms'))
+        (type $order' (record (field "id" u32) (field "note" (option string))
+                              (field "tags" (list string)) (field "color" $color)))
+        (export $order "order" (type $order'))
         (core module $m
             (memory (export "mem") 1)
-            (func (export "f") (param i32 i32) (result i32) unreachable)
+            (func (export "f")
+                (param i32 i32 i32 i32 i32 i32 i32 i32 i64 i32) (result i32) unreachable)
             (func (export "realloc") (param i32 i32 i32 i32) (result i32) unreachable))
         (core instance $i (instantiate $m))
         (func $f (param "o" $order) (param "s" $shape) (result (result $perms (error string)))
-            (canon lift (core func $i "f") (memory $i "mem") (realloc (func $i "realloc"))))
+            (canon lift (core func $i "f") (memory (core memory $i "mem"))
+                (realloc (core func $i "realloc"))))
         (export "check" (func $f))
     )"#;
 
