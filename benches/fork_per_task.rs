@@ -30,6 +30,7 @@ fn main() {
         // The interpreter snippets are measured by `zeroboot-wasm bench`, which finds the
         // interpreter modules next to it.
         snippets: Vec::new(),
+        twins: None,
     };
     match zeroboot_wasm::bench::run(&cfg) {
         Ok(report) => print!("{}", zeroboot_wasm::bench::table(&report)),

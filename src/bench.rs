@@ -80,6 +80,9 @@ pub struct BenchConfig {
     pub namespaces: bool,
     /// Interpreter snippets to measure (warm pool, boot per task, in process).
     pub snippets: Vec<SnippetSpec>,
+    /// A core module and a component doing the same work (the same guest built for
+    /// wasm32-wasip1 and wasm32-wasip2), measured side by side through the fork server's pool.
+    pub twins: Option<(PathBuf, PathBuf)>,
 }
 
 /// A snippet run in an interpreter guest.
@@ -205,6 +208,17 @@ pub struct BenchReport {
     pub isolation: String,
     pub machine: Machine,
     pub snippets: Vec<SnippetFigures>,
+    /// The module/component twins, when asked for.
+    pub twins: Option<TwinFigures>,
+}
+
+/// A core module and its component twin through the fork server's pool, in one run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TwinFigures {
+    pub module: String,
+    pub component: String,
+    pub module_pool: Figures,
+    pub component_pool: Figures,
 }
 
 fn us(d: Duration) -> f64 {
@@ -245,6 +259,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         .iter()
         .map(|spec| measure_snippet(spec, n, c, cfg.namespaces))
         .collect::<Result<Vec<_>, _>>()?;
+    let twins = match &cfg.twins {
+        Some((module, component)) => Some(measure_twins(module, component, n, c, cfg.namespaces)?),
+        None => None,
+    };
     let floor = measure_floor(n, c)?;
     let seccomp = measure_filters(50)?;
     let in_process = measure_in_process(&template, n)?;
@@ -305,6 +323,36 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, Error> {
         isolation: isolation_name.to_string(),
         machine,
         snippets,
+        twins,
+    })
+}
+
+/// The module and the component twin through the pool, one after the other on one host, each
+/// task the twin's `_start` / `wasi:cli/run` with no arguments (every outcome must be
+/// `exited` with code 0).
+fn measure_twins(
+    module: &std::path::Path,
+    component: &std::path::Path,
+    n: usize,
+    c: usize,
+    namespaces: bool,
+) -> Result<TwinFigures, Error> {
+    use crate::host::{LoadOptions, ModuleSource};
+    let isolation = Isolation { namespaces, ..Isolation::default() };
+    let options =
+        LoadOptions { isolation, pool: c + 1, max_in_flight: c.max(1), ..LoadOptions::default() };
+    let mut rows = Vec::new();
+    for path in [module, component] {
+        let source = ModuleSource::File(path.to_path_buf());
+        let served = serve(&source, &[(options.clone(), n)], &Task::new(), c, None)?;
+        rows.push(served.into_iter().next().map(|(f, _)| f).unwrap_or_default());
+    }
+    let mut rows = rows.into_iter();
+    Ok(TwinFigures {
+        module: module.display().to_string(),
+        component: component.display().to_string(),
+        module_pool: rows.next().unwrap_or_default(),
+        component_pool: rows.next().unwrap_or_default(),
     })
 }
 
@@ -424,9 +472,12 @@ fn measure_in_process_with(
     args: &[String],
     n: usize,
 ) -> Result<Figures, Error> {
-    let pre = template
-        .linker
-        .instantiate_pre(&template.module)
+    let (module, linker) = template.code.core().ok_or_else(|| Error::Instantiate {
+        name: template.name.clone(),
+        source: "the in-process baseline measures core modules only".into(),
+    })?;
+    let pre = linker
+        .instantiate_pre(module)
         .map_err(|e| Error::Instantiate { name: template.name.clone(), source: boxed(e) })?;
     // A current-thread runtime starts no thread, so this process can still fork afterwards.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -445,7 +496,12 @@ fn measure_in_process_with(
             .build_p1();
         let mut store = Store::new(
             &template.engine,
-            TaskState { wasi: ctx, memory: MemoryCap::default(), writes: Default::default() },
+            TaskState {
+                wasi: ctx,
+                memory: MemoryCap::default(),
+                writes: Default::default(),
+                file_writes: Default::default(),
+            },
         );
         store.set_epoch_deadline(crate::template::NO_DEADLINE);
         let result = rt.block_on(async {
@@ -942,6 +998,28 @@ pub fn table(r: &BenchReport) -> String {
             "  warm-up speed-up, p50: {:.1}× over booting per task; {:.1}× over in_process\n",
             sn.boot_pool.p50_us / sn.warm_pool.p50_us.max(1e-9),
             sn.in_process.p50_us / sn.warm_pool.p50_us.max(1e-9),
+        ));
+    }
+    if let Some(t) = &r.twins {
+        s.push_str("\nmodule vs component, the same guest through the fork server's pool:\n");
+        for (row, f, path) in
+            [("module", &t.module_pool, &t.module), ("component", &t.component_pool, &t.component)]
+        {
+            s.push_str(&format!(
+                "  {:<10} p50 {:>7.0} µs  p99 {:>7.0} µs  {:>6.0}/s at {}  ({} samples; {})\n",
+                row,
+                f.p50_us,
+                f.p99_us,
+                f.per_s_concurrent.unwrap_or(0.0),
+                r.concurrency,
+                f.samples,
+                path
+            ));
+        }
+        s.push_str(&format!(
+            "  component / module p50: {:.2}×, p99: {:.2}×\n",
+            t.component_pool.p50_us / t.module_pool.p50_us.max(1e-9),
+            t.component_pool.p99_us / t.module_pool.p99_us.max(1e-9),
         ));
     }
     s.push_str(&format!(

@@ -6,17 +6,20 @@
 //! atomic rename — and never from a path a user chose. The file is mapped, not read, so the
 //! zygote's compiled code is file-backed (shared, clean) memory.
 //!
-//! The key is a SHA-256 of the module bytes, Wasmtime's compatibility hash of the engine
+//! The key is a SHA-256 of the kind (core module or component: the same bytes never name
+//! both, but the artifacts differ in type, so the kinds never share a key), the module bytes, Wasmtime's compatibility hash of the engine
 //! configuration (which covers the Wasmtime version and every setting that changes code), and
 //! this crate's version.
 
+use crate::compile::Compiled;
+use crate::entry::GuestKind;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use wasmtime::{Engine, Module};
+use wasmtime::Engine;
 
 /// Environment variable that overrides the cache directory.
 pub const CACHE_DIR_ENV: &str = "ZEROBOOT_WASM_CACHE_DIR";
@@ -64,10 +67,12 @@ impl CompileCache {
         Ok(Self { dir: dir.to_path_buf() })
     }
 
-    fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+    fn path_for(&self, engine: &Engine, kind: GuestKind, bytes: &[u8]) -> PathBuf {
         let mut sha = Sha256::new();
         sha.update(b"zeroboot-wasm ");
         sha.update(env!("CARGO_PKG_VERSION").as_bytes());
+        sha.update(b" ");
+        sha.update(kind.as_str().as_bytes());
         engine.precompile_compatibility_hash().hash(&mut ShaHasher(&mut sha));
         sha.update((bytes.len() as u64).to_le_bytes());
         sha.update(bytes);
@@ -76,8 +81,8 @@ impl CompileCache {
     }
 
     /// Loads the compiled form of `bytes` if cached.
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
-        let path = self.path_for(engine, bytes);
+    pub(crate) fn load(&self, engine: &Engine, kind: GuestKind, bytes: &[u8]) -> Option<Compiled> {
+        let path = self.path_for(engine, kind, bytes);
         if !path.exists() {
             return None;
         }
@@ -86,7 +91,7 @@ impl CompileCache {
         // `Module::serialize` of this engine's configuration (the key includes its
         // compatibility hash), via an atomic rename, so it is never partial. Wasmtime still
         // checks the header and version and returns an error for a mismatch.
-        match unsafe { Module::deserialize_file(engine, &path) } {
+        match unsafe { Compiled::deserialize_file(engine, kind, &path) } {
             Ok(m) => Some(m),
             Err(_) => {
                 // Stale or damaged: drop it so `store` writes a fresh one.
@@ -98,15 +103,20 @@ impl CompileCache {
 
     /// Writes `module`'s compiled form, then loads it back file-backed. Returns `None` (the
     /// caller keeps its in-memory module) if either step fails.
-    pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], module: &Module) -> Option<Module> {
+    pub(crate) fn store(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        module: &Compiled,
+    ) -> Option<Compiled> {
         self.write(engine, bytes, module).ok()?;
-        self.load(engine, bytes)
+        self.load(engine, module.kind(), bytes)
     }
 
     /// Writes `module`'s compiled form (a temporary file, then an atomic rename), without
     /// loading it back: what the compiler process does before it exits.
-    pub(crate) fn write(&self, engine: &Engine, bytes: &[u8], module: &Module) -> io::Result<()> {
-        let path = self.path_for(engine, bytes);
+    pub(crate) fn write(&self, engine: &Engine, bytes: &[u8], module: &Compiled) -> io::Result<()> {
+        let path = self.path_for(engine, module.kind(), bytes);
         let data = module.serialize().map_err(|e| io::Error::other(format!("{e:#}")))?;
         let (tmp_path, mut tmp) = tempfile_in(&self.dir)?;
         let written = tmp.write_all(&data).and_then(|()| tmp.sync_all());

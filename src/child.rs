@@ -13,7 +13,7 @@ use crate::outcome::Status;
 use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
-use crate::template::{Template, Warm};
+use crate::template::{Entry, Template, Warm};
 use crate::wire::{self, ChildReport};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
@@ -269,6 +269,7 @@ fn receive<'a>(
                 invoke: header.invoke.map(Cow::into_owned),
                 files: header.files.into_owned(),
                 files_out: header.files_out,
+                arguments: header.arguments.map(Cow::into_owned),
                 ..Task::default()
             };
             Ok(Ready {
@@ -425,6 +426,11 @@ fn run_task(
     state.memory.max = task.max_memory;
     state.memory.refused = None;
     state.writes = WriteBudget::new(task.max_write, task.max_files);
+    state.file_writes =
+        std::sync::Arc::new(std::sync::Mutex::new(crate::file_streams::SharedWrites {
+            max_bytes: task.max_write,
+            bytes: 0,
+        }));
     // The instance may already hold more memory than this task may have: the zygote
     // instantiated it under its own (larger) cap, or its start function grew it. Such a task
     // ends before any of its code runs.
@@ -506,18 +512,31 @@ fn run_task(
 /// warm the instance up; the reseed hook, with 128 fresh bits from the OS; then `_start`, or
 /// the export the task invokes, whose results are printed to stdout as Wasmtime prints them.
 async fn call_entry(template: &Template, warm: &mut Warm, task: &Task) -> wasmtime::Result<()> {
-    if let Some(init) = warm.per_task_init.clone() {
+    let (instance, start, reseed, per_task_init) = match &warm.entry {
+        Entry::Module { instance, start, reseed, per_task_init } => {
+            (*instance, start.clone(), reseed.clone(), per_task_init.clone())
+        }
+        Entry::Component { .. } => return call_component(template, warm, task).await,
+    };
+    if let Some(init) = per_task_init {
         init.call_async(&mut warm.store, ()).await?;
     }
-    if let Some(reseed) = warm.reseed.clone() {
+    if let Some(reseed) = reseed {
         let mut seed = [0u8; 16];
         sys::getrandom(&mut seed)?;
         let (a, b) = seed.split_at(8);
         let word = |w: &[u8]| i64::from_le_bytes(w.try_into().unwrap_or_default());
         reseed.call_async(&mut warm.store, (word(a), word(b))).await?;
     }
+    if task.arguments.is_some() {
+        return Err(EntryError::BadCall {
+            call: task.invoke.clone().unwrap_or_default(),
+            detail: "JSON arguments are for a component's exports; a core module's take --invoke's text arguments".into(),
+        }
+        .into());
+    }
     let Some(name) = task.invoke.as_deref() else {
-        return match warm.start.clone() {
+        return match start {
             Some(start) => start.call_async(&mut warm.store, ()).await,
             None => Err(EntryError::NoStart { module: template.name().to_string() }.into()),
         };
@@ -525,7 +544,7 @@ async fn call_entry(template: &Template, warm: &mut Warm, task: &Task) -> wasmti
     let no_export =
         || EntryError::NoSuchExport { module: template.name().to_string(), name: name.to_string() };
     let ty = template.exports().func(name).ok_or_else(no_export)?;
-    let func = warm.instance.get_func(&mut warm.store, name).ok_or_else(no_export)?;
+    let func = instance.get_func(&mut warm.store, name).ok_or_else(no_export)?;
     let params: Vec<Val> = entry::parse_args(ty, &task.args)?
         .into_iter()
         .map(|s| match s {
@@ -540,6 +559,24 @@ async fn call_entry(template: &Template, warm: &mut Warm, task: &Task) -> wasmti
     let text: String = results.iter().map(|v| format!("{}\n", show(v))).collect();
     sys::write_all(STDOUT, text.as_bytes())?;
     Ok(())
+}
+
+/// Step 11 for a component: `wasi:cli/run`'s `run`, whose `err` result ends the task with
+/// exit code 1 as under `wasmtime run`; or an export the task invokes.
+async fn call_component(template: &Template, warm: &mut Warm, task: &Task) -> wasmtime::Result<()> {
+    let Warm { store, entry: Entry::Component { instance, command }, .. } = warm else {
+        return Err(wasmtime::format_err!("not a component"));
+    };
+    if let Some(call) = task.invoke.as_deref() {
+        return crate::invoke::call_component_export(template, store, *instance, call, task).await;
+    }
+    let Some(command) = command else {
+        return Err(EntryError::NoStart { module: template.name().to_string() }.into());
+    };
+    match command.wasi_cli_run().call_run(store).await? {
+        Ok(()) => Ok(()),
+        Err(()) => Err(I32Exit(1).into()),
+    }
 }
 
 /// A result of an invoked export, as `wasmtime run --invoke` prints it.

@@ -15,13 +15,90 @@
 //! tighter fit for "memory the compiler uses".
 
 use crate::cache::CompileCache;
+use crate::entry::GuestKind;
 use crate::error::Error;
 use crate::sys::{self, ExitStatus, Fork};
 use crate::template::CodeSource;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
+
+/// Compiled code of either kind: what the compiler process, the cache and a template hold.
+#[derive(Clone)]
+pub(crate) enum Compiled {
+    Module(Module),
+    Component(Component),
+}
+
+impl Compiled {
+    /// Validates and compiles `bytes` as `kind`.
+    pub(crate) fn new(engine: &Engine, kind: GuestKind, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Ok(match kind {
+            GuestKind::Module => Compiled::Module(Module::new(engine, bytes)?),
+            GuestKind::Component => Compiled::Component(Component::new(engine, bytes)?),
+        })
+    }
+
+    /// The artifact `deserialize` takes back.
+    pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Module(m) => m.serialize(),
+            Compiled::Component(c) => c.serialize(),
+        }
+    }
+
+    /// Loads an artifact of `kind` from memory.
+    ///
+    /// # Safety
+    /// `bytes` must be `serialize` output of an engine with this configuration (see
+    /// `Module::deserialize`).
+    pub(crate) unsafe fn deserialize(
+        engine: &Engine,
+        kind: GuestKind,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Self> {
+        Ok(match kind {
+            // SAFETY: the caller vouches for `bytes` (this function's contract).
+            GuestKind::Module => Compiled::Module(unsafe { Module::deserialize(engine, bytes) }?),
+            GuestKind::Component => {
+                // SAFETY: as above.
+                Compiled::Component(unsafe { Component::deserialize(engine, bytes) }?)
+            }
+        })
+    }
+
+    /// Maps an artifact of `kind` from a file.
+    ///
+    /// # Safety
+    /// The file must hold `serialize` output of an engine with this configuration and must
+    /// not change while mapped (see `Module::deserialize_file`).
+    pub(crate) unsafe fn deserialize_file(
+        engine: &Engine,
+        kind: GuestKind,
+        path: &std::path::Path,
+    ) -> wasmtime::Result<Self> {
+        Ok(match kind {
+            GuestKind::Module => {
+                // SAFETY: the caller vouches for the file (this function's contract).
+                Compiled::Module(unsafe { Module::deserialize_file(engine, path) }?)
+            }
+            GuestKind::Component => {
+                // SAFETY: as above.
+                Compiled::Component(unsafe { Component::deserialize_file(engine, path) }?)
+            }
+        })
+    }
+
+    /// The kind of code this is.
+    pub(crate) fn kind(&self) -> GuestKind {
+        match self {
+            Compiled::Module(_) => GuestKind::Module,
+            Compiled::Component(_) => GuestKind::Component,
+        }
+    }
+}
 
 /// Bounds on compiling one untrusted module, which runs in a child process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +141,11 @@ const STDERR_KEPT: usize = 4096;
 pub(crate) fn compile_in_child(
     engine: &Engine,
     name: &str,
+    kind: GuestKind,
     bytes: &[u8],
     cache: Option<&CompileCache>,
     limits: &CompileLimits,
-) -> Result<(Module, CodeSource), Error> {
+) -> Result<(Compiled, CodeSource), Error> {
     let process_err = |source| Error::CompileProcess { name: name.to_string(), source };
     let stat = std::fs::File::open("/proc/self/stat").map_err(process_err)?;
     let threads = sys::threads_in_stat(&sys::read_proc_file(&stat).map_err(process_err)?)
@@ -83,7 +161,7 @@ pub(crate) fn compile_in_child(
     match unsafe { sys::fork() }.map_err(process_err)? {
         Fork::Child => {
             drop((verdict_r, err_r));
-            compiler(engine, bytes, cache, limits, parent, &verdict_w, &err_w)
+            compiler(engine, kind, bytes, cache, limits, parent, &verdict_w, &err_w)
         }
         Fork::Parent(pid) => {
             drop((verdict_w, err_w));
@@ -98,14 +176,16 @@ pub(crate) fn compile_in_child(
                 }
                 Err(e) => return Err(process_err(e)),
             };
-            judge(engine, name, bytes, cache, limits, &collected)
+            judge(engine, name, kind, bytes, cache, limits, &collected)
         }
     }
 }
 
 /// The child: bound memory, compile, answer, `_exit`. Never returns.
+#[allow(clippy::too_many_arguments)]
 fn compiler(
     engine: &Engine,
+    kind: GuestKind,
     bytes: &[u8],
     cache: Option<&CompileCache>,
     limits: &CompileLimits,
@@ -122,7 +202,7 @@ fn compiler(
     if let Err(e) = setup {
         answer(FAILED, format!("cannot set up the compiler process: {e}").as_bytes());
     }
-    let module = match Module::new(engine, bytes) {
+    let module = match Compiled::new(engine, kind, bytes) {
         Ok(m) => m,
         Err(e) => {
             let out_of_memory = e.chain().any(|c| {
@@ -220,11 +300,12 @@ fn collect(
 fn judge(
     engine: &Engine,
     name: &str,
+    kind: GuestKind,
     bytes: &[u8],
     cache: Option<&CompileCache>,
     limits: &CompileLimits,
     collected: &Collected,
-) -> Result<(Module, CodeSource), Error> {
+) -> Result<(Compiled, CodeSource), Error> {
     let Collected { verdict, stderr, status } = collected;
     let status = *status;
     let name_s = name.to_string();
@@ -235,7 +316,7 @@ fn judge(
         || Error::CompileMemoryLimit { name: name_s.clone(), max_memory: limits.max_memory };
     match (verdict.split_first(), status) {
         (Some((&CACHED, _)), ExitStatus::Code(0)) => {
-            match cache.and_then(|c| c.load(engine, bytes)) {
+            match cache.and_then(|c| c.load(engine, kind, bytes)) {
                 Some(m) => Ok((m, CodeSource::CompiledAndCached)),
                 None => {
                     Err(process_err("the compiler wrote the cache, but it cannot be loaded".into()))
@@ -248,7 +329,7 @@ fn judge(
             // child through a pipe only it and we hold. They are as trustworthy as code this
             // process would have compiled itself from the same module; Wasmtime still checks
             // the header, version and engine configuration.
-            let module = unsafe { Module::deserialize(engine, artifact) }
+            let module = unsafe { Compiled::deserialize(engine, kind, artifact) }
                 .map_err(|e| process_err(crate::error::chain_text(&e)))?;
             Ok((module, CodeSource::Compiled))
         }

@@ -42,6 +42,8 @@ pub enum ValKind {
     V128,
     /// A reference type (no scalar argument can be given for it), by its Wasm name.
     Ref(String),
+    /// A component-model value, by its WIT type (given in WAVE syntax to `--invoke`).
+    Wit(String),
 }
 
 impl std::fmt::Display for ValKind {
@@ -52,7 +54,7 @@ impl std::fmt::Display for ValKind {
             ValKind::F32 => f.write_str("f32"),
             ValKind::F64 => f.write_str("f64"),
             ValKind::V128 => f.write_str("v128"),
-            ValKind::Ref(name) => f.write_str(name),
+            ValKind::Ref(name) | ValKind::Wit(name) => f.write_str(name),
         }
     }
 }
@@ -65,10 +67,61 @@ pub struct ExportedFunc {
     pub results: Vec<ValKind>,
 }
 
+/// The two kinds of WebAssembly binary a template can be built from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestKind {
+    /// A core module (WASI preview1: `_start`, reactors, scalar exports).
+    #[default]
+    Module,
+    /// A component (WASI preview2: `wasi:cli/run`, typed exports), what
+    /// `cargo build --target wasm32-wasip2` produces.
+    Component,
+}
+
+impl GuestKind {
+    /// The kind of `bytes`, from the binary header's layer field (`\0asm`, a 2-byte version, a
+    /// 2-byte layer: 0 for a core module, 1 for a component), or for WebAssembly text from its
+    /// first form (`(component` or `(module`). `None`: neither binary WebAssembly nor text.
+    ///
+    /// The one place the runtime tells the kinds apart.
+    pub fn detect(bytes: &[u8]) -> Option<Self> {
+        if let Some(header) = bytes.strip_prefix(b"\0asm") {
+            return Some(match header.get(2..4) {
+                Some([1, 0]) => GuestKind::Component,
+                _ => GuestKind::Module,
+            });
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        // Skip whitespace and `;;` line comments to the first form.
+        let mut rest = text.trim_start();
+        while let Some(comment) = rest.strip_prefix(";;") {
+            rest = comment.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        }
+        if !(rest.starts_with('(') || text.trim_start().starts_with(";;")) {
+            return None;
+        }
+        let form = rest.trim_start_matches('(').trim_start();
+        Some(if form.starts_with("component") { GuestKind::Component } else { GuestKind::Module })
+    }
+
+    /// `module` or `component`, as messages and `inspect` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Module => "module",
+            GuestKind::Component => "component",
+        }
+    }
+}
+
 /// What a template exports that a task can call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exports {
-    /// It is a command: it exports `_start: () -> ()`.
+    /// A core module or a component.
+    #[serde(default)]
+    pub kind: GuestKind,
+    /// It is a command: it exports `_start: () -> ()` (a module) or `wasi:cli/run` (a
+    /// component).
     pub start: bool,
     /// Every exported function, `_start` included.
     pub funcs: Vec<ExportedFunc>,
@@ -102,6 +155,13 @@ pub enum EntryError {
     /// An argument that does not parse as its parameter's type.
     #[error("argument {index} of `{name}` ({value:?}) is not a valid {kind}")]
     BadArg { name: String, index: usize, value: String, kind: ValKind },
+    /// A component export named by its function name alone, held by several interfaces.
+    #[error("component {module} exports several functions named `{name}`: {}; name one as interface#function", candidates.join(", "))]
+    AmbiguousExport { module: String, name: String, candidates: Vec<String> },
+    /// A component `--invoke` call that is not valid WAVE, or whose arguments do not match
+    /// the export's parameters.
+    #[error("cannot call `{call}`: {detail}")]
+    BadCall { call: String, detail: String },
     /// A parameter of a type no text argument can give (v128, references).
     #[error("`{name}` takes a {kind} parameter, which --invoke cannot pass")]
     Unsupported { name: String, kind: ValKind },
@@ -125,6 +185,11 @@ impl Exports {
         match invoke {
             None if self.start => Ok(()),
             None => Err(EntryError::NoStart { module: module.to_string() }),
+            // A component's call is checked by name here; its WAVE arguments against the
+            // export's types in the sandbox.
+            Some(call) if self.kind == GuestKind::Component => {
+                self.component_func(module, call_name(call)).map(drop)
+            }
             Some(name) => {
                 let func = self.func(name).ok_or_else(|| EntryError::NoSuchExport {
                     module: module.to_string(),
@@ -132,6 +197,33 @@ impl Exports {
                 })?;
                 parse_args(func, args).map(drop)
             }
+        }
+    }
+}
+
+/// The function name of a component `--invoke` call: `add(1, 2)` → `add`, `bump` → `bump`.
+pub fn call_name(call: &str) -> &str {
+    call.split_once('(').map_or(call, |(name, _)| name).trim()
+}
+
+impl Exports {
+    /// The component export `name` picks: one of that exact name (a root function, or
+    /// `interface#function`), else the only interface function so named.
+    pub fn component_func(&self, module: &str, name: &str) -> Result<&ExportedFunc, EntryError> {
+        if let Some(f) = self.func(name) {
+            return Ok(f);
+        }
+        let suffix = format!("#{name}");
+        let matches: Vec<&ExportedFunc> =
+            self.funcs.iter().filter(|f| f.name.ends_with(&suffix)).collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(EntryError::NoSuchExport { module: module.to_string(), name: name.into() }),
+            many => Err(EntryError::AmbiguousExport {
+                module: module.to_string(),
+                name: name.to_string(),
+                candidates: many.iter().map(|f| f.name.clone()).collect(),
+            }),
         }
     }
 }
@@ -193,6 +285,7 @@ mod tests {
 
     fn exports() -> Exports {
         Exports {
+            kind: GuestKind::Module,
             start: false,
             funcs: vec![ExportedFunc {
                 name: "add".into(),
@@ -236,5 +329,15 @@ mod tests {
         assert_eq!(e.check("m", Some("add"), &args(&["1", "2"])), Ok(()));
         let command = Exports { start: true, ..exports() };
         assert_eq!(command.check("m", None, &[]), Ok(()));
+    }
+
+    #[test]
+    fn kinds_are_told_apart_by_the_layer_byte_or_the_first_form() {
+        assert_eq!(GuestKind::detect(b"\0asm\x01\0\0\0"), Some(GuestKind::Module));
+        assert_eq!(GuestKind::detect(b"\0asm\x0d\0\x01\0"), Some(GuestKind::Component));
+        assert_eq!(GuestKind::detect(b";; hi\n(module)"), Some(GuestKind::Module));
+        assert_eq!(GuestKind::detect(b"  (component)"), Some(GuestKind::Component));
+        assert_eq!(GuestKind::detect(b"MZ\x90\0"), None);
+        assert_eq!(GuestKind::detect(&[0xff, 0xfe]), None);
     }
 }

@@ -40,9 +40,15 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// The module is a component, not a core module.
-    #[error("{name} is a WebAssembly component; only WASI preview1 core modules are supported")]
-    Component { name: String },
+    /// A component imports something WASI preview2 does not provide (or with another type).
+    #[error(
+        "component {name} cannot be linked: it needs imports that are not provided (only WASI preview2 is)"
+    )]
+    ComponentImport {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
     /// The module exports no function at all: neither a command's `_start` nor anything to
     /// call with `--invoke`.
     #[error(
@@ -217,7 +223,7 @@ impl Error {
             Error::ReadModule { .. }
                 | Error::NotWasm { .. }
                 | Error::Compile { .. }
-                | Error::Component { .. }
+                | Error::ComponentImport { .. }
                 | Error::NoStart { .. }
                 | Error::BadExport { .. }
                 | Error::NoInitializer { .. }

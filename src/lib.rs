@@ -29,12 +29,15 @@ mod child;
 mod compile;
 pub mod entry;
 mod error;
+mod file_streams;
 mod flight;
 mod host;
+mod invoke;
 pub mod namespaces;
 mod outcome;
 pub mod protocol;
 mod rlimits;
+pub mod schema;
 mod scratch;
 pub mod seccomp;
 #[cfg(feature = "serve")]
@@ -51,7 +54,7 @@ mod zygote_process;
 
 pub use budget::{DEFAULT_MAX_FILES, DEFAULT_MAX_WRITE, WriteLimitExceeded};
 pub use compile::{CompileLimits, DEFAULT_COMPILE_MAX_MEMORY, DEFAULT_COMPILE_TIMEOUT};
-pub use entry::WarmUp;
+pub use entry::{GuestKind, WarmUp};
 pub use error::{BoxError, Error};
 pub use host::{
     BlockingRuntime, LoadOptions, ModuleSource, OutputChunk, OutputStream, Runtime, TemplateHandle,

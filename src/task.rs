@@ -121,6 +121,10 @@ pub struct Task {
     /// parameters are parsed from the leading [`args`](Self::args) (which are the guest's
     /// `argv` too), and its results printed to stdout, one per line, as Wasmtime prints them.
     /// A reactor module (no `_start`) needs one.
+    ///
+    /// For a component it is a call in WAVE, as `wasmtime run --invoke` takes it
+    /// (`add(1, 2)`; a bare name calls with no arguments) and the results are printed in WAVE
+    /// on one line — or, with [`arguments`](Self::arguments), just the export's name.
     pub invoke: Option<String>,
     /// Files put in the task's scratch directory before the guest starts (the template's
     /// [`Isolation::scratch`](crate::Isolation::scratch) must be on; see
@@ -129,6 +133,11 @@ pub struct Task {
     /// Whether, and how much of, what the task leaves in its scratch directory comes back in
     /// its outcome ([`Outcome::files`](crate::Outcome::files)).
     pub files_out: Option<crate::scratch::FilesOut>,
+    /// A component export's arguments as JSON — an object by parameter name, or an array in
+    /// order, shaped as the export's input schema (`zeroboot-wasm inspect`) describes — for
+    /// the export [`invoke`](Self::invoke) names. Its result is then written to stdout as one
+    /// line of JSON (the output schema's shape) instead of WAVE.
+    pub arguments: Option<serde_json::Value>,
 }
 
 /// `Option<Duration>` as whole milliseconds (a finer duration is rounded up, so a deadline
@@ -322,6 +331,14 @@ impl Task {
     /// Calls the export `name` instead of `_start` (see [`Task::invoke`](Self::invoke)).
     pub fn invoke(mut self, name: impl Into<String>) -> Self {
         self.invoke = Some(name.into());
+        self
+    }
+
+    /// Calls the component export `name` with JSON `arguments`; its result comes back as
+    /// JSON on stdout (see [`Task::arguments`](Self::arguments)).
+    pub fn call_json(mut self, name: impl Into<String>, arguments: serde_json::Value) -> Self {
+        self.invoke = Some(name.into());
+        self.arguments = Some(arguments);
         self
     }
 

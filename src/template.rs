@@ -1,19 +1,28 @@
-//! A template: a WASI preview1 module compiled once (in a bounded child process) and linked
-//! once; the zygote instantiates it once and runs its initialiser once ([`WarmUp`]), confined
-//! and under a task's limits ([`InitLimits`]), and forks the warm instance per task.
+//! A template: a WASI preview1 core module or a WASI preview2 component, compiled once (in a
+//! bounded child process) and linked once; the zygote instantiates it once and runs its
+//! initialiser once ([`WarmUp`]), confined and under a task's limits ([`InitLimits`]), and
+//! forks the warm instance per task.
+//!
+//! The two kinds share everything but the code and its linker ([`Code`]) and the warm
+//! instance's entry points ([`Entry`]): one store type ([`TaskState`], whose WASI context
+//! serves preview1 imports and, through [`WasiView`], preview2 ones), one compile cache, one
+//! set of limits. [`GuestKind::detect`] is the one place the kinds are told apart.
 
 use crate::budget::WriteBudget;
 use crate::cache::CompileCache;
 use crate::compile::CompileLimits;
-use crate::entry::{self, ExportedFunc, Exports, ValKind, WarmUp};
+use crate::compile::Compiled;
+use crate::entry::{self, ExportedFunc, Exports, GuestKind, ValKind, WarmUp};
 use crate::error::{Error, boxed};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
+use wasmtime::component::{self, Component};
 use wasmtime::{Engine, Instance, Linker, Module, Store, Trap, TypedFunc};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Engine-level settings shared by every task of a template.
 #[derive(Debug, Clone)]
@@ -172,8 +181,7 @@ impl InitLimits {
 pub struct Template {
     pub(crate) name: String,
     pub(crate) engine: Engine,
-    pub(crate) module: Module,
-    pub(crate) linker: Linker<TaskState>,
+    pub(crate) code: Code,
     pub(crate) fuel: bool,
     code_source: CodeSource,
     exports: Exports,
@@ -182,25 +190,73 @@ pub struct Template {
     warm_up: WarmUp,
 }
 
+/// A template's compiled code and the linker that provides its imports.
+pub(crate) enum Code {
+    /// A core module, linked to WASI preview1 (and the write budget's wrappers).
+    Module { module: Module, linker: Linker<TaskState> },
+    /// A component, linked to WASI preview2; `pre` has its imports resolved.
+    Component {
+        component: Component,
+        pre: component::InstancePre<TaskState>,
+        /// Present when it is a `wasi:cli/command` (exports `wasi:cli/run`).
+        command: Option<CommandPre<TaskState>>,
+        /// Its exported functions with their WIT types (`wasi:cli/run` aside).
+        exports: Vec<crate::schema::ComponentExport>,
+    },
+}
+
+impl Code {
+    /// The compiled core module, if this is one (for the benchmark's in-process baseline).
+    pub(crate) fn core(&self) -> Option<(&Module, &Linker<TaskState>)> {
+        match self {
+            Code::Module { module, linker } => Some((module, linker)),
+            Code::Component { .. } => None,
+        }
+    }
+}
+
 /// A template's instance, created and warmed in the zygote: what each sandbox inherits.
 pub(crate) struct Warm {
     pub store: Store<TaskState>,
-    pub instance: Instance,
-    /// `_start`, for a command.
-    pub start: Option<TypedFunc<(), ()>>,
-    /// The guest's per-fork reseed hook ([`entry::RESEED`]), if it exports one.
-    pub reseed: Option<TypedFunc<(i64, i64), ()>>,
-    /// `_initialize`, when the zygote did not run it ([`WarmUp::Off`]): each sandbox does.
-    pub per_task_init: Option<TypedFunc<(), ()>>,
+    pub entry: Entry,
     /// How long instantiation and warm-up took in the zygote.
     pub warm_up_time: Duration,
 }
 
+/// The warm instance and what a task may call in it.
+pub(crate) enum Entry {
+    Module {
+        instance: Instance,
+        /// `_start`, for a command.
+        start: Option<TypedFunc<(), ()>>,
+        /// The guest's per-fork reseed hook ([`entry::RESEED`]), if it exports one.
+        reseed: Option<TypedFunc<(i64, i64), ()>>,
+        /// `_initialize`, when the zygote did not run it ([`WarmUp::Off`]): each sandbox does.
+        per_task_init: Option<TypedFunc<(), ()>>,
+    },
+    Component {
+        instance: component::Instance,
+        /// `wasi:cli/run`, for a command.
+        command: Option<Command>,
+    },
+}
+
 /// What a store holds: the task's WASI context, its memory cap and its write budget.
 pub(crate) struct TaskState {
+    /// The preview1 context; it holds the preview2 context and resource table a component's
+    /// imports use (see the [`WasiView`] impl), so both kinds share one store type.
     pub wasi: WasiP1Ctx,
     pub memory: MemoryCap,
     pub writes: WriteBudget,
+    /// A component's bytes written to files, shared with its file streams
+    /// ([`crate::file_streams`]); a module's are counted in `writes`.
+    pub file_writes: crate::file_streams::Writes,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
 }
 
 /// Caps linear-memory growth and remembers a refused growth, so a trap that follows can be
@@ -262,10 +318,16 @@ impl Template {
     /// messages and as `argv[0]`. Runs none of the module's code.
     pub fn from_bytes(name: &str, bytes: &[u8], config: &Config) -> Result<Self, Error> {
         let name = name.to_string();
-        check_magic(&name, bytes)?;
+        let kind = GuestKind::detect(bytes).ok_or_else(|| Error::NotWasm { name: name.clone() })?;
         let engine = config.engine()?;
         let cache = config.cache_dir.as_deref().and_then(|d| CompileCache::open(d).ok());
-        let (module, code_source) = compile(&engine, &name, bytes, cache.as_ref(), config)?;
+        let (compiled, code_source) = compile(&engine, &name, kind, bytes, cache.as_ref(), config)?;
+        let module = match compiled {
+            Compiled::Module(module) => module,
+            Compiled::Component(component) => {
+                return Self::from_component(name, engine, component, code_source, config);
+            }
+        };
 
         let mut linker: Linker<TaskState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
@@ -278,6 +340,7 @@ impl Template {
                 wasi: placeholder_ctx(),
                 memory: MemoryCap::default(),
                 writes: WriteBudget::default(),
+                file_writes: Default::default(),
             },
         );
         for import in module.imports() {
@@ -345,14 +408,131 @@ impl Template {
         Ok(Self {
             name,
             engine,
-            module,
-            linker,
+            code: Code::Module { module, linker },
             fuel: config.meter_fuel,
             code_source,
             exports,
             initializers,
             warm_up: config.warm_up.clone(),
         })
+    }
+
+    /// A component's half of [`from_bytes`](Self::from_bytes): link WASI preview2, resolve
+    /// its imports, find `wasi:cli/run` and the warm-up export.
+    fn from_component(
+        name: String,
+        engine: Engine,
+        component: Component,
+        code_source: CodeSource,
+        config: &Config,
+    ) -> Result<Self, Error> {
+        let mut linker: component::Linker<TaskState> = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| crate::file_streams::add_to_linker(&mut linker))
+            .map_err(|e| Error::Engine(boxed(e)))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::ComponentImport { name: name.clone(), source: boxed(e) })?;
+        let command = CommandPre::new(pre.clone()).ok();
+        let typed = crate::schema::component_exports(&engine, &component);
+        let exports = crate::schema::describe_component_exports(&typed, command.is_some());
+        if !exports.start && exports.funcs.is_empty() {
+            return Err(Error::NoStart { name });
+        }
+        let nullary = |f: &ExportedFunc| f.params.is_empty() && f.results.is_empty();
+        let bad = |export: &str| Error::BadExport {
+            name: name.clone(),
+            export: export.into(),
+            ty: "func()".into(),
+        };
+        let mut initializers = Vec::new();
+        match &config.warm_up {
+            WarmUp::Off => {}
+            WarmUp::Auto => {
+                // A component's export names are kebab-case: only the older Wizer name fits.
+                if let Some(f) = entry::WIZER_INITIALIZE.iter().find_map(|n| exports.func(n)) {
+                    if !nullary(f) {
+                        return Err(bad(&f.name));
+                    }
+                    initializers.push(f.name.clone());
+                }
+            }
+            WarmUp::Export(init) => {
+                let f = exports.func(init).ok_or_else(|| Error::NoInitializer {
+                    name: name.clone(),
+                    export: init.clone(),
+                })?;
+                if !nullary(f) {
+                    return Err(bad(init));
+                }
+                initializers.push(init.clone());
+            }
+        }
+        // As for a module: make the copy-on-write images before any confinement.
+        component.initialize_copy_on_write_image().map_err(|e| Error::Engine(boxed(e)))?;
+        Ok(Self {
+            name,
+            engine,
+            code: Code::Component { component, pre, command, exports: typed },
+            fuel: config.meter_fuel,
+            code_source,
+            exports,
+            initializers,
+            warm_up: config.warm_up.clone(),
+        })
+    }
+
+    /// A component's exported functions with their WIT types (empty for a module).
+    pub(crate) fn component_exports(&self) -> &[crate::schema::ComponentExport] {
+        match &self.code {
+            Code::Component { exports, .. } => exports,
+            Code::Module { .. } => &[],
+        }
+    }
+
+    /// What `zeroboot-wasm inspect` prints: the kind, the imports, and the exported functions
+    /// with their types — for a component, WIT types and a JSON Schema of each function's
+    /// parameters and result ([`crate::schema`]).
+    pub fn describe(&self) -> serde_json::Value {
+        match &self.code {
+            Code::Component { component, command, exports, .. } => {
+                crate::schema::describe_component(
+                    &self.engine,
+                    component,
+                    exports,
+                    command.is_some(),
+                )
+            }
+            Code::Module { module, .. } => {
+                let imports: Vec<String> =
+                    module.imports().map(|i| format!("{}::{}", i.module(), i.name())).collect();
+                let funcs: Vec<_> = self
+                    .exports
+                    .funcs
+                    .iter()
+                    .map(|f| {
+                        let names =
+                            |v: &[ValKind]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+                        serde_json::json!({
+                            "name": f.name,
+                            "params": names(&f.params),
+                            "results": names(&f.results),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "kind": GuestKind::Module.as_str(),
+                    "command": self.exports.start,
+                    "imports": imports,
+                    "exports": funcs,
+                })
+            }
+        }
+    }
+
+    /// A core module or a component.
+    pub fn kind(&self) -> GuestKind {
+        self.exports.kind
     }
 
     /// The functions the module exports, and whether it is a command (`_start`).
@@ -406,7 +586,12 @@ impl Template {
             .build_p1();
         let mut store = Store::new(
             &self.engine,
-            TaskState { wasi, memory: cap, writes: WriteBudget::default() },
+            TaskState {
+                wasi,
+                memory: cap,
+                writes: WriteBudget::default(),
+                file_writes: Default::default(),
+            },
         );
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(NO_DEADLINE);
@@ -431,16 +616,31 @@ impl Template {
         let mut failed_in: Option<&str> = None;
         let store_ref = &mut store;
         let warming = async {
-            let instance = self.linker.instantiate_async(&mut *store_ref, &self.module).await?;
+            let instance = match &self.code {
+                Code::Module { module, linker } => {
+                    Instantiated::Module(linker.instantiate_async(&mut *store_ref, module).await?)
+                }
+                Code::Component { pre, .. } => {
+                    Instantiated::Component(pre.instantiate_async(&mut *store_ref).await?)
+                }
+            };
             for init in &self.initializers {
                 failed_in = Some(init);
-                let f = instance.get_typed_func::<(), ()>(&mut *store_ref, init)?;
-                f.call_async(&mut *store_ref, ()).await?;
+                match &instance {
+                    Instantiated::Module(i) => {
+                        let f = i.get_typed_func::<(), ()>(&mut *store_ref, init)?;
+                        f.call_async(&mut *store_ref, ()).await?;
+                    }
+                    Instantiated::Component(i) => {
+                        let f = i.get_typed_func::<(), ()>(&mut *store_ref, init.as_str())?;
+                        f.call_async(&mut *store_ref, ()).await?;
+                    }
+                }
             }
             failed_in = None;
             wasmtime::Result::Ok(instance)
         };
-        let result: Option<wasmtime::Result<Instance>> = rt.block_on(async {
+        let result: Option<wasmtime::Result<Instantiated>> = rt.block_on(async {
             match limits.timeout {
                 Some(t) => tokio::time::timeout(t, warming).await.ok(),
                 None => Some(warming.await),
@@ -480,25 +680,53 @@ impl Template {
         // child sets its task's own.
         store.data_mut().wasi = placeholder_ctx();
         store.set_epoch_deadline(NO_DEADLINE);
+        let entry = match instance {
+            Instantiated::Module(instance) => self.module_entry(&mut store, instance)?,
+            Instantiated::Component(instance) => {
+                let command = match &self.code {
+                    Code::Component { command: Some(_), .. } => Some(
+                        Command::new(&mut store, &instance)
+                            .map_err(|e| Error::Instantiate { name: name(), source: boxed(e) })?,
+                    ),
+                    _ => None,
+                };
+                Entry::Component { instance, command }
+            }
+        };
+        prewarm(&self.engine);
+        Ok(Warm { store, entry, warm_up_time: began.elapsed() })
+    }
+
+    /// A warm core instance's entry points.
+    fn module_entry(
+        &self,
+        store: &mut Store<TaskState>,
+        instance: Instance,
+    ) -> Result<Entry, Error> {
         let nullary = |store: &mut Store<TaskState>, export: &str| {
             self.exports.func(export).and_then(|_| instance.get_typed_func(store, export).ok())
         };
-        let start = nullary(&mut store, "_start");
+        let start = nullary(store, "_start");
         let per_task_init = match self.warm_up {
-            WarmUp::Off => nullary(&mut store, entry::INITIALIZE),
+            WarmUp::Off => nullary(store, entry::INITIALIZE),
             _ => None,
         };
         let reseed = match self.exports.func(entry::RESEED) {
             Some(_) => Some(
-                instance
-                    .get_typed_func::<(i64, i64), ()>(&mut store, entry::RESEED)
-                    .map_err(|e| Error::Instantiate { name: name(), source: boxed(e) })?,
+                instance.get_typed_func::<(i64, i64), ()>(&mut *store, entry::RESEED).map_err(
+                    |e| Error::Instantiate { name: self.name.clone(), source: boxed(e) },
+                )?,
             ),
             None => None,
         };
-        prewarm(&self.engine);
-        Ok(Warm { store, instance, start, reseed, per_task_init, warm_up_time: began.elapsed() })
+        Ok(Entry::Module { instance, start, reseed, per_task_init })
     }
+}
+
+/// An instance of either kind, before its entry points are looked up.
+enum Instantiated {
+    Module(Instance),
+    Component(component::Instance),
 }
 
 /// How much of an initialiser's stderr is kept for its failure message.
@@ -541,7 +769,7 @@ fn describe_exports(module: &Module) -> Exports {
         .collect();
     let start =
         funcs.iter().any(|f| f.name == "_start" && f.params.is_empty() && f.results.is_empty());
-    Exports { start, funcs }
+    Exports { kind: GuestKind::Module, start, funcs }
 }
 
 /// The engine whose epoch the instantiation timer bumps, while one is armed.
@@ -614,37 +842,21 @@ pub(crate) fn placeholder_ctx() -> WasiP1Ctx {
     WasiCtxBuilder::new().build_p1()
 }
 
-fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
-    const CORE: [u8; 8] = *b"\0asm\x01\0\0\0";
-    if bytes.starts_with(b"\0asm") {
-        // Core modules are version 1, layer 0; components carry layer 1 in bytes 6..8.
-        if bytes.len() >= 8 && bytes[..8] != CORE && bytes[6..8] == [1, 0] {
-            return Err(Error::Component { name: name.to_string() });
-        }
-        return Ok(());
-    }
-    // Not binary: accept it only if it is text (Wasmtime parses WebAssembly text).
-    let looks_textual = std::str::from_utf8(bytes).is_ok_and(|s| {
-        let t = s.trim_start();
-        t.starts_with('(') || t.starts_with(";;")
-    });
-    if looks_textual { Ok(()) } else { Err(Error::NotWasm { name: name.to_string() }) }
-}
-
 fn compile(
     engine: &Engine,
     name: &str,
+    kind: GuestKind,
     bytes: &[u8],
     cache: Option<&CompileCache>,
     config: &Config,
-) -> Result<(Module, CodeSource), Error> {
-    if let Some(module) = cache.and_then(|c| c.load(engine, bytes)) {
+) -> Result<(Compiled, CodeSource), Error> {
+    if let Some(module) = cache.and_then(|c| c.load(engine, kind, bytes)) {
         return Ok((module, CodeSource::Cache));
     }
     if let Some(limits) = &config.compile {
-        return crate::compile::compile_in_child(engine, name, bytes, cache, limits);
+        return crate::compile::compile_in_child(engine, name, kind, bytes, cache, limits);
     }
-    let module = Module::new(engine, bytes)
+    let module = Compiled::new(engine, kind, bytes)
         .map_err(|e| Error::Compile { name: name.to_string(), source: boxed(e) })?;
     match cache.and_then(|c| c.store(engine, bytes, &module)) {
         Some(mapped) => Ok((mapped, CodeSource::CompiledAndCached)),

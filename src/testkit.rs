@@ -31,9 +31,10 @@ pub fn cold_main(module: &std::path::Path) -> i32 {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
         return 70;
     };
-    let Some(start) = warm.start.clone() else {
+    let crate::template::Entry::Module { start: Some(start), .. } = &warm.entry else {
         return 65;
     };
+    let start = start.clone();
     match rt.block_on(start.call_async(&mut warm.store, ())) {
         Ok(()) => 0,
         Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(134, |x| x.0),

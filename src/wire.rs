@@ -64,6 +64,9 @@ pub(crate) struct TaskHeader<'a> {
     pub files: Cow<'a, [crate::scratch::ScratchFile]>,
     #[serde(default)]
     pub files_out: Option<crate::scratch::FilesOut>,
+    /// A component export's JSON arguments.
+    #[serde(default)]
+    pub arguments: Option<Cow<'a, serde_json::Value>>,
 }
 
 /// Why a task frame cannot be built or read.
@@ -259,6 +262,7 @@ mod tests {
             invoke: Some("add".into()),
             files: Vec::new().into(),
             files_out: None,
+            arguments: None,
         }
     }
 

@@ -833,6 +833,7 @@ pub(crate) fn task_header<'a>(
         invoke: task.invoke.as_deref().map(Cow::Borrowed),
         files: Cow::Borrowed(&task.files),
         files_out: task.files_out,
+        arguments: task.arguments.as_ref().map(Cow::Borrowed),
     }
 }
 

@@ -129,9 +129,30 @@ fn invalid_binary_is_a_compile_error() {
 }
 
 #[test]
-fn component_is_rejected() {
-    let e = reject("comp", b"\0asm\x0d\0\x01\0");
-    assert!(matches!(&e, Error::Component { .. }), "{e:?}");
+fn a_component_is_a_template_and_its_bad_imports_are_named() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let t = Template::from_file(common::component("hello"), &config(&cache)).expect("component");
+    assert_eq!(t.kind(), GuestKind::Component);
+    assert!(t.exports().start, "a wasi:cli/command component is a command");
+    // Instantiated like a module's template; a zygote with threads refuses to fork it.
+    let _extra = ExtraThread::start();
+    let mut z = Zygote::new(t).expect("zygote of a component");
+    assert!(matches!(z.run(&Task::new()), Err(Error::NotSingleThreaded { .. })));
+    let e = reject("comp", br#"(component (import "env:x/y" (instance (export "f" (func)))))"#);
+    assert!(matches!(&e, Error::ComponentImport { name, .. } if name == "comp"), "{e:?}");
+    let e = reject("empty", br#"(component)"#);
+    assert!(matches!(&e, Error::NoStart { .. }), "{e:?}");
+    // The cache keys kinds apart: the module and the component of one guest both load from it.
+    for wasm in [guest("hello"), common::component("hello")] {
+        Template::from_file(&wasm, &config(&cache)).expect("template");
+    }
+    for (wasm, kind) in
+        [(guest("hello"), GuestKind::Module), (common::component("hello"), GuestKind::Component)]
+    {
+        let t = Template::from_file(&wasm, &config(&cache)).expect("template");
+        assert_eq!(t.code_source(), CodeSource::Cache, "{}", wasm.display());
+        assert_eq!(t.kind(), kind);
+    }
 }
 
 #[test]

@@ -46,7 +46,7 @@ Exit codes:
   0-125  the guest's own exit code (status `exited`); WASI preview1 in Wasmtime refuses
          proc_exit codes of 126 and above (the guest traps), as `wasmtime run` does
   2      bad command line
-  65     the module is not a valid WASI preview1 command, or loading it passed a limit:
+  65     the module is not a valid WASI command or component, or loading it passed a limit:
          its start function ran past --timeout or --fuel, it needs more linear memory
          than --max-memory, or compiling it passed --compile-timeout/--compile-max-memory
   66     the module file or a granted directory is missing or unreadable
@@ -66,7 +66,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a WASI preview1 command once, like `wasmtime run`, in a forked sandbox.
+    /// Run a WASI command (a preview1 module or a preview2 component) once, like `wasmtime run`, in a forked sandbox.
     #[command(after_help = EXIT_CODES_HELP)]
     Run(run::RunArgs),
     /// Keep one warm template and run one task per JSON line read on stdin.
@@ -82,6 +82,10 @@ enum Command {
     Py(interp::SnippetArgs),
     /// Measure end-to-end latency, throughput and per-sandbox memory beside their baselines.
     Bench(BenchArgs),
+    /// Describe a module or component as JSON: its kind, imports and exported functions —
+    /// for a component, each function's WIT types and a JSON Schema of its parameters and
+    /// result. Compiles it (bounded, cached) but runs none of its code.
+    Inspect(InspectArgs),
     /// Serve tools over HTTP: upload a module once, run it per request, each run in a fork.
     #[cfg(feature = "serve")]
     #[command(after_help = serve::SERVE_HELP)]
@@ -151,7 +155,8 @@ pub struct CommonArgs {
     max_files: u64,
     /// Call this export instead of `_start`, as `wasmtime run --invoke` does: its parameters
     /// are parsed from the guest's arguments (integers, `0x` hex, floats) and its results
-    /// printed, one per line. A reactor module (no `_start`) needs it.
+    /// printed, one per line. A reactor module (no `_start`) needs it. For a component, a
+    /// call in WAVE (`'add(1, 2)'`), its results printed in WAVE.
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
     /// Run this export once in the zygote, before the first fork, so every task starts from
@@ -264,6 +269,7 @@ pub fn main() -> i32 {
         Command::Js(args) => interp::main(interp::Lang::Js, args),
         Command::Py(args) => interp::main(interp::Lang::Py, args),
         Command::Bench(args) => bench_main(args),
+        Command::Inspect(args) => inspect_main(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::main(args),
         #[cfg(feature = "serve")]
@@ -306,6 +312,25 @@ pub fn status_exit_code(status: Status, exit_code: Option<i32>) -> i32 {
 }
 
 #[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The `.wasm` (or `.wat`) file.
+    file: PathBuf,
+}
+
+fn inspect_main(a: InspectArgs) -> i32 {
+    match zeroboot_wasm::Template::from_file(&a.file, &Config::new()) {
+        Ok(t) => {
+            let text = serde_json::to_string_pretty(&t.describe()).unwrap_or_default();
+            // A closed stdout (`| head`) is the reader's choice, not an error of ours.
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes());
+            0
+        }
+        Err(e) => report_error(&e),
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Tasks per measurement.
     #[arg(long, default_value = "2000")]
@@ -322,6 +347,10 @@ pub struct BenchArgs {
     /// Leave out the interpreter snippets (measured when the interpreter modules are found).
     #[arg(long)]
     no_snippets: bool,
+    /// Also measure a core module beside its component twin (the same guest built for
+    /// wasm32-wasip1 and wasm32-wasip2) through the fork server's pool.
+    #[arg(long, num_args = 2, value_names = ["MODULE", "COMPONENT"])]
+    twins: Vec<PathBuf>,
     /// The WASI command to run (default: a bundled hello in WebAssembly text).
     module: Option<PathBuf>,
 }
@@ -345,6 +374,10 @@ fn bench_main(a: BenchArgs) -> i32 {
         cold_runner: cold_runner(),
         namespaces: a.namespaces == OnOff::On,
         snippets: if a.no_snippets { Vec::new() } else { interp::bench_snippets() },
+        twins: match a.twins.as_slice() {
+            [m, c] => Some((m.clone(), c.clone())),
+            _ => None,
+        },
     };
     match zeroboot_wasm::bench::run(&cfg) {
         Ok(r) if a.json => {

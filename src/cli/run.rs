@@ -16,7 +16,7 @@ pub struct RunArgs {
     /// `argv[0]` as the guest sees it (default: MODULE as written).
     #[arg(long, value_name = "NAME")]
     argv0: Option<String>,
-    /// The WASI preview1 command module (`.wasm`, or `.wat` text).
+    /// The WASI command: a preview1 module or a preview2 component (`.wasm`, or `.wat` text).
     #[arg(value_name = "MODULE")]
     module: PathBuf,
     /// Arguments for the guest.

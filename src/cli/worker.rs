@@ -7,14 +7,17 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Stdin, Task};
+use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Status, Stdin, Task};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
   {\"args\": [\"a\", \"b\"], \"env\": {\"K\": \"V\"}, \"stdin\": \"text\", \"stdin_base64\": \"...\",
    \"timeout_ms\": 500, \"max_memory\": 67108864, \"fuel\": 1000000,
    \"max_write\": 1048576, \"max_files\": 100, \"invoke\": \"export_name\",
-   \"code\": \"console.log(1+1)\" (with --lang js|py: the snippet, run before `args`)}
+   \"code\": \"console.log(1+1)\" (with --lang js|py: the snippet, run before `args`),
+   \"arguments\": {\"a\": 1} (a component: `invoke` names an export, these are its arguments
+   as JSON, shaped as `zeroboot-wasm inspect` describes; the reply adds \"result\")}
+A component's `invoke` is otherwise a WAVE call, as `run --invoke` takes it: \"add(1, 2)\".
 Fields missing from a line take the worker's flags (--timeout, --max-memory, --fuel,
 --max-write, --max-files); a
 `fuel` field needs a worker started with --fuel (the module is compiled with metering).
@@ -50,7 +53,7 @@ pub struct WorkerArgs {
         required_unless_present = "module"
     )]
     lang: Option<Lang>,
-    /// The WASI preview1 module (`.wasm`, or `.wat` text).
+    /// The WASI module or component (`.wasm`, or `.wat` text).
     #[arg(value_name = "MODULE")]
     module: Option<PathBuf>,
 }
@@ -71,6 +74,7 @@ struct Request {
     max_write: Option<u64>,
     max_files: Option<u64>,
     invoke: Option<String>,
+    arguments: Option<serde_json::Value>,
     code: Option<String>,
 }
 
@@ -85,6 +89,10 @@ impl Request {
         if let Some(name) = self.invoke {
             task.invoke = Some(name);
         }
+        if self.arguments.is_some() && task.invoke.is_none() {
+            return Err("`arguments` needs `invoke`, the component export to call".into());
+        }
+        task.arguments = self.arguments;
         for (k, v) in self.env {
             match v {
                 serde_json::Value::String(v) => task.env.push((k, v)),
@@ -269,6 +277,14 @@ pub fn main(a: WorkerArgs) -> i32 {
                                 |s| serde_json::json!(s),
                             );
                             obj.insert("zygote".into(), s);
+                        }
+                        // A JSON call's result, parsed from the one line the sandbox wrote.
+                        if let (true, Some(obj)) = (task.arguments.is_some(), v.as_object_mut())
+                            && outcome.status == Status::Exited
+                            && let Ok(result) =
+                                serde_json::from_slice::<serde_json::Value>(&outcome.stdout.bytes)
+                        {
+                            obj.insert("result".into(), result);
                         }
                         v.to_string()
                     }

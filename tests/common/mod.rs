@@ -32,6 +32,29 @@ pub fn guest(name: &str) -> PathBuf {
     p
 }
 
+/// Path to guest `name` built as a component (wasm32-wasip2): the twin of [`guest`]'s core
+/// module, or a component-only guest.
+pub fn component(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(root.join("scripts").join("build-guests.sh"))
+            .arg("wasip2")
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/build-guests.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/build-guests.sh wasip2 failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    });
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(p.exists(), "component {name} not built at {}", p.display());
+    p
+}
+
 /// The `zeroboot-wasm` binary, with a private compile cache so tests do not share state
 /// with the user's.
 pub fn bin() -> Command {
