@@ -13,7 +13,7 @@ pub struct RunArgs {
     /// Capture stdout and stderr and print the outcome as one JSON object instead.
     #[arg(long)]
     json: bool,
-    /// `argv[0]` as the guest sees it (default: MODULE as written).
+    /// `argv[0]` as the guest sees it (default: the file name of MODULE, as `wasmtime run`).
     #[arg(long, value_name = "NAME")]
     argv0: Option<String>,
     /// The WASI command: a preview1 module or a preview2 component (`.wasm`, or `.wat` text).
@@ -42,6 +42,8 @@ pub fn run_once(
         Ok(rt) => rt,
         Err(e) => return report_error(&e),
     };
+    // As `wasmtime run` does: the guest's argv[0] is the module's file name.
+    let argv0 = argv0.or_else(|| module.file_name().map(|n| n.to_string_lossy().into_owned()));
     let template = match rt.load(module, common.load_options(0)) {
         Ok(t) => t,
         Err(e) => return report_error(&e),
