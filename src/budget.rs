@@ -8,7 +8,8 @@
 //! argument decoding, errno mapping and results are exactly wasmtime-wasi's) and charges what
 //! was done. No Wasm-level call is nested, so the overhead is a branch and, for `fd_write`, one
 //! descriptor lookup. Passing the budget traps with [`WriteLimitExceeded`], which the child
-//! reports as `write_limit`.
+//! reports as `write_limit`. Components get the same rules from [`add_to_component_linker`]
+//! (creating methods of `wasi:filesystem/types`) and [`crate::file_streams`] (bytes).
 //!
 //! Rules: a write is charged when its descriptor is a regular file (stdout and stderr are
 //! pipes, never charged), by the bytes actually written, including overwrites; a write that
@@ -71,7 +72,7 @@ impl WriteBudget {
         }
     }
 
-    fn check_file(&self) -> Result<(), WriteLimitExceeded> {
+    pub(crate) fn check_file(&self) -> Result<(), WriteLimitExceeded> {
         match self.max_files {
             Some(limit) if self.files >= limit => Err(WriteLimitExceeded::Files { limit }),
             _ => Ok(()),
@@ -329,6 +330,132 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
                     state.writes.files += 1;
                 }
                 Ok(errno)
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Shadows the creating methods of `wasi:filesystem/types` in a component linker that already
+/// has WASI preview2, with the preview1 rules above: `open-at` with `create` counts one file
+/// when it creates one (tried `exclusive` first), every `create-directory-at`, `symlink-at`
+/// and `link-at` counts one, and passing the budget traps with [`WriteLimitExceeded`]. Each
+/// wrapper calls wasmtime-wasi's own implementation of the method (`HostDescriptor`), so
+/// permission checks and error codes are its own.
+pub(crate) fn add_to_component_linker(
+    linker: &mut wasmtime::component::Linker<TaskState>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
+        DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+    };
+    type Store<'a> = wasmtime::StoreContextMut<'a, TaskState>;
+    /// A second borrow of a method's `self` descriptor (a borrow handle is just its index).
+    fn again(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
+        Resource::new_borrow(fd.rep())
+    }
+
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(crate::file_streams::FILESYSTEM_TYPES)?;
+    types.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store: Store<'_>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let TaskState { wasi, writes, .. } = store.data_mut();
+                let mut fs = wasi.filesystem();
+                let creates = writes.max_files.is_some() && oflags.contains(OpenFlags::CREATE);
+                if creates && writes.check_file().is_err() {
+                    // Budget spent: only an open that creates nothing may proceed.
+                    let exists = !oflags.contains(OpenFlags::EXCLUSIVE)
+                        && fs.stat_at(again(&fd), path_flags, path.clone()).await.is_ok();
+                    if !exists {
+                        writes.check_file()?;
+                    }
+                } else if creates {
+                    // Creating exclusively first: success means a new file (charged); `exist`
+                    // means it was there, and the open proceeds as asked.
+                    let excl = oflags | OpenFlags::EXCLUSIVE;
+                    match fs.open_at(again(&fd), path_flags, path.clone(), excl, flags).await {
+                        Ok(opened) => {
+                            writes.files += 1;
+                            return Ok((Ok(opened),));
+                        }
+                        Err(e) => {
+                            let code = e.downcast()?;
+                            if code != ErrorCode::Exist || oflags.contains(OpenFlags::EXCLUSIVE) {
+                                return Ok((Err(code),));
+                            }
+                        }
+                    }
+                }
+                match fs.open_at(fd, path_flags, path, oflags, flags).await {
+                    Ok(opened) => Ok((Ok(opened),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store: Store<'_>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let TaskState { wasi, writes, .. } = store.data_mut();
+                writes.check_file()?;
+                match wasi.filesystem().create_directory_at(fd, path).await {
+                    Ok(()) => {
+                        writes.files += 1;
+                        Ok((Ok(()),))
+                    }
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store: Store<'_>, (fd, old, new): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                let TaskState { wasi, writes, .. } = store.data_mut();
+                writes.check_file()?;
+                match wasi.filesystem().symlink_at(fd, old, new).await {
+                    Ok(()) => {
+                        writes.files += 1;
+                        Ok((Ok(()),))
+                    }
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store: Store<'_>,
+         (fd, old_flags, old, new_fd, new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let TaskState { wasi, writes, .. } = store.data_mut();
+                writes.check_file()?;
+                match wasi.filesystem().link_at(fd, old_flags, old, new_fd, new).await {
+                    Ok(()) => {
+                        writes.files += 1;
+                        Ok((Ok(()),))
+                    }
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
             })
         },
     )?;

@@ -26,7 +26,7 @@ use wasmtime_wasi::p2::{
 };
 
 /// The preview2 filesystem interface as wasmtime-wasi 48 defines it in its linker.
-const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(crate) const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 /// Most bytes one stream read returns or one stream write accepts.
 const MAX_CHUNK: usize = 1 << 20;
 

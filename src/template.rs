@@ -429,6 +429,7 @@ impl Template {
         let mut linker: component::Linker<TaskState> = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| crate::file_streams::add_to_linker(&mut linker))
+            .and_then(|()| crate::budget::add_to_component_linker(&mut linker))
             .map_err(|e| Error::Engine(boxed(e)))?;
         let pre = linker
             .instantiate_pre(&component)

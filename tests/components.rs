@@ -192,6 +192,43 @@ fn the_write_budget_applies_to_file_streams() {
     assert!(total <= 100 * 1024 + 14, "{total} bytes written past a 100 KiB budget");
 }
 
+/// `--max-files` as for modules (`limits::write_budget`): 500 files under a budget of 100
+/// leave exactly 100; directories count too.
+#[test]
+fn the_files_budget_applies_to_components() {
+    for (mode, n, budget) in [("files", "500", "100"), ("dirs", "50", "20")] {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = format!("{}::/data", s(dir.path()));
+        let v = run_json(&[
+            "run",
+            "--json",
+            "--dir",
+            &grant,
+            "--max-files",
+            budget,
+            s(&component("fs_fill")),
+            "/data",
+            mode,
+            n,
+        ]);
+        assert_eq!(v["status"], "write_limit", "{mode}: {v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("max_files") && msg.contains(budget), "{mode}: {v}");
+        let entries = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(entries.to_string(), budget, "{mode}");
+    }
+    // Opening existing files with `create` creates nothing and is not charged.
+    let dir = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/data", s(dir.path()));
+    let fill = component("fs_fill");
+    let args = ["run", "--json", "--dir", &grant, "--max-files", "10", s(&fill), "/data"];
+    let v = run_json(&[&args[..], &["files", "10"]].concat());
+    assert_eq!(v["status"], "exited", "{v}");
+    assert_eq!(v["stdout"], "done files 10\n", "{v}");
+    let v = run_json(&[&args[..], &["files", "10"]].concat());
+    assert_eq!(v["stdout"], "done files 10\n", "rewriting existing files: {v}");
+}
+
 /// A pool of warm component sandboxes; the zygote stays single-threaded and a sandbox writing
 /// files starts no thread (seccomp, enforcing, would end it `sandbox_violation`).
 #[test]
