@@ -35,40 +35,6 @@ fn base_flags() -> Vec<String> {
     f
 }
 
-/// Waits for `child`, collecting its output; kills it and panics past `limit` (it hangs).
-fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
-    let started = std::time::Instant::now();
-    let mut out_pipe = child.stdout.take().expect("stdout");
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err.join().unwrap_or_default();
-            panic!("still running after {limit:?}:\n{}", String::from_utf8_lossy(&stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
 /// The Python of the venv holding the `mcp` package (installed on first use; idempotent).
 fn mcp_python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
@@ -96,7 +62,7 @@ fn mcp_client(args: &[String], ops: &Value) -> Vec<Value> {
         .spawn()
         .expect("start the MCP client");
     child.stdin.take().expect("stdin").write_all(ops.to_string().as_bytes()).expect("ops");
-    let out = wait_bounded(child, Duration::from_secs(180));
+    let out = common::wait_bounded(child, Duration::from_secs(180), "the MCP client");
     assert!(
         out.status.success(),
         "the MCP client failed ({}):\n{}",
@@ -419,7 +385,7 @@ fn python_client_against_a_real_server() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    let out = wait_bounded(child, Duration::from_secs(180));
+    let out = common::wait_bounded(child, Duration::from_secs(180), "the MCP client");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the client's tests failed:\n{stderr}");
     assert!(stderr.contains("OK"), "{stderr}");

@@ -194,6 +194,16 @@ pub fn run_bounded(args: &[&str], stdin: &[u8], limit: Duration) -> (Output, Dur
     let feeder = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    let output = wait_bounded(child, limit, &format!("zeroboot-wasm {args:?}"));
+    let took = started.elapsed();
+    let _ = feeder.join();
+    (output, took)
+}
+
+/// Waits for `child`, collecting its stdout and stderr; kills it and panics (naming `what`,
+/// with what it wrote to stderr) past `limit`: it hangs.
+pub fn wait_bounded(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
     let mut out_pipe = child.stdout.take().expect("stdout");
     let mut err_pipe = child.stderr.take().expect("stderr");
     let out_reader = std::thread::spawn(move || {
@@ -213,13 +223,15 @@ pub fn run_bounded(args: &[&str], stdin: &[u8], limit: Duration) -> (Output, Dur
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("zeroboot-wasm {args:?} still running after {limit:?}: it hangs");
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "{what} still running after {limit:?}: it hangs\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let took = started.elapsed();
-    let _ = feeder.join();
     let stdout = out_reader.join().expect("stdout reader");
     let stderr = err_reader.join().expect("stderr reader");
-    (Output { status, stdout, stderr }, took)
+    Output { status, stdout, stderr }
 }
