@@ -290,7 +290,8 @@ struct Pooled {
 #[derive(Debug)]
 struct Connection {
     name: String,
-    sock: AsyncFd<OwnedFd>,
+    /// Shared with the reader task, which must not keep the connection itself alive.
+    sock: Arc<AsyncFd<OwnedFd>>,
     pid: i32,
     meters_fuel: bool,
     exports: Option<crate::entry::Exports>,
@@ -383,9 +384,10 @@ impl Connection {
             }
             _ => return Err(zygote_gone(&mut child, "while loading the module").await),
         };
+        let sock = Arc::new(sock);
         let conn = Arc::new(Connection {
             name: name.to_string(),
-            sock,
+            sock: sock.clone(),
             pid,
             meters_fuel,
             exports,
@@ -397,7 +399,7 @@ impl Connection {
             dead: AtomicBool::new(false),
             death: Mutex::new(None),
         });
-        tokio::spawn(read_replies(Arc::downgrade(&conn), child));
+        tokio::spawn(read_replies(Arc::downgrade(&conn), sock, child));
         Ok(conn)
     }
 
@@ -679,14 +681,20 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
 }
 
 /// Reads the zygote's replies and dispatches them, until the zygote goes away.
-async fn read_replies(conn: std::sync::Weak<Connection>, mut child: tokio::process::Child) {
+async fn read_replies(
+    conn: std::sync::Weak<Connection>,
+    sock: Arc<AsyncFd<OwnedFd>>,
+    mut child: tokio::process::Child,
+) {
+    // No strong reference is held while waiting: when the last handle and the last run drop
+    // the connection, its `Drop` shuts the socket down, this wait ends, and the zygote (which
+    // reads end of file) kills its sandboxes and exits.
     let why = loop {
+        let got = recv(&sock).await;
         let Some(c) = conn.upgrade() else {
-            // Every handle is gone: the socket closed with it and the zygote exits.
             let _ = child.wait().await;
             return;
         };
-        let got = recv(&c.sock).await;
         match got {
             Ok(Some((reply, fds))) => dispatch(&c, reply, fds),
             Ok(None) => {
@@ -705,6 +713,14 @@ async fn read_replies(conn: std::sync::Weak<Connection>, mut child: tokio::proce
     };
     if let Some(c) = conn.upgrade() {
         c.die(why);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The reader task holds the socket too; shutting it down (not only closing our
+        // reference) ends the reader's wait and tells the zygote to stop.
+        let _ = sys::shutdown_socket(self.sock.get_ref().as_raw_fd());
     }
 }
 

@@ -764,6 +764,13 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
         .map_err(io::Error::from)
 }
 
+/// Shuts both directions of a connected socket down: the peer reads end of file, and a reader
+/// of this end (another holder of the same socket) wakes up to end of file too.
+pub fn shutdown_socket(sock: RawFd) -> io::Result<()> {
+    use nix::sys::socket::{Shutdown, shutdown};
+    shutdown(sock, Shutdown::Both).map_err(io::Error::from)
+}
+
 /// Largest number of descriptors one message may carry.
 pub const MAX_FDS_PER_MESSAGE: usize = 8;
 

@@ -99,6 +99,34 @@ async fn dropping_a_run_kills_its_sandbox() {
     );
 }
 
+/// Found by the soak: the reader task held the connection while it waited for the zygote's
+/// next message, so a template whose handles were all dropped kept its zygote and pool
+/// sandboxes until the host exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_zygote_and_its_sandboxes() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let zygote = hello.zygote_pid().await.expect("zygote");
+    let o = hello.clone().run(&Task::new()).await.expect("run");
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    // The pool is full again: two sandboxes wait for tasks.
+    assert!(wait_until(Duration::from_secs(5), || children(zygote).len() == 2));
+    let sandboxes = children(zygote);
+    drop(hello);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(zygote)
+            && sandboxes.iter().all(|&p| !alive(p))),
+        "zygote {zygote} or its sandboxes {sandboxes:?} outlived every handle"
+    );
+    // Reaped by the host, not left a zombie.
+    assert!(
+        wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{zygote}"))
+            .exists()),
+        "zygote {zygote} was not reaped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_is_bounded_and_says_busy() {
     let cache = tempfile::tempdir().unwrap();
