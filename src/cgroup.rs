@@ -283,15 +283,45 @@ fn remove_stale(parent: &Dir) {
         if Path::new("/proc").join(pid).exists() {
             continue;
         }
-        if let Ok(tree) = parent.open_dir(name)
-            && let Ok(children) = tree.entries()
-        {
-            for c in children.flatten() {
-                if c.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = tree.remove_dir(c.file_name());
+        let _ = remove_tree(parent, name);
+    }
+}
+
+/// Removes a `zeroboot-<pid>` tree and the sandbox cgroups in it. `Err` (`EBUSY`) while a
+/// process is still in one of them.
+fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
+    if let Ok(tree) = parent.open_dir(name)
+        && let Ok(children) = tree.entries()
+    {
+        for c in children.flatten() {
+            if c.file_type().is_ok_and(|t| t.is_dir()) {
+                match tree.remove_dir(c.file_name()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
                 }
             }
         }
-        let _ = parent.remove_dir(name);
     }
+    match parent.remove_dir(name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// For the host that supervised zygote `pid`, once it has reaped it: removes the sandbox
+/// cgroups a zygote killed by a signal (so unable to remove them itself) left under this
+/// process's memory cgroup, which is where the zygote made them. `Ok` when nothing is left
+/// (or there was nothing); `Err` while one of its sandboxes is still exiting.
+pub(crate) fn remove_dead_zygote_tree(pid: u32) -> io::Result<()> {
+    let Some((parent_path, _)) = own_memory_cgroup() else { return Ok(()) };
+    let name = format!("zeroboot-{pid}");
+    if !parent_path.join(&name).exists() {
+        return Ok(());
+    }
+    if Path::new("/proc").join(pid.to_string()).exists() {
+        // Not reaped yet, or its pid already reused: the tree may be a live zygote's.
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    let parent = Dir::open_ambient_dir(&parent_path, ambient_authority())?;
+    remove_tree(&parent, &name)
 }

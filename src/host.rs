@@ -10,7 +10,10 @@
 //!
 //! A zygote that dies (crash, OOM, `kill -9`) ends each of its in-flight runs with an
 //! `internal_error` outcome saying so, as soon as its socket closes; the next run starts a new
-//! zygote. When the host exits, its zygotes see their sockets close and kill their sandboxes.
+//! zygote. When the host exits, its zygotes see their sockets close, kill their sandboxes,
+//! remove their cgroups and exit. They are not killed outright when the host's runtime drops
+//! them (no `kill_on_drop`): a zygote killed by a signal leaves its cgroup directories behind
+//! until the next zygote started under the same cgroup removes them.
 
 use crate::error::Error;
 use crate::namespaces::MountedGrant;
@@ -321,7 +324,6 @@ impl Connection {
         let (host_end, zygote_end) = sys::seqpacket_pair().map_err(Error::SpawnZygote)?;
         let std_cmd = crate::zygote_process::command(zygote_end).map_err(Error::SpawnZygote)?;
         let mut cmd = tokio::process::Command::from(std_cmd);
-        cmd.kill_on_drop(true);
         let mut child = cmd.spawn().map_err(Error::SpawnZygote)?;
         drop(cmd); // closes our copy of the zygote's end
         sys::set_nonblocking(host_end.as_raw_fd(), true).map_err(Error::SpawnZygote)?;
@@ -689,10 +691,12 @@ async fn read_replies(
     // No strong reference is held while waiting: when the last handle and the last run drop
     // the connection, its `Drop` shuts the socket down, this wait ends, and the zygote (which
     // reads end of file) kills its sandboxes and exits.
+    let pid = child.id();
     let why = loop {
         let got = recv(&sock).await;
         let Some(c) = conn.upgrade() else {
             let _ = child.wait().await;
+            remove_cgroups_of(pid).await;
             return;
         };
         match got {
@@ -713,6 +717,19 @@ async fn read_replies(
     };
     if let Some(c) = conn.upgrade() {
         c.die(why);
+    }
+    remove_cgroups_of(pid).await;
+}
+
+/// Removes what a zygote that was killed (and could not clean up) left in the cgroup tree,
+/// once its sandboxes, which die with it, have exited: tried for up to 2 s.
+async fn remove_cgroups_of(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    for _ in 0..40 {
+        if crate::cgroup::remove_dead_zygote_tree(pid).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
