@@ -179,7 +179,6 @@ fn make_task(kind: Kind, id: u64, via_http: bool, rng: &mut Rng) -> (Task, Optio
 struct Record {
     kind: Kind,
     via_http: bool,
-    submitted: Instant,
     done: Instant,
     /// The status, or the error for a task that could not be started.
     result: Result<Status, String>,
@@ -195,14 +194,87 @@ struct Faults {
 }
 
 impl Faults {
-    /// Whether a fault hit `template` while a task ran, or in the second before it started
-    /// (a pooled sandbox killed just before the task claimed it).
-    fn hit(&self, template: usize, from: Instant, to: Instant) -> bool {
+    /// Whether a fault hit a template `which` accepts while a task ran, or in the second
+    /// before it started (a pooled sandbox killed just before the task claimed it).
+    fn hit(&self, which: impl Fn(usize) -> bool, from: Instant, to: Instant) -> bool {
         let from = from.checked_sub(Duration::from_secs(1)).unwrap_or(from);
         self.log
             .lock()
-            .map(|l| l.iter().any(|(t, at, _)| *t == template && *at >= from && *at <= to))
+            .map(|l| {
+                l.iter()
+                    .rev()
+                    .take_while(|(_, at, _)| *at >= from)
+                    .any(|(t, at, _)| which(*t) && *at <= to)
+            })
             .unwrap_or(false)
+    }
+}
+
+/// What the soak keeps of its tasks: counters, and per minute the echo tasks' latencies (4
+/// bytes each), so that its own memory hardly grows with the tasks it has seen and the host's
+/// RSS shows the runtime's.
+#[derive(Debug, Default)]
+struct Tally {
+    recorded: u64,
+    lost: u64,
+    http: u64,
+    faulted: u64,
+    /// Per kind: tasks, with the right status and content, ended by a fault, slowest µs.
+    by_kind: BTreeMap<Kind, (u64, u64, u64, u64)>,
+    fault_reasons: BTreeMap<String, u64>,
+    wrong: BTreeMap<String, u64>,
+    /// Per minute (by completion): tasks, echo latencies in µs.
+    minutes: Vec<(u64, Vec<u32>)>,
+}
+
+impl Tally {
+    /// Judges one finished task: `hit` tells whether an injected fault may explain it.
+    fn add(&mut self, r: Record, hit: bool, start: Instant) {
+        self.recorded += 1;
+        self.http += r.via_http as u64;
+        let minute = (r.done.duration_since(start).as_secs() / 60) as usize;
+        if self.minutes.len() <= minute {
+            self.minutes.resize_with(minute + 1, Default::default);
+        }
+        self.minutes[minute].0 += 1;
+        if r.kind == Kind::Echo && r.result.is_ok() {
+            self.minutes[minute].1.push(r.latency_us.min(u32::MAX as u64) as u32);
+        }
+        let e = self.by_kind.entry(r.kind).or_default();
+        e.0 += 1;
+        e.3 = e.3.max(r.latency_us);
+        let via = if r.via_http { " (http)" } else { "" };
+        let expected = r.kind.expected(r.via_http);
+        let wrong = match &r.result {
+            Ok(s) if *s == expected && r.content_ok => {
+                e.1 += 1;
+                None
+            }
+            Ok(s) if *s == expected => Some(format!("{:?}{via}: not its own output", r.kind)),
+            Err(m) if m.starts_with("LOST") => {
+                self.lost += 1;
+                Some(format!("{:?}{via}: {m}", r.kind))
+            }
+            Ok(Status::Killed | Status::InternalError) | Err(_) if hit => {
+                e.2 += 1;
+                self.faulted += 1;
+                let why = match &r.result {
+                    Ok(s) => format!("{s:?}"),
+                    Err(m) => m.chars().take(70).collect(),
+                };
+                *self.fault_reasons.entry(why).or_default() += 1;
+                None
+            }
+            Ok(s) => Some(format!("{:?}{via}: {s:?}", r.kind)),
+            Err(m) => Some(format!(
+                "{:?}{via}: error {}",
+                r.kind,
+                m.chars().take(120).collect::<String>()
+            )),
+        };
+        if let Some(w) = wrong {
+            *self.wrong.entry(w).or_default() += 1;
+        }
     }
 }
 
@@ -210,8 +282,9 @@ impl Faults {
 #[derive(Debug, Clone, Copy, Default)]
 struct Vitals {
     fds: usize,
-    /// Pipes, sockets and pidfds: their number moves with the work in flight (pool
-    /// sandboxes' pipes, HTTP keep-alive connections, a zygote being restarted).
+    /// Pipes, sockets, pidfds, module files and /dev/null: their number moves with the work
+    /// in flight (pool sandboxes' pipes, HTTP keep-alive connections, a zygote being
+    /// restarted reads its module, a probe's stdin).
     moving: usize,
     threads: usize,
     rss_kb: u64,
@@ -224,7 +297,11 @@ fn vitals(pid: u32) -> Vitals {
             v.fds += 1;
             if std::fs::read_link(e.path()).is_ok_and(|l| {
                 let l = l.to_string_lossy();
-                l.starts_with("pipe:") || l.starts_with("socket:") || l == "anon_inode:[pidfd]"
+                l.starts_with("pipe:")
+                    || l.starts_with("socket:")
+                    || l == "anon_inode:[pidfd]"
+                    || l.ends_with(".wasm")
+                    || l == "/dev/null"
             }) {
                 v.moving += 1;
             }
@@ -346,7 +423,7 @@ fn temp_names() -> HashSet<PathBuf> {
     out
 }
 
-fn pct(sorted: &[u64], q: f64) -> u64 {
+fn pct(sorted: &[u32], q: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -562,7 +639,7 @@ async fn soak(args: Args) -> Result<bool, String> {
 
     let start = Instant::now();
     let end = start + Duration::from_secs(args.duration);
-    let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::new()));
+    let tally: Arc<Mutex<Tally>> = Arc::new(Mutex::new(Tally::default()));
     let submitted = Arc::new(AtomicU64::new(0));
     let faults = Arc::new(Faults::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -570,8 +647,8 @@ async fn soak(args: Args) -> Result<bool, String> {
     // Submitters.
     let mut submitters = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency {
-        let (library, server, records, submitted) =
-            (library.clone(), server.clone(), records.clone(), submitted.clone());
+        let (library, server, tally, submitted, faults) =
+            (library.clone(), server.clone(), tally.clone(), submitted.clone(), faults.clone());
         let via_http = server.is_some() && worker % 4 == 3;
         let mut rng = Rng(seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         submitters.spawn(async move {
@@ -601,14 +678,19 @@ async fn soak(args: Args) -> Result<bool, String> {
                 let record = Record {
                     kind,
                     via_http,
-                    submitted: submitted_at,
                     done,
                     content_ok: result.as_ref().is_ok_and(|(_, ok)| *ok),
                     result: result.map(|(s, _)| s),
                     latency_us: done.duration_since(submitted_at).as_micros() as u64,
                 };
-                if let Ok(mut r) = records.lock() {
-                    r.push(record);
+                let template = library.index(kind);
+                let hit = faults.hit(
+                    |t| if via_http { t >= MIX.len() } else { t == template },
+                    submitted_at,
+                    done,
+                );
+                if let Ok(mut t) = tally.lock() {
+                    t.add(record, hit, start);
                 }
             }
         });
@@ -711,7 +793,7 @@ async fn soak(args: Args) -> Result<bool, String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let last = (vitals(me), server_pid.map(vitals));
 
-    let records = std::mem::take(&mut *records.lock().map_err(|_| "records poisoned")?);
+    let tally = std::mem::take(&mut *tally.lock().map_err(|_| "tally poisoned")?);
     let submitted = submitted.load(Ordering::Relaxed);
     let mut ok = true;
     let mut report = |pass: bool, line: String| {
@@ -721,29 +803,20 @@ async fn soak(args: Args) -> Result<bool, String> {
 
     // Per minute.
     println!("minute  tasks  tasks/s  echo p50 us  echo p99 us  host fds  threads  rss MiB");
-    let minutes = elapsed.as_secs().div_ceil(60).max(1);
-    for m in 0..minutes {
-        let (lo, hi) = (Duration::from_secs(m * 60), Duration::from_secs((m + 1) * 60));
-        let in_minute: Vec<&Record> = records
-            .iter()
-            .filter(|r| {
-                let at = r.done.duration_since(start);
-                at >= lo && at < hi
-            })
-            .collect();
-        let mut echo: Vec<u64> = in_minute
-            .iter()
-            .filter(|r| r.kind == Kind::Echo && r.result.is_ok())
-            .map(|r| r.latency_us)
-            .collect();
+    let mut all_echo: Vec<u32> = Vec::new();
+    for (m, (tasks, echo)) in tally.minutes.iter().enumerate() {
+        let mut echo = echo.clone();
         echo.sort_unstable();
-        let span = (elapsed.min(hi) - lo).as_secs_f64().max(1.0);
-        let v = minute_vitals.get(m as usize).map_or(last.0, |v| v.0);
+        all_echo.extend_from_slice(&echo);
+        let (lo, hi) =
+            (Duration::from_secs(m as u64 * 60), Duration::from_secs(m as u64 * 60 + 60));
+        let span = (elapsed.min(hi).saturating_sub(lo)).as_secs_f64().max(1.0);
+        let v = minute_vitals.get(m).map_or(last.0, |v| v.0);
         println!(
             "{:>6}  {:>5}  {:>7.0}  {:>11}  {:>11}  {:>8}  {:>7}  {:>7.1}",
             m + 1,
-            in_minute.len(),
-            in_minute.len() as f64 / span,
+            tasks,
+            *tasks as f64 / span,
             pct(&echo, 0.5),
             pct(&echo, 0.99),
             v.fds,
@@ -753,55 +826,15 @@ async fn soak(args: Args) -> Result<bool, String> {
     }
 
     // Outcomes: one per task, the right one.
-    let lost =
-        records.iter().filter(|r| r.result.as_ref().is_err_and(|e| e.starts_with("LOST"))).count();
     report(
-        records.len() as u64 == submitted && lost == 0,
+        tally.recorded == submitted && tally.lost == 0,
         format!(
-            "outcomes: {submitted} tasks submitted, {} outcomes recorded, {lost} lost (no outcome within deadline + 30 s)",
-            records.len()
+            "outcomes: {submitted} tasks submitted, {} outcomes recorded, {} lost (no outcome within deadline + 30 s)",
+            tally.recorded, tally.lost
         ),
     );
-    let mut by_kind: BTreeMap<Kind, (u64, u64, u64, u64)> = BTreeMap::new();
-    let mut wrong: Vec<String> = Vec::new();
-    let (mut faulted, mut http) = (0u64, 0u64);
-    let mut fault_reasons: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &records {
-        let e = by_kind.entry(r.kind).or_default();
-        e.0 += 1;
-        http += r.via_http as u64;
-        let template = if r.via_http { MIX.len() } else { library.index(r.kind) };
-        let hit = faults.hit(template, r.submitted, r.done)
-            || (r.via_http
-                && (MIX.len()..MIX.len() * 2).any(|t| faults.hit(t, r.submitted, r.done)));
-        match &r.result {
-            Ok(s) if *s == r.kind.expected(r.via_http) && r.content_ok => e.1 += 1,
-            Ok(s) if *s == r.kind.expected(r.via_http) => {
-                wrong.push(format!("{:?}: the right status but not its own output", r.kind))
-            }
-            Ok(Status::Killed | Status::InternalError) | Err(_) if hit => {
-                e.2 += 1;
-                faulted += 1;
-                let why = match &r.result {
-                    Ok(s) => format!("{s:?}"),
-                    Err(m) => m.chars().take(60).collect(),
-                };
-                *fault_reasons.entry(why).or_insert(0u64) += 1;
-            }
-            Ok(s) => wrong.push(format!(
-                "{:?}{}: {s:?}",
-                r.kind,
-                if r.via_http { " (http)" } else { "" }
-            )),
-            Err(msg) => wrong.push(format!(
-                "{:?}{}: error {msg}",
-                r.kind,
-                if r.via_http { " (http)" } else { "" }
-            )),
-        }
-        e.3 = e.3.max(r.latency_us);
-    }
-    for (kind, (n, right, hit, worst)) in &by_kind {
+    let by_kind = &tally.by_kind;
+    for (kind, (n, right, hit, worst)) in by_kind {
         println!(
             "  {:<14} {n:>7} tasks: {right:>7} {:?}, {hit:>5} ended by an injected fault; slowest {} ms",
             format!("{kind:?}"),
@@ -809,7 +842,7 @@ async fn soak(args: Args) -> Result<bool, String> {
             worst / 1000
         );
     }
-    for (why, n) in &fault_reasons {
+    for (why, n) in &tally.fault_reasons {
         println!("    ended by a fault as {why}: {n}");
     }
     let fault_count = faults.log.lock().map_or(0, |l| l.len() / 2);
@@ -819,19 +852,21 @@ async fn soak(args: Args) -> Result<bool, String> {
     });
     let restarts: u64 = library.templates.iter().map(|(_, h)| h.zygote_restarts()).sum();
     println!(
-        "  faults injected: {fault_count} SIGKILLs ({sandbox_kills} sandboxes, {zygote_kills} zygotes); library zygotes restarted {restarts} times; {http} tasks over HTTP"
+        "  faults injected: {fault_count} SIGKILLs ({sandbox_kills} sandboxes, {zygote_kills} zygotes); library zygotes restarted {restarts} times; {} tasks over HTTP",
+        tally.http
     );
-    wrong.sort();
-    wrong.dedup_by(|a, b| a == b);
+    let wrong: u64 = tally.wrong.values().sum();
     report(
-        wrong.is_empty(),
+        wrong == 0,
         format!(
-            "statuses: every task the status it must have, or ({faulted}) one explained by a fault on its template while it ran; {} wrong{}",
-            wrong.len(),
-            if wrong.is_empty() {
+            "statuses: every task the status it must have, or ({}) one explained by a fault on its template while it ran; {wrong} wrong{}",
+            tally.faulted,
+            if wrong == 0 {
                 String::new()
             } else {
-                format!(": {}", wrong.iter().take(10).cloned().collect::<Vec<_>>().join("; "))
+                let some: Vec<String> =
+                    tally.wrong.iter().take(10).map(|(w, n)| format!("{n} × {w}")).collect();
+                format!(": {}", some.join("; "))
             }
         ),
     );
@@ -864,7 +899,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         (
             pass,
             format!(
-                "{what}: fds {} → {} (files and others {} → {}; pipes, sockets, pidfds {} → {}, +{slack} allowed), threads {} → {} (+8), RSS {:.1} → {:.1} MiB (+{:.0})",
+                "{what}: fds {} → {} (steady kinds {} → {}; pipes, sockets, pidfds, module files {} → {}, +{slack} allowed), threads {} → {} (+8), RSS {:.1} → {:.1} MiB (+{:.0})",
                 b.fds,
                 l.fds,
                 b.fds - b.moving,
@@ -942,19 +977,14 @@ async fn soak(args: Args) -> Result<bool, String> {
         new.iter().filter(|p| p.to_string_lossy().contains("zeroboot")).collect();
     report(ours.is_empty(), format!("temporary files: {} left {ours:?}", ours.len()));
 
-    let mut echo: Vec<u64> = records
-        .iter()
-        .filter(|r| r.kind == Kind::Echo && r.result.is_ok())
-        .map(|r| r.latency_us)
-        .collect();
-    echo.sort_unstable();
+    all_echo.sort_unstable();
     println!(
         "soak: {} tasks in {:.0} s ({:.0}/s), echo p50 {} us p99 {} us; {}",
-        records.len(),
+        tally.recorded,
         elapsed.as_secs_f64(),
-        records.len() as f64 / elapsed.as_secs_f64(),
-        pct(&echo, 0.5),
-        pct(&echo, 0.99),
+        tally.recorded as f64 / elapsed.as_secs_f64(),
+        pct(&all_echo, 0.5),
+        pct(&all_echo, 0.99),
         if ok { "all checks passed" } else { "CHECKS FAILED" }
     );
     Ok(ok)
