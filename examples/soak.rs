@@ -282,12 +282,37 @@ impl Tally {
 #[derive(Debug, Clone, Copy, Default)]
 struct Vitals {
     fds: usize,
-    /// Pipes, sockets, pidfds, module files and /dev/null: their number moves with the work
-    /// in flight (pool sandboxes' pipes, HTTP keep-alive connections, a zygote being
-    /// restarted reads its module, a probe's stdin).
+    /// Of the kinds in [`transient`]: pipes, sockets, pidfds, module files and memfds,
+    /// /dev/null. Their number moves with the work in flight (pool sandboxes' pipes, HTTP
+    /// keep-alive connections, a zygote being restarted reads its module, a probe's stdin).
     moving: usize,
     threads: usize,
     rss_kb: u64,
+}
+
+/// Whether a descriptor (its `/proc/PID/fd` link) is of a kind whose number moves with the
+/// work in flight.
+fn transient(link: &str) -> bool {
+    link.starts_with("pipe:")
+        || link.starts_with("socket:")
+        || link == "anon_inode:[pidfd]"
+        || link.ends_with(".wasm")
+        || link.starts_with("/memfd:module")
+        || link == "/dev/null"
+}
+
+/// The links of `pid`'s descriptors of steady kinds (named in a failed check).
+fn steady_fds(pid: u32) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| !transient(l))
+        .collect();
+    out.sort();
+    out
 }
 
 fn vitals(pid: u32) -> Vitals {
@@ -295,14 +320,7 @@ fn vitals(pid: u32) -> Vitals {
     if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for e in entries.flatten() {
             v.fds += 1;
-            if std::fs::read_link(e.path()).is_ok_and(|l| {
-                let l = l.to_string_lossy();
-                l.starts_with("pipe:")
-                    || l.starts_with("socket:")
-                    || l == "anon_inode:[pidfd]"
-                    || l.ends_with(".wasm")
-                    || l == "/dev/null"
-            }) {
+            if std::fs::read_link(e.path()).is_ok_and(|l| transient(&l.to_string_lossy())) {
                 v.moving += 1;
             }
         }
@@ -929,12 +947,19 @@ async fn soak(args: Args) -> Result<bool, String> {
         minute_vitals.iter().map(|v| v.0).chain(std::iter::once(last.0)).collect();
     let (pass, line) =
         flat("host (worst of every minute)", baseline.0, worst(host_samples), MIX.len());
-    report(pass, line);
+    let steady = |pass: bool, pid: u32| {
+        if pass {
+            String::new()
+        } else {
+            format!("; steady descriptors now: {:?}", steady_fds(pid))
+        }
+    };
+    report(pass, line + &steady(pass, me));
     if let (Some(b), Some(l)) = (baseline.1, last.1) {
         let samples: Vec<Vitals> =
             minute_vitals.iter().filter_map(|v| v.1).chain(std::iter::once(l)).collect();
         let (pass, line) = flat("serve (worst of every minute)", b, worst(samples), MIX.len());
-        report(pass, line);
+        report(pass, line + &steady(pass, server_pid.unwrap_or(0)));
     }
 
     // Stop everything, then look for what is left.
