@@ -283,7 +283,7 @@ impl Tally {
 struct Vitals {
     fds: usize,
     /// Of the kinds in [`transient`]: pipes, sockets, pidfds, module files and memfds,
-    /// /dev/null. Their number moves with the work in flight (pool sandboxes' pipes, HTTP
+    /// /dev/null, the soak's own /proc and /sys readings. Their number moves with the work in flight (pool sandboxes' pipes, HTTP
     /// keep-alive connections, a zygote being restarted reads its module, a probe's stdin).
     moving: usize,
     threads: usize,
@@ -299,6 +299,9 @@ fn transient(link: &str) -> bool {
         || link.ends_with(".wasm")
         || link.starts_with("/memfd:module")
         || link == "/dev/null"
+        // The soak's own readings of /proc and /sys, made by its other threads meanwhile.
+        || link.starts_with("/proc/")
+        || link.starts_with("/sys/")
 }
 
 /// The links of `pid`'s descriptors of steady kinds (named in a failed check).
