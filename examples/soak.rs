@@ -789,12 +789,24 @@ async fn soak(args: Args) -> Result<bool, String> {
     let warm = Duration::from_secs(10.min(args.duration / 4).max(1));
     tokio::time::sleep(warm).await;
     let baseline = (vitals(me), server_pid.map(vitals));
+    let steady_baseline = steady_fds(me);
+    // Steady descriptors seen in a sample beyond the baseline's (named in a failed check).
+    let mut steady_extra: Vec<String> = Vec::new();
     let mut next = start + Duration::from_secs(60);
     while Instant::now() < end {
         let wake = next.min(end);
         tokio::time::sleep_until(wake.into()).await;
         if Instant::now() >= next {
             minute_vitals.push((vitals(me), server_pid.map(vitals)));
+            let mut base = steady_baseline.clone();
+            for fd in steady_fds(me) {
+                match base.iter().position(|b| *b == fd) {
+                    Some(i) => {
+                        base.swap_remove(i);
+                    }
+                    None => steady_extra.push(format!("minute {}: {fd}", minute_vitals.len())),
+                }
+            }
             next += Duration::from_secs(60);
         }
     }
