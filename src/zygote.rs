@@ -896,7 +896,14 @@ pub(crate) fn judge(
         (Some(r), _) if !timed_out || r.status != Status::InternalError => {
             o.status = r.status;
             o.exit_code = r.exit_code;
-            o.message = r.message;
+            // Every status but `exited` says why, even from a report that did not (a
+            // corrupt or forged one; found by fuzzing).
+            o.message = match (r.message, r.status) {
+                (None, s) if s != Status::Exited => {
+                    Some(format!("sandbox reported `{}` without a message", s.as_str()))
+                }
+                (m, _) => m,
+            };
         }
         _ if timed_out => {
             o.status = Status::Timeout;
@@ -979,6 +986,26 @@ mod tests {
         ]
     }
 
+    /// Found by fuzzing the report frame: a report of `trapped` without a message gave an
+    /// outcome without one, though every status but `exited` carries its reason.
+    #[test]
+    fn a_report_without_a_message_still_says_why() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/seeds/sandbox_frames/found_trapped_without_message"
+        ))
+        .unwrap();
+        let mut reader = wire::FrameReader::default();
+        let report = match reader.push::<ChildReport>(&input[2..]) {
+            wire::Frame::Complete(r) => r,
+            _ => panic!("the finding's report decodes"),
+        };
+        assert_eq!((report.status, report.message.as_deref()), (Status::Trapped, None));
+        let o = judge(Ok(Some(report)), ExitStatus::Code(0), false, None);
+        assert_eq!(o.status, Status::Trapped);
+        assert_eq!(o.message.as_deref(), Some("sandbox reported `trapped` without a message"));
+    }
+
     proptest! {
         /// The outcome's status from what the sandbox reported and how its process ended.
         #[test]
@@ -1004,7 +1031,9 @@ mod tests {
                 (Ok(Some(r)), _) if !timed_out || r.status != Status::InternalError => {
                     prop_assert_eq!(o.status, r.status);
                     prop_assert_eq!(o.exit_code, r.exit_code);
-                    prop_assert_eq!(&o.message, &r.message);
+                    if r.message.is_some() || r.status == Status::Exited {
+                        prop_assert_eq!(&o.message, &r.message);
+                    }
                 }
                 (Ok(_), _) if timed_out => {
                     prop_assert_eq!(o.status, Status::Timeout);
@@ -1025,6 +1054,8 @@ mod tests {
                     prop_assert!(said);
                 }
             }
+            // Every status but `exited` says why.
+            prop_assert!(o.status == Status::Exited || o.message.is_some(), "{:?}", o);
             // What the sandbox measured is kept whatever the status.
             if let Ok(Some(r)) = &report {
                 prop_assert_eq!(o.timings_us.setup, r.setup_us);
