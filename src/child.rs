@@ -14,7 +14,7 @@ use crate::rlimits::Rlimits;
 use crate::sys;
 use crate::task::{Stdin, Task};
 use crate::template::{Entry, Template, Warm};
-use crate::wire::{self, ChildReport};
+use crate::wire::{self, ChildReport, TaskHeader};
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -248,33 +248,11 @@ fn receive<'a>(
                     .lower_cpu_for_task(timeout)
                     .map_err(|e| format!("cannot lower the CPU-time limit to the task's: {e}"))?;
             }
-            let deadline = match header.remaining_us {
-                None => None,
-                Some(us) => Some(
-                    since
-                        .checked_add(Duration::from_micros(us))
-                        .ok_or("task deadline out of range")?,
-                ),
-            };
-            let task = Task {
-                argv0: header.argv0.map(Cow::into_owned),
-                args: header.args.into_owned(),
-                env: header.env.into_owned(),
-                stdin: if header.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(stdin) },
-                timeout,
-                max_memory: header.max_memory,
-                fuel: header.fuel,
-                max_write: header.max_write,
-                max_files: header.max_files,
-                invoke: header.invoke.map(Cow::into_owned),
-                files: header.files.into_owned(),
-                files_out: header.files_out,
-                arguments: header.arguments.map(Cow::into_owned),
-                ..Task::default()
-            };
+            let deadline = deadline_of(since, header.remaining_us)?;
+            let (task, preopens) = task_of(header, stdin);
             Ok(Ready {
                 task: Cow::Owned(task),
-                preopens: header.preopens.into_owned(),
+                preopens,
                 deadline,
                 payload: Payload::Guest,
                 since,
@@ -282,6 +260,42 @@ fn receive<'a>(
             })
         }
     }
+}
+
+/// When a task handed over at `since` with `remaining_us` left is due (`Err`: past the
+/// clock's range, which a sandbox must refuse rather than panic on).
+pub(crate) fn deadline_of(
+    since: Instant,
+    remaining_us: Option<u64>,
+) -> Result<Option<Instant>, String> {
+    match remaining_us {
+        None => Ok(None),
+        Some(us) => since
+            .checked_add(Duration::from_micros(us))
+            .map(Some)
+            .ok_or_else(|| "task deadline out of range".to_string()),
+    }
+}
+
+/// The task (and its preopened directories) a sandbox decoded from its channel.
+pub(crate) fn task_of(header: TaskHeader<'static>, stdin: Vec<u8>) -> (Task, Vec<Preopen>) {
+    let task = Task {
+        argv0: header.argv0.map(Cow::into_owned),
+        args: header.args.into_owned(),
+        env: header.env.into_owned(),
+        stdin: if header.inherit_stdin { Stdin::Inherit } else { Stdin::Bytes(stdin) },
+        timeout: header.timeout_us.map(Duration::from_micros),
+        max_memory: header.max_memory,
+        fuel: header.fuel,
+        max_write: header.max_write,
+        max_files: header.max_files,
+        invoke: header.invoke.map(Cow::into_owned),
+        files: header.files.into_owned(),
+        files_out: header.files_out,
+        arguments: header.arguments.map(Cow::into_owned),
+        ..Task::default()
+    };
+    (task, header.preopens.into_owned())
 }
 
 /// Moves the child's descriptors to 0–3 and closes everything else.
@@ -723,4 +737,101 @@ fn wasi_ctx(
             .map_err(|e| std::io::Error::other(format!("{}: {e}", d.guest)))?;
     }
     Ok(b.build_p1())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What ended a guest, as its error.
+    #[derive(Debug, Clone)]
+    enum Cause {
+        Exit(i32),
+        Trap(Trap),
+        WriteLimit,
+        Other(String),
+    }
+
+    fn cause() -> impl Strategy<Value = Cause> {
+        prop_oneof![
+            any::<i32>().prop_map(Cause::Exit),
+            prop::sample::select(vec![
+                Trap::Interrupt,
+                Trap::OutOfFuel,
+                Trap::UnreachableCodeReached,
+                Trap::MemoryOutOfBounds,
+                Trap::StackOverflow,
+                Trap::IntegerDivisionByZero,
+                Trap::IndirectCallToNull,
+                Trap::TableOutOfBounds,
+            ])
+            .prop_map(Cause::Trap),
+            Just(Cause::WriteLimit),
+            ".{0,20}".prop_map(Cause::Other),
+        ]
+    }
+
+    fn error(cause: &Cause, context: bool) -> wasmtime::Error {
+        let e = match cause {
+            Cause::Exit(code) => wasmtime::Error::new(I32Exit(*code)),
+            Cause::Trap(t) => wasmtime::Error::new(*t),
+            Cause::WriteLimit => wasmtime::Error::new(WriteLimitExceeded::Files { limit: 1 }),
+            Cause::Other(m) => wasmtime::Error::msg(m.clone()),
+        };
+        // Wasmtime adds the wasm backtrace as context: it must not hide the cause.
+        if context { e.context("wasm backtrace:\n  0: f") } else { e }
+    }
+
+    proptest! {
+        #[test]
+        fn trap_classification(
+            cause in cause(),
+            context in any::<bool>(),
+            refused in proptest::option::of(0usize..1 << 40),
+            max_memory in proptest::option::of(0usize..1 << 40),
+            timeout_ms in proptest::option::of(1u64..100_000),
+            fuel in proptest::option::of(any::<u64>()),
+        ) {
+            let task = Task {
+                max_memory,
+                timeout: timeout_ms.map(Duration::from_millis),
+                fuel,
+                ..Task::default()
+            };
+            let (status, code, message) = classify(&error(&cause, context), refused, &task);
+            let capped = refused.is_some() && max_memory.is_some();
+            let expected = match &cause {
+                Cause::Exit(c) if *c != 0 && capped => Status::MemoryLimit,
+                Cause::Exit(_) => Status::Exited,
+                Cause::Trap(Trap::Interrupt) => Status::Timeout,
+                Cause::Trap(Trap::OutOfFuel) => Status::FuelExhausted,
+                Cause::WriteLimit => Status::WriteLimit,
+                Cause::Trap(_) | Cause::Other(_) if capped => Status::MemoryLimit,
+                Cause::Trap(_) | Cause::Other(_) => Status::Trapped,
+            };
+            prop_assert_eq!(status, expected);
+            match &cause {
+                Cause::Exit(c) => prop_assert_eq!(code, Some(*c)),
+                _ => prop_assert_eq!(code, None),
+            }
+            // Every status but a plain exit says why; a timeout names its deadline.
+            prop_assert_eq!(message.is_none(), status == Status::Exited, "{:?}", message);
+            if status == Status::Timeout {
+                let ms = timeout_ms.unwrap_or(0);
+                let named = message.unwrap_or_default().contains(&format!("deadline of {ms} ms"));
+                prop_assert!(named);
+            }
+        }
+
+        #[test]
+        fn handed_over_deadlines_never_panic(us in proptest::option::of(any::<u64>())) {
+            let now = Instant::now();
+            match deadline_of(now, us) {
+                Ok(None) => prop_assert!(us.is_none()),
+                Ok(Some(d)) => prop_assert_eq!(d - now, Duration::from_micros(us.unwrap_or(0))),
+                Err(e) => prop_assert!(e.contains("out of range")),
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ use crate::namespaces::MountedGrant;
 use crate::outcome::{Captured, Outcome, Status};
 use crate::protocol::{
     self, GrantSpec, IsolationSpec, LoadRequest, MAX_MESSAGE, MountedGrantInfo, Reply, Request,
-    VERSION,
+    SetLimit, VERSION,
 };
 use crate::sys::{self, ExitStatus, Received};
 use crate::task::{Output, Stdin, Task, TaskError};
@@ -498,7 +498,7 @@ impl Connection {
             self.pool.lock().ok().and_then(|mut p| p.pop_front())
         };
         let (fork_us, mut fds) = if let Some(p) = pooled {
-            let set_limit = (p.max_memory != max_memory).then_some(max_memory);
+            let set_limit = (p.max_memory != max_memory).then_some(SetLimit { max_memory });
             let claim = Request::Claim { id, sandbox: p.sandbox, timeout_us, set_limit };
             if let Err(e) = send(&self.sock, &claim, &[]).await {
                 guard.finished = true;
@@ -741,16 +741,21 @@ impl Drop for Connection {
     }
 }
 
+/// A sandbox's exit as the zygote reported it: its code, else its signal.
+pub(crate) fn exit_status(code: Option<i32>, signal: Option<i32>) -> ExitStatus {
+    match (code, signal) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (_, Some(s)) => ExitStatus::Signal(s),
+        _ => ExitStatus::Code(0),
+    }
+}
+
 fn dispatch(c: &Connection, reply: Reply, fds: Vec<OwnedFd>) {
     let (id, event, last) = match reply {
         Reply::Started { id, fork_us } => (id, Event::Started { fork_us, fds }, false),
         Reply::RunFailed { id, message } => (id, Event::Failed(message), true),
         Reply::Exited { id, code, signal, peak_rss, timed_out, oom_killed, memory_limit } => {
-            let status = match (code, signal) {
-                (Some(c), _) => ExitStatus::Code(c),
-                (_, Some(s)) => ExitStatus::Signal(s),
-                _ => ExitStatus::Code(0),
-            };
+            let status = exit_status(code, signal);
             let oom = oom_killed.then_some(memory_limit);
             (id, Event::Exited { status, peak_rss, timed_out, oom }, true)
         }

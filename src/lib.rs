@@ -31,6 +31,9 @@ pub mod entry;
 mod error;
 mod file_streams;
 mod flight;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod invoke;
 pub mod namespaces;
@@ -49,6 +52,8 @@ mod template;
 #[doc(hidden)]
 pub mod testkit;
 mod wire;
+#[doc(hidden)]
+pub mod worker_request;
 mod zygote;
 mod zygote_process;
 

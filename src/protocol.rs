@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Largest message either side sends or accepts, in bytes. Messages carry no task data, so
 /// this is generous; a bigger packet is a protocol error.
@@ -120,6 +120,15 @@ pub enum LoadFailure {
     Internal,
 }
 
+/// A claimed pool sandbox's new memory limit: for a linear-memory cap of `max_memory`
+/// (`None`: no cap). A struct, not an `Option<Option<u64>>`: JSON would write both "no cap"
+/// and "no change" as `null` (a claim lifting a cap was read as no change, and never
+/// acknowledged; found by fuzzing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetLimit {
+    pub max_memory: Option<u64>,
+}
+
 /// Host → zygote.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -141,14 +150,14 @@ pub enum Request {
     /// Kill run `id`'s sandbox (its `Exited` still follows).
     /// Run `id` in pooled sandbox `sandbox`; the host writes the task into it. With
     /// `set_limit`, the zygote first sets the sandbox's memory limit for this linear-memory cap
-    /// (`None` inside: no cap) and answers `Started`; without, it answers nothing until
+    /// (`max_memory: None`: no cap) and answers `Started`; without, it answers nothing until
     /// `Exited`.
     Claim {
         id: u64,
         sandbox: u64,
         timeout_us: Option<u64>,
         #[serde(default)]
-        set_limit: Option<Option<u64>>,
+        set_limit: Option<SetLimit>,
     },
     Cancel {
         id: u64,
@@ -239,6 +248,19 @@ mod tests {
         match decode::<Request>(&encode(&r)).unwrap() {
             Request::Run { id: 7, timeout_us: Some(5), max_memory: None, inherit_stdin: true } => {}
             other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_lifting_the_cap_is_not_a_claim_keeping_it() {
+        for set_limit in
+            [None, Some(SetLimit { max_memory: None }), Some(SetLimit { max_memory: Some(5) })]
+        {
+            let r = Request::Claim { id: 1, sandbox: 2, timeout_us: None, set_limit };
+            match decode::<Request>(&encode(&r)).unwrap() {
+                Request::Claim { set_limit: got, .. } => assert_eq!(got, set_limit),
+                other => panic!("got {other:?}"),
+            }
         }
     }
 

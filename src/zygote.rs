@@ -896,7 +896,14 @@ pub(crate) fn judge(
         (Some(r), _) if !timed_out || r.status != Status::InternalError => {
             o.status = r.status;
             o.exit_code = r.exit_code;
-            o.message = r.message;
+            // Every status but `exited` says why, even from a report that did not (a
+            // corrupt or forged one; found by fuzzing).
+            o.message = match (r.message, r.status) {
+                (None, s) if s != Status::Exited => {
+                    Some(format!("sandbox reported `{}` without a message", s.as_str()))
+                }
+                (m, _) => m,
+            };
         }
         _ if timed_out => {
             o.status = Status::Timeout;
@@ -923,4 +930,152 @@ pub(crate) fn judge(
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status() -> impl Strategy<Value = Status> {
+        prop::sample::select(vec![
+            Status::Exited,
+            Status::Trapped,
+            Status::Timeout,
+            Status::FuelExhausted,
+            Status::MemoryLimit,
+            Status::WriteLimit,
+            Status::SandboxViolation,
+            Status::Killed,
+            Status::InternalError,
+        ])
+    }
+
+    fn report() -> impl Strategy<Value = ChildReport> {
+        (
+            status(),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(".{0,10}"),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            any::<bool>(),
+        )
+            .prop_map(|(status, exit_code, message, setup_us, run_us, fuel, truncated)| {
+                ChildReport {
+                    status,
+                    exit_code,
+                    message,
+                    setup_us,
+                    run_us,
+                    fuel_consumed: fuel,
+                    peak_rss: 0,
+                    files: Vec::new(),
+                    files_truncated: truncated,
+                }
+            })
+    }
+
+    /// How the sandbox process ended: any exit code, any signal number.
+    fn exit() -> impl Strategy<Value = ExitStatus> {
+        prop_oneof![
+            any::<i32>().prop_map(ExitStatus::Code),
+            (1i32..65).prop_map(ExitStatus::Signal),
+            Just(ExitStatus::Signal(libc::SIGSYS)),
+            Just(ExitStatus::Signal(libc::SIGKILL)),
+        ]
+    }
+
+    /// Found by fuzzing the report frame: a report of `trapped` without a message gave an
+    /// outcome without one, though every status but `exited` carries its reason.
+    #[test]
+    fn a_report_without_a_message_still_says_why() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/seeds/sandbox_frames/found_trapped_without_message"
+        ))
+        .unwrap();
+        let mut reader = wire::FrameReader::default();
+        let report = match reader.push::<ChildReport>(&input[2..]) {
+            wire::Frame::Complete(r) => r,
+            _ => panic!("the finding's report decodes"),
+        };
+        assert_eq!((report.status, report.message.as_deref()), (Status::Trapped, None));
+        let o = judge(Ok(Some(report)), ExitStatus::Code(0), false, None);
+        assert_eq!(o.status, Status::Trapped);
+        assert_eq!(o.message.as_deref(), Some("sandbox reported `trapped` without a message"));
+    }
+
+    proptest! {
+        /// The outcome's status from what the sandbox reported and how its process ended.
+        #[test]
+        fn judged_status(
+            report in prop_oneof![
+                report().prop_map(|r| Ok(Some(r))),
+                Just(Ok(None)),
+                ".{0,10}".prop_map(Err),
+            ],
+            exit in exit(),
+            timed_out in any::<bool>(),
+            timeout_ms in proptest::option::of(1u64..1_000_000),
+        ) {
+            let timeout = timeout_ms.map(Duration::from_millis);
+            let o = judge(report.clone(), exit, timed_out, timeout);
+            match (&report, exit) {
+                (Err(e), _) => {
+                    prop_assert_eq!(o.status, Status::InternalError);
+                    prop_assert_eq!(&o.message, &Some(format!("sandbox sent a corrupt report: {e}")));
+                }
+                // A report is the outcome, unless the sandbox blew its deadline while
+                // reporting an internal error (the deadline is the cause then).
+                (Ok(Some(r)), _) if !timed_out || r.status != Status::InternalError => {
+                    prop_assert_eq!(o.status, r.status);
+                    prop_assert_eq!(o.exit_code, r.exit_code);
+                    if r.message.is_some() || r.status == Status::Exited {
+                        prop_assert_eq!(&o.message, &r.message);
+                    }
+                }
+                (Ok(_), _) if timed_out => {
+                    prop_assert_eq!(o.status, Status::Timeout);
+                    let ms = timeout.map_or(0, |t| t.as_millis());
+                    let named = o.message.as_deref().unwrap_or("").contains(&format!("deadline of {ms} ms"));
+                    prop_assert!(named);
+                }
+                (Ok(_), ExitStatus::Signal(libc::SIGSYS)) => {
+                    prop_assert_eq!(o.status, Status::SandboxViolation);
+                }
+                (Ok(_), ExitStatus::Signal(libc::SIGABRT)) => {
+                    prop_assert_eq!(o.status, Status::InternalError);
+                }
+                (Ok(_), ExitStatus::Signal(_)) => prop_assert_eq!(o.status, Status::Killed),
+                (Ok(_), ExitStatus::Code(c)) => {
+                    prop_assert_eq!(o.status, Status::InternalError);
+                    let said = o.message.as_deref().unwrap_or("").contains(&format!("code {c} "));
+                    prop_assert!(said);
+                }
+            }
+            // Every status but `exited` says why.
+            prop_assert!(o.status == Status::Exited || o.message.is_some(), "{:?}", o);
+            // What the sandbox measured is kept whatever the status.
+            if let Ok(Some(r)) = &report {
+                prop_assert_eq!(o.timings_us.setup, r.setup_us);
+                prop_assert_eq!(o.timings_us.run, r.run_us);
+                prop_assert_eq!(o.fuel_consumed, r.fuel_consumed);
+                prop_assert_eq!(o.files_truncated, r.files_truncated);
+            } else {
+                // Without a report, nothing explains the end but the message: there is one.
+                prop_assert!(o.message.is_some());
+                prop_assert_eq!(o.exit_code, None);
+            }
+        }
+
+        /// A sandbox's host-side memory limit is its linear-memory cap plus the overhead,
+        /// never wrapping.
+        #[test]
+        fn memory_limits_never_wrap(cap in any::<u64>()) {
+            let limit = cap.saturating_add(bytes_u64(HOST_OVERHEAD));
+            prop_assert!(limit >= cap);
+            prop_assert!(oom_message(Some(limit)).contains(&limit.to_string()));
+        }
+    }
 }

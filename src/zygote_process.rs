@@ -249,7 +249,10 @@ struct PooledSandbox {
 
 /// When to kill a run's sandbox that outlives its timeout; `Err` for a timeout past the
 /// clock's range.
-fn backstop_for(started: Instant, timeout_us: Option<u64>) -> Result<Option<Instant>, String> {
+pub(crate) fn backstop_for(
+    started: Instant,
+    timeout_us: Option<u64>,
+) -> Result<Option<Instant>, String> {
     match timeout_us {
         None => Ok(None),
         // Checked: `Instant + Duration` panics past the clock's range.
@@ -519,7 +522,7 @@ impl Server {
         id: u64,
         sandbox: u64,
         timeout_us: Option<u64>,
-        set_limit: Option<Option<u64>>,
+        set_limit: Option<crate::protocol::SetLimit>,
     ) -> std::io::Result<()> {
         let Some(j) = self.pooled.iter().position(|p| p.sandbox == sandbox) else {
             // Ended before its claim arrived: how it ended is the run's end.
@@ -541,7 +544,7 @@ impl Server {
                 return send(&self.sock, &Reply::RunFailed { id, message }, &[]);
             }
         };
-        if let Some(max_memory) = set_limit {
+        if let Some(crate::protocol::SetLimit { max_memory }) = set_limit {
             self.zygote.set_pool_max_memory(max_memory);
             if let Err(e) = crate::zygote::set_slot_memory_limit(p.slot.as_mut(), max_memory) {
                 sys::kill_hard(p.pid);

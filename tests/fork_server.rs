@@ -254,3 +254,24 @@ async fn a_reactor_is_warmed_once_and_its_exports_invoked_concurrently() {
     let e = adder.run(&Task::new().invoke("add").args(["x"])).await.expect_err("bad argument");
     assert!(e.to_string().contains("invalid task"), "{e}");
 }
+
+/// Found fuzzing the host ⇄ zygote frames: a claim that lifts a pool sandbox's memory cap
+/// (`set_limit: Some(None)`) was encoded as `null`, which decodes as "no change" — the zygote
+/// left the last task's cap in place and never acknowledged, and the task waited for an
+/// acknowledgement that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_without_a_memory_cap_after_one_with_a_cap_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let capped = Task::new().max_memory(64 << 20).timeout(Duration::from_secs(10));
+    let uncapped = Task::new().timeout(Duration::from_secs(10));
+    for task in [&capped, &capped, &uncapped, &uncapped, &capped, &uncapped] {
+        let o = tokio::time::timeout(Duration::from_secs(20), hello.run(task))
+            .await
+            .expect("the run ends")
+            .expect("run");
+        assert_eq!(o.status, Status::Exited, "{o:?}");
+        assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
+    }
+}

@@ -4,10 +4,10 @@
 use super::interp::Lang;
 use super::{CommonArgs, report_error};
 use clap::Args;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
-use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Status, Stdin, Task};
+use zeroboot_wasm::worker_request::{self, CodeArgs, Line, read_line};
+use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Status};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
@@ -58,130 +58,6 @@ pub struct WorkerArgs {
     module: Option<PathBuf>,
 }
 
-/// One request line.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Request {
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: serde_json::Map<String, serde_json::Value>,
-    stdin: Option<String>,
-    stdin_base64: Option<String>,
-    timeout_ms: Option<u64>,
-    max_memory: Option<usize>,
-    fuel: Option<u64>,
-    max_write: Option<u64>,
-    max_files: Option<u64>,
-    invoke: Option<String>,
-    arguments: Option<serde_json::Value>,
-    code: Option<String>,
-}
-
-impl Request {
-    fn into_task(self, base: &Task, lang: Option<Lang>) -> Result<Task, String> {
-        let mut task = base.clone();
-        task.args = match (self.code, lang) {
-            (Some(code), Some(lang)) => lang.code_args(&code, &self.args),
-            (Some(_), None) => return Err("`code` needs a worker started with --lang".into()),
-            (None, _) => self.args,
-        };
-        if let Some(name) = self.invoke {
-            task.invoke = Some(name);
-        }
-        if self.arguments.is_some() && task.invoke.is_none() {
-            return Err("`arguments` needs `invoke`, the component export to call".into());
-        }
-        task.arguments = self.arguments;
-        for (k, v) in self.env {
-            match v {
-                serde_json::Value::String(v) => task.env.push((k, v)),
-                other => return Err(format!("env value for `{k}` must be a string, not {other}")),
-            }
-        }
-        task.stdin = match (self.stdin, self.stdin_base64) {
-            (Some(_), Some(_)) => return Err("give `stdin` or `stdin_base64`, not both".into()),
-            (Some(text), None) => Stdin::Bytes(text.into_bytes()),
-            (None, Some(b64)) => {
-                use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|e| format!("invalid stdin_base64: {e}"))?;
-                Stdin::Bytes(bytes)
-            }
-            (None, None) => Stdin::Empty,
-        };
-        if let Some(bytes) = self.max_memory {
-            task.max_memory = Some(bytes);
-        }
-        if let Some(fuel) = self.fuel {
-            task.fuel = Some(fuel);
-        }
-        if let Some(bytes) = self.max_write {
-            task.max_write = Some(bytes);
-        }
-        if let Some(files) = self.max_files {
-            task.max_files = Some(files);
-        }
-        match self.timeout_ms {
-            Some(0) => return Err("timeout_ms must be positive".into()),
-            Some(ms) => task.timeout = Some(Duration::from_millis(ms)),
-            None => {}
-        }
-        // NUL bytes, bad env names, a timeout past the maximum: refused here, with the line.
-        task.validate().map_err(|e| format!("invalid task: {e}"))?;
-        Ok(task)
-    }
-}
-
-/// What [`read_line`] found.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    /// End of input, no line.
-    End,
-    /// A line, in the buffer (without its newline).
-    Read,
-    /// A line of this many bytes, over the limit: read to its end and dropped.
-    TooLong(usize),
-}
-
-/// Reads one line into `line` (cleared first, newline dropped), keeping at most `max` bytes:
-/// the rest of a longer line is read and discarded, so memory stays bounded by `max`.
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
-    line.clear();
-    let mut len = 0usize;
-    let mut any = false;
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(match (any, len > max) {
-                (false, _) => Line::End,
-                (true, false) => Line::Read,
-                (true, true) => Line::TooLong(len),
-            });
-        }
-        any = true;
-        let newline = buf.iter().position(|&b| b == b'\n');
-        let chunk = &buf[..newline.unwrap_or(buf.len())];
-        len = len.saturating_add(chunk.len());
-        if len <= max {
-            line.extend_from_slice(chunk);
-        } else if line.capacity() > 0 {
-            // Over the limit: give back what the line had taken.
-            *line = Vec::new();
-        }
-        let used = newline.map_or(buf.len(), |i| i + 1);
-        input.consume(used);
-        if newline.is_some() {
-            return Ok(if len > max { Line::TooLong(len) } else { Line::Read });
-        }
-    }
-}
-
 fn error_line(status: &str, message: &str) -> String {
     serde_json::json!({ "status": status, "message": message }).to_string()
 }
@@ -213,6 +89,8 @@ pub fn main(a: WorkerArgs) -> i32 {
         Err(e) => return report_error(&e),
     };
     let base = a.common.base_task();
+    let snippet = a.lang.map(|lang| move |code: &str, args: &[String]| lang.code_args(code, args));
+    let code_args: Option<CodeArgs> = snippet.as_ref().map(|f| f as CodeArgs);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
@@ -255,9 +133,8 @@ pub fn main(a: WorkerArgs) -> i32 {
         if text.is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<Request>(text)
-            .map_err(|e| format!("line {line_no}: invalid request: {e}"))
-            .and_then(|r| r.into_task(&base, a.lang).map_err(|e| format!("line {line_no}: {e}")));
+        let parsed = worker_request::parse(text, &base, code_args)
+            .map_err(|e| format!("line {line_no}: {e}"));
         // The request is parsed (its stdin now lives in the task): a large line's buffer is
         // not kept for the rest of the worker's life.
         if line.capacity() > 1 << 20 {

@@ -656,7 +656,7 @@ pub(crate) async fn run(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
-    tasks: Vec<Value>,
+    pub tasks: Vec<Value>,
 }
 
 /// Checks a batch's size against the server's bound.
@@ -757,6 +757,66 @@ mod tests {
             r#"{"env": {"A": 1}}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A run request's limits are accepted exactly when each is within the server's,
+        /// and then the task has exactly those.
+        #[test]
+        fn run_limits_within_the_server(
+            timeout_ms in proptest::option::of(prop_oneof![Just(0u64), 1u64..20_000, any::<u64>()]),
+            max_memory in proptest::option::of(0usize..4 << 20),
+            max_output in proptest::option::of(0usize..2000),
+            fuel in proptest::option::of(any::<u64>()),
+            args in prop::collection::vec("[^\u{0}]{0,6}", 0..3),
+        ) {
+            let limits = Limits { timeout_ms, max_memory, fuel, max_output };
+            let body = serde_json::json!({ "args": args, "limits": limits }).to_string();
+            let got = parse(&body);
+            let ok = timeout_ms.is_none_or(|ms| (1..=10_000).contains(&ms))
+                && max_memory.is_none_or(|m| m <= 1 << 20)
+                && max_output.is_none_or(|m| m <= 1000)
+                && fuel.is_none();
+            prop_assert_eq!(got.is_ok(), ok, "{} gave {:?}", body, got);
+            if let Ok(t) = got {
+                prop_assert_eq!(t.timeout, Some(timeout_ms.map_or(Duration::from_secs(10), Duration::from_millis)));
+                prop_assert_eq!(t.max_memory, Some(max_memory.unwrap_or(1 << 20)));
+                prop_assert_eq!(t.output, Output::Capture { max_bytes: max_output.unwrap_or(1000) });
+                prop_assert_eq!(t.args, args);
+            }
+        }
+
+        /// A tool's stored limits, capped by a server that restarted with smaller ones,
+        /// always pass that server's check.
+        #[test]
+        fn capped_limits_always_pass(
+            timeout_ms in proptest::option::of(1u64..u64::MAX),
+            max_memory in proptest::option::of(any::<usize>()),
+            max_output in proptest::option::of(any::<usize>()),
+            fuel in proptest::option::of(any::<u64>()),
+            server_fuel in proptest::option::of(any::<u64>()),
+        ) {
+            let mut server = server();
+            server.fuel = server_fuel;
+            let capped = Limits { timeout_ms, max_memory, fuel, max_output }.capped(&server);
+            prop_assert_eq!(capped.check(&server), Ok(()));
+        }
+
+        #[test]
+        fn bodies_never_panic(body in any::<Vec<u8>>(), text in r#"\{"(args|env|stdin|stdin_base64|invoke|limits|files)": ?(\[\]|\{\}|"[^"]{0,6}"|-?[0-9]{1,22}|null),? ?\}"#) {
+            for b in [&body[..], text.as_bytes()] {
+                let _ = serde_json::from_slice::<RunRequest>(b).map(|r| {
+                    let _ = r.into_task(&server(), Limits::default(), FileBounds {
+                        scratch: true,
+                        max_files: 2,
+                        max_in_bytes: 100,
+                        out: crate::scratch::FilesOut { max_files: 2, max_bytes: 10 },
+                    });
+                });
+            }
         }
     }
 }

@@ -135,20 +135,20 @@ impl ExecRequest {
         }
     }
 
-    fn into_task(
+    /// The task: the server's defaults (`server`), the interpreter's arguments for the code
+    /// (`code_args`), then this request's deadline and stdin; `argv0` names the interpreter.
+    pub(crate) fn into_task(
         self,
         lang: Language,
-        handle: &TemplateHandle,
-        state: &AppState,
+        server: &Task,
+        code_args: fn(Language, &str) -> Vec<String>,
+        argv0: Option<String>,
     ) -> Result<Task, String> {
-        let server = &state.defaults;
         let mut task = server.clone();
         task.invoke = None;
-        task.args = (state.snippets.interpreters.code_args)(lang, &self.code);
+        task.args = code_args(lang, &self.code);
         task.args.extend(self.args);
-        task.argv0 = std::path::Path::new(handle.name())
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned());
+        task.argv0 = argv0;
         let timeout = match self.timeout_seconds {
             None => server.timeout.map_or(DEFAULT_TIMEOUT, |max| max.min(DEFAULT_TIMEOUT)),
             Some(s) => Duration::try_from_secs_f64(s)
@@ -158,6 +158,14 @@ impl ExecRequest {
         task.stdin = api::stdin_of(self.stdin, None)?;
         task.validate().map_err(|e| format!("invalid task: {e}"))?;
         Ok(task)
+    }
+
+    /// Parses a snippet's JSON and checks its language (before its template is loaded).
+    pub(crate) fn parse(value: Value) -> Result<(Self, Language), String> {
+        let request: ExecRequest =
+            serde_json::from_value(value).map_err(|e| format!("invalid request: {e}"))?;
+        let lang = request.language()?;
+        Ok((request, lang))
     }
 }
 
@@ -220,12 +228,13 @@ pub(crate) async fn item_of(
     value: Value,
     at: &str,
 ) -> Result<(Language, Item), ApiError> {
-    let request: ExecRequest = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("{at}invalid request: {e}")))?;
-    let lang = request.language().map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;
+    let (request, lang) =
+        ExecRequest::parse(value).map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;
     let handle = state.snippets.template(lang).await?;
+    let argv0 =
+        std::path::Path::new(handle.name()).file_stem().map(|s| s.to_string_lossy().into_owned());
     let task = request
-        .into_task(lang, &handle, state)
+        .into_task(lang, &state.defaults, state.snippets.interpreters.code_args, argv0)
         .map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;
     Ok((lang, Item { handle, label: lang.name().to_string(), task }))
 }
@@ -258,7 +267,7 @@ pub(crate) async fn exec(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecBatch {
-    executions: Vec<Value>,
+    pub executions: Vec<Value>,
 }
 
 /// `POST /v1/exec/batch`: every snippet in its own sandbox, run concurrently; `{results}`

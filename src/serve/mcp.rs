@@ -445,7 +445,7 @@ impl McpServer {
 
 /// A light check of arguments against a tool's own schema: each `required` property is
 /// there (the guest validates the rest).
-fn check_required(schema: &JsonObject, args: &JsonObject) -> Result<(), ErrorData> {
+pub(crate) fn check_required(schema: &JsonObject, args: &JsonObject) -> Result<(), ErrorData> {
     let missing: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)

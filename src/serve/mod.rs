@@ -337,3 +337,92 @@ pub async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Fuzzing support (`crate::fuzzing::http_body`): `data` as the body of every route that takes
+/// JSON, parsed and turned into tasks as the handlers do, against a server's limits; `accepted`
+/// checks each task that comes out, and what is checked here holds of each (within the
+/// server's limits).
+#[cfg(feature = "testkit")]
+pub(crate) fn fuzz_body(data: &[u8], accepted: fn(&Task)) {
+    use serde_json::Value;
+    let server = Task {
+        timeout: Some(Duration::from_secs(10)),
+        max_memory: Some(64 << 20),
+        fuel: Some(1_000_000),
+        output: crate::task::Output::Capture { max_bytes: 1 << 20 },
+        env: vec![("SERVER".into(), "1".into())],
+        ..Task::default()
+    };
+    let files = api::FileBounds {
+        scratch: true,
+        max_files: 4,
+        max_in_bytes: 1 << 10,
+        out: crate::scratch::FilesOut { max_files: 4, max_bytes: 1 << 10 },
+    };
+    let tool =
+        api::Limits { timeout_ms: Some(60_000), max_memory: Some(1 << 30), ..Default::default() };
+    let within = |t: &Task| {
+        accepted(t);
+        assert!(t.timeout.is_some_and(|d| d <= Duration::from_secs(10)), "{:?}", t.timeout);
+        assert!(t.max_memory.is_some_and(|m| m <= 64 << 20));
+        assert!(t.fuel.is_some_and(|f| f <= 1_000_000));
+        assert!(
+            matches!(t.output, crate::task::Output::Capture { max_bytes } if max_bytes <= 1 << 20)
+        );
+        assert!(t.files.len() <= files.max_files);
+        assert!(t.files.iter().map(|f| f.bytes.len()).sum::<usize>() <= files.max_in_bytes);
+    };
+    let body = || Ok(axum::body::Bytes::copy_from_slice(data));
+    let run = |r: api::RunRequest| r.into_task(&server, tool, files);
+    // POST /v1/tools/{id}/run
+    if let Ok(r) = api::json_body::<api::RunRequest>(body(), data.len())
+        && let Ok(t) = run(r)
+    {
+        within(&t);
+    }
+    // POST /v1/tools/{id}/batch
+    if let Ok(b) = api::json_body::<api::BatchRequest>(body(), data.len())
+        && api::check_batch(b.tasks.len(), 16).is_ok()
+    {
+        for v in b.tasks {
+            if let Ok(t) = serde_json::from_value::<api::RunRequest>(v)
+                .map_err(|e| e.to_string())
+                .and_then(run)
+            {
+                within(&t);
+            }
+        }
+    }
+    // POST /v1/exec, /v1/exec/batch, and MCP's run_javascript / run_python
+    let code_args = |_: exec::Language, code: &str| vec!["-e".to_string(), code.to_string()];
+    let snippet = |v: Value| {
+        if let Ok((r, lang)) = exec::ExecRequest::parse(v)
+            && let Ok(t) = r.into_task(lang, &server, code_args, Some("python".into()))
+        {
+            within(&t);
+        }
+    };
+    let value = api::json_body::<Value>(body(), data.len());
+    if let Ok(v) = &value {
+        snippet(v.clone());
+    }
+    if let Ok(b) = api::json_body::<exec::ExecBatch>(body(), data.len())
+        && api::check_batch(b.executions.len(), 16).is_ok()
+    {
+        b.executions.into_iter().for_each(snippet);
+    }
+    // MCP tools/call of a stored tool: its arguments object, checked against a schema's
+    // `required`, or parsed as a run request.
+    if let Ok(Value::Object(args)) = value {
+        let schema = serde_json::json!({"type": "object", "required": ["a", "b"]});
+        if let Value::Object(schema) = schema {
+            let _ = mcp::check_required(&schema, &args);
+        }
+        if let Ok(t) = serde_json::from_value::<api::RunRequest>(Value::Object(args))
+            .map_err(|e| e.to_string())
+            .and_then(run)
+        {
+            within(&t);
+        }
+    }
+}
