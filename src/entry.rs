@@ -3,7 +3,9 @@
 //! descriptions of a template's exports that let a host check a task before it is started.
 //! Nothing here depends on Wasmtime: the host side of the fork server uses it too.
 
+use crate::wit_type::WitType;
 use serde::{Deserialize, Serialize};
+use wasm_wave::untyped::UntypedFuncCall;
 
 /// The export a reactor module, or a Wizer-style initialiser, names for start-up.
 pub const INITIALIZE: &str = "_initialize";
@@ -42,8 +44,9 @@ pub enum ValKind {
     V128,
     /// A reference type (no scalar argument can be given for it), by its Wasm name.
     Ref(String),
-    /// A component-model value, by its WIT type (given in WAVE syntax to `--invoke`).
-    Wit(String),
+    /// A component-model value, by its WIT type (given in WAVE syntax to `--invoke`, or as
+    /// JSON arguments).
+    Wit(WitType),
 }
 
 impl std::fmt::Display for ValKind {
@@ -54,7 +57,8 @@ impl std::fmt::Display for ValKind {
             ValKind::F32 => f.write_str("f32"),
             ValKind::F64 => f.write_str("f64"),
             ValKind::V128 => f.write_str("v128"),
-            ValKind::Ref(name) | ValKind::Wit(name) => f.write_str(name),
+            ValKind::Ref(name) => f.write_str(name),
+            ValKind::Wit(ty) => write!(f, "{ty}"),
         }
     }
 }
@@ -64,6 +68,9 @@ impl std::fmt::Display for ValKind {
 pub struct ExportedFunc {
     pub name: String,
     pub params: Vec<ValKind>,
+    /// The parameters' names, where the type system has them (a component's functions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub param_names: Vec<String>,
     pub results: Vec<ValKind>,
 }
 
@@ -173,22 +180,23 @@ impl Exports {
         self.funcs.iter().find(|f| f.name == name)
     }
 
-    /// Checks that a task with these `invoke` and `args` can be called: `_start` exists
-    /// without `--invoke`; with it, the export exists and the arguments parse as its
-    /// parameters. `module` names the module in messages.
+    /// Checks that a task with these `invoke`, `args` and JSON `arguments` can be called:
+    /// `_start` exists without `--invoke`; with it, the export exists and the arguments fit
+    /// its parameters (a module's as text `args`; a component's as the call's WAVE, or the
+    /// JSON `arguments`). `module` names the module in messages.
     pub fn check(
         &self,
         module: &str,
         invoke: Option<&str>,
         args: &[String],
+        arguments: Option<&serde_json::Value>,
     ) -> Result<(), EntryError> {
         match invoke {
             None if self.start => Ok(()),
             None => Err(EntryError::NoStart { module: module.to_string() }),
-            // A component's call is checked by name here; its WAVE arguments against the
-            // export's types in the sandbox.
             Some(call) if self.kind == GuestKind::Component => {
-                self.component_func(module, call_name(call)).map(drop)
+                let func = self.component_func(module, call_name(call))?;
+                check_call(func, call, arguments)
             }
             Some(name) => {
                 let func = self.func(name).ok_or_else(|| EntryError::NoSuchExport {
@@ -199,6 +207,40 @@ impl Exports {
             }
         }
     }
+}
+
+/// Checks a component call's arguments against the export's WIT parameters — the WAVE
+/// values in `call` (`add(1, 2)`), or the JSON `arguments` — with the same parser and the
+/// same messages as the sandbox that will make the call, so that a call that cannot fit is
+/// refused before any sandbox is started.
+fn check_call(
+    func: &ExportedFunc,
+    call: &str,
+    arguments: Option<&serde_json::Value>,
+) -> Result<(), EntryError> {
+    let bad = |detail: String| EntryError::BadCall { call: call.to_string(), detail };
+    let mut params = Vec::with_capacity(func.params.len());
+    for (i, kind) in func.params.iter().enumerate() {
+        let ValKind::Wit(ty) = kind else { return Ok(()) };
+        let Some(wave) = ty.to_wave() else {
+            return Err(EntryError::Unsupported { name: func.name.clone(), kind: kind.clone() });
+        };
+        let name = func.param_names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        params.push((name, wave));
+    }
+    match arguments {
+        Some(json) => {
+            crate::wit_type::members::<wasm_wave::value::Value>(&params, json, "").map_err(bad)?;
+        }
+        None => {
+            let text = if call.contains('(') { call.to_string() } else { format!("{call}()") };
+            let parsed = UntypedFuncCall::parse(&text).map_err(|e| bad(e.to_string()))?;
+            parsed
+                .to_wasm_params::<wasm_wave::value::Value>(params.iter().map(|(_, t)| t))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The function name of a component `--invoke` call: `add(1, 2)` → `add`, `bump` → `bump`.
@@ -290,6 +332,7 @@ mod tests {
             funcs: vec![ExportedFunc {
                 name: "add".into(),
                 params: vec![ValKind::I32, ValKind::F64],
+                param_names: vec![],
                 results: vec![ValKind::I32],
             }],
         }
@@ -324,11 +367,14 @@ mod tests {
     #[test]
     fn a_reactor_needs_invoke_and_an_existing_export() {
         let e = exports();
-        assert!(matches!(e.check("m", None, &[]), Err(EntryError::NoStart { .. })));
-        assert!(matches!(e.check("m", Some("sub"), &[]), Err(EntryError::NoSuchExport { .. })));
-        assert_eq!(e.check("m", Some("add"), &args(&["1", "2"])), Ok(()));
+        assert!(matches!(e.check("m", None, &[], None), Err(EntryError::NoStart { .. })));
+        assert!(matches!(
+            e.check("m", Some("sub"), &[], None),
+            Err(EntryError::NoSuchExport { .. })
+        ));
+        assert_eq!(e.check("m", Some("add"), &args(&["1", "2"]), None), Ok(()));
         let command = Exports { start: true, ..exports() };
-        assert_eq!(command.check("m", None, &[]), Ok(()));
+        assert_eq!(command.check("m", None, &[], None), Ok(()));
     }
 
     #[test]

@@ -455,7 +455,7 @@ impl Connection {
         task.validate().map_err(Error::InvalidTask)?;
         if let Some(exports) = &self.exports {
             exports
-                .check(&self.name, task.invoke.as_deref(), &task.args)
+                .check(&self.name, task.invoke.as_deref(), &task.args, task.arguments.as_ref())
                 .map_err(|e| Error::InvalidTask(e.into()))?;
         }
         let deadline = task.deadline_from(started).map_err(Error::InvalidTask)?;

@@ -52,6 +52,7 @@ mod template;
 #[doc(hidden)]
 pub mod testkit;
 mod wire;
+pub mod wit_type;
 #[doc(hidden)]
 pub mod worker_request;
 mod zygote;

@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Largest message either side sends or accepts, in bytes. Messages carry no task data, so
 /// this is generous; a bigger packet is a protocol error.

@@ -3,6 +3,7 @@
 //! which `inspect` prints and a tool host (the MCP server) offers as a tool's input schema.
 
 use crate::entry::{ExportedFunc, Exports, GuestKind, ValKind};
+use crate::wit_type::WitType;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::Val;
@@ -59,177 +60,69 @@ pub(crate) fn describe_component_exports(exports: &[ComponentExport], command: b
     let funcs = exports
         .iter()
         .map(|e| ExportedFunc {
-            params: e.ty.params().map(|(_, t)| ValKind::Wit(wit_name(&t))).collect(),
-            results: e.ty.results().map(|t| ValKind::Wit(wit_name(&t))).collect(),
+            params: e.ty.params().map(|(_, t)| ValKind::Wit(wit_type(&t))).collect(),
+            param_names: e.ty.params().map(|(n, _)| n.to_string()).collect(),
+            results: e.ty.results().map(|t| ValKind::Wit(wit_type(&t))).collect(),
             name: e.name.clone(),
         })
         .collect();
     Exports { kind: GuestKind::Component, start: command, funcs }
 }
 
-/// A WIT type as WIT spells it (records, variants, enums and flags, which carry no name in
-/// the compiled type, as their keyword and cases).
-pub fn wit_name(ty: &Type) -> String {
-    let list = |items: Vec<String>| items.join(", ");
+/// A compiled WIT type in the runtime's own Wasmtime-free form (see [`crate::wit_type`]),
+/// which the zygote sends to its host and which checks and describes values.
+pub fn wit_type(ty: &Type) -> WitType {
+    let boxed = |t: Type| Box::new(wit_type(&t));
     match ty {
-        Type::Bool => "bool".into(),
-        Type::S8 => "s8".into(),
-        Type::U8 => "u8".into(),
-        Type::S16 => "s16".into(),
-        Type::U16 => "u16".into(),
-        Type::S32 => "s32".into(),
-        Type::U32 => "u32".into(),
-        Type::S64 => "s64".into(),
-        Type::U64 => "u64".into(),
-        Type::Float32 => "f32".into(),
-        Type::Float64 => "f64".into(),
-        Type::Char => "char".into(),
-        Type::String => "string".into(),
-        Type::List(l) => format!("list<{}>", wit_name(&l.ty())),
-        Type::FixedLengthList(_) => "list<_, N>".into(),
-        Type::Map(_) => "map".into(),
-        Type::Record(r) => format!(
-            "record {{ {} }}",
-            list(r.fields().map(|f| format!("{}: {}", f.name, wit_name(&f.ty))).collect())
-        ),
-        Type::Tuple(t) => format!("tuple<{}>", list(t.types().map(|t| wit_name(&t)).collect())),
-        Type::Variant(v) => format!(
-            "variant {{ {} }}",
-            list(
-                v.cases()
-                    .map(|c| match c.ty {
-                        Some(t) => format!("{}({})", c.name, wit_name(&t)),
-                        None => c.name.to_string(),
-                    })
-                    .collect()
-            )
-        ),
-        Type::Enum(e) => format!("enum {{ {} }}", list(e.names().map(str::to_string).collect())),
-        Type::Option(o) => format!("option<{}>", wit_name(&o.ty())),
-        Type::Result(r) => {
-            let side = |t: Option<Type>| t.map_or("_".to_string(), |t| wit_name(&t));
-            format!("result<{}, {}>", side(r.ok()), side(r.err()))
+        Type::Bool => WitType::Bool,
+        Type::S8 => WitType::S8,
+        Type::U8 => WitType::U8,
+        Type::S16 => WitType::S16,
+        Type::U16 => WitType::U16,
+        Type::S32 => WitType::S32,
+        Type::U32 => WitType::U32,
+        Type::S64 => WitType::S64,
+        Type::U64 => WitType::U64,
+        Type::Float32 => WitType::F32,
+        Type::Float64 => WitType::F64,
+        Type::Char => WitType::Char,
+        Type::String => WitType::String,
+        Type::List(l) => WitType::List(boxed(l.ty())),
+        Type::Record(r) => {
+            WitType::Record(r.fields().map(|f| (f.name.to_string(), wit_type(&f.ty))).collect())
         }
-        Type::Flags(f) => format!("flags {{ {} }}", list(f.names().map(str::to_string).collect())),
-        Type::Own(_) => "own<resource>".into(),
-        Type::Borrow(_) => "borrow<resource>".into(),
-        Type::Future(_) => "future".into(),
-        Type::Stream(_) => "stream".into(),
-        Type::ErrorContext => "error-context".into(),
+        Type::Tuple(t) => WitType::Tuple(t.types().map(|t| wit_type(&t)).collect()),
+        Type::Variant(v) => WitType::Variant(
+            v.cases().map(|c| (c.name.to_string(), c.ty.map(|t| wit_type(&t)))).collect(),
+        ),
+        Type::Enum(e) => WitType::Enum(e.names().map(str::to_string).collect()),
+        Type::Option(o) => WitType::Option(boxed(o.ty())),
+        Type::Result(r) => WitType::Result(r.ok().map(boxed), r.err().map(boxed)),
+        Type::Flags(f) => WitType::Flags(f.names().map(str::to_string).collect()),
+        Type::FixedLengthList(_) => WitType::Unsupported("list<_, N>".into()),
+        Type::Map(_) => WitType::Unsupported("map".into()),
+        Type::Own(_) => WitType::Unsupported("own<resource>".into()),
+        Type::Borrow(_) => WitType::Unsupported("borrow<resource>".into()),
+        Type::Future(_) => WitType::Unsupported("future".into()),
+        Type::Stream(_) => WitType::Unsupported("stream".into()),
+        Type::ErrorContext => WitType::Unsupported("error-context".into()),
     }
 }
 
-/// A JSON Schema (draft 2020-12) for values of a WIT type, as JSON carries them:
-///
-/// - `bool` → boolean; integers → integer with the type's bounds; `f32`/`f64` → number;
-///   `char` → a one-character string; `string` → string;
-/// - `list<T>` → array of T; `tuple<…>` → array with `prefixItems`, of exactly that length;
-/// - `record` → object, every field in `required` except `option` fields (absent or null is
-///   `none`), no other properties;
-/// - `variant` → `oneOf`: a case without payload is its name as a string, a case with one is
-///   an object `{"case": payload}`; `enum` → string `enum`;
-/// - `option<T>` → T or null; `result<T, E>` → `{"ok": T}` or `{"err": E}`;
-/// - `flags` → an array of unique flag names;
-/// - resources, futures and streams cannot be given as JSON: a schema that says so.
-pub fn json_schema(ty: &Type) -> serde_json::Value {
-    use serde_json::json;
-    let int = |min: i128, max: i128| json!({"type": "integer", "minimum": min, "maximum": max});
-    match ty {
-        Type::Bool => json!({"type": "boolean"}),
-        Type::S8 => int(i8::MIN.into(), i8::MAX.into()),
-        Type::U8 => int(0, u8::MAX.into()),
-        Type::S16 => int(i16::MIN.into(), i16::MAX.into()),
-        Type::U16 => int(0, u16::MAX.into()),
-        Type::S32 => int(i32::MIN.into(), i32::MAX.into()),
-        Type::U32 => int(0, u32::MAX.into()),
-        Type::S64 => int(i64::MIN.into(), i64::MAX.into()),
-        Type::U64 => int(0, u64::MAX.into()),
-        Type::Float32 | Type::Float64 => json!({"type": "number"}),
-        Type::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
-        Type::String => json!({"type": "string"}),
-        Type::List(l) => json!({"type": "array", "items": json_schema(&l.ty())}),
-        Type::Tuple(t) => {
-            let items: Vec<_> = t.types().map(|t| json_schema(&t)).collect();
-            let n = items.len();
-            json!({"type": "array", "prefixItems": items, "minItems": n, "maxItems": n})
-        }
-        Type::Record(r) => object(r.fields().map(|f| (f.name.to_string(), f.ty))),
-        Type::Variant(v) => {
-            let cases: Vec<_> = v
-                .cases()
-                .map(|c| match c.ty {
-                    None => json!({"const": c.name}),
-                    Some(t) => json!({
-                        "type": "object",
-                        "properties": {c.name: json_schema(&t)},
-                        "required": [c.name],
-                        "additionalProperties": false,
-                    }),
-                })
-                .collect();
-            json!({"oneOf": cases})
-        }
-        Type::Enum(e) => json!({"type": "string", "enum": e.names().collect::<Vec<_>>()}),
-        Type::Option(o) => json!({"anyOf": [json_schema(&o.ty()), {"type": "null"}]}),
-        Type::Result(r) => {
-            let side = |name: &str, t: Option<Type>| {
-                let payload = t.map_or(json!({"type": "null"}), |t| json_schema(&t));
-                json!({
-                    "type": "object",
-                    "properties": {name: payload},
-                    "required": [name],
-                    "additionalProperties": false,
-                })
-            };
-            json!({"oneOf": [side("ok", r.ok()), side("err", r.err())]})
-        }
-        Type::Flags(f) => json!({
-            "type": "array",
-            "items": {"type": "string", "enum": f.names().collect::<Vec<_>>()},
-            "uniqueItems": true,
-        }),
-        other => json!({
-            "not": {},
-            "description": format!("a {} cannot be passed as JSON", wit_name(other)),
-        }),
-    }
-}
-
-/// An object schema with these named members: all required except `option`s.
-fn object(members: impl Iterator<Item = (String, Type)>) -> serde_json::Value {
-    let mut properties = serde_json::Map::new();
-    let mut required = Vec::new();
-    for (name, ty) in members {
-        if !matches!(ty, Type::Option(_)) {
-            required.push(serde_json::Value::String(name.clone()));
-        }
-        properties.insert(name, json_schema(&ty));
-    }
-    serde_json::json!({
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": false,
-    })
+/// A function's named parameters, in order, in the Wasmtime-free form.
+fn wit_params(func: &ComponentFunc) -> Vec<(String, WitType)> {
+    func.params().map(|(n, t)| (n.to_string(), wit_type(&t))).collect()
 }
 
 /// The input schema of a function: an object of its named parameters.
 pub fn params_schema(func: &ComponentFunc) -> serde_json::Value {
-    object(func.params().map(|(name, ty)| (name.to_string(), ty)))
+    crate::wit_type::object_schema(&wit_params(func))
 }
 
 /// The output schema of a function: its result's schema, or null for none.
 pub fn result_schema(func: &ComponentFunc) -> serde_json::Value {
-    let results: Vec<Type> = func.results().collect();
-    match results.as_slice() {
-        [] => serde_json::json!({"type": "null"}),
-        [one] => json_schema(one),
-        many => {
-            let items: Vec<_> = many.iter().map(json_schema).collect();
-            let n = items.len();
-            serde_json::json!({"type": "array", "prefixItems": items, "minItems": n, "maxItems": n})
-        }
-    }
+    let results: Vec<WitType> = func.results().map(|t| wit_type(&t)).collect();
+    crate::wit_type::results_schema(&results)
 }
 
 /// What `inspect` prints for a component: kind, whether it is a command, imports, and each
@@ -247,9 +140,9 @@ pub(crate) fn describe_component(
         .map(|e| {
             let params: Vec<_> =
                 e.ty.params()
-                    .map(|(n, t)| serde_json::json!({"name": n, "type": wit_name(&t)}))
+                    .map(|(n, t)| serde_json::json!({"name": n, "type": wit_type(&t).to_string()}))
                     .collect();
-            let results: Vec<_> = e.ty.results().map(|t| wit_name(&t)).collect();
+            let results: Vec<_> = e.ty.results().map(|t| wit_type(&t).to_string()).collect();
             serde_json::json!({
                 "name": e.name,
                 "params": params,
@@ -267,184 +160,17 @@ pub(crate) fn describe_component(
     })
 }
 
-/// A JSON value (as [`json_schema`] describes it) converted to a value of WIT type `ty`;
-/// the error names the path to the part that does not fit (`o.tags[2]`).
-pub(crate) fn json_to_val(ty: &Type, v: &serde_json::Value, path: &str) -> Result<Val, String> {
-    use serde_json::Value as J;
-    let bad = |want: &str| format!("{path}: expected {want}, got {v}");
-    let int = |min: i128, max: i128| -> Result<i128, String> {
-        let n = v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from));
-        match n {
-            Some(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(bad(&format!("an integer in {min}..={max}"))),
-        }
-    };
-    // Each conversion is checked against the bounds just above.
-    #[allow(clippy::cast_possible_truncation)]
-    Ok(match ty {
-        Type::Bool => Val::Bool(v.as_bool().ok_or_else(|| bad("a boolean"))?),
-        Type::S8 => Val::S8(int(i8::MIN.into(), i8::MAX.into())? as i8),
-        Type::U8 => Val::U8(int(0, u8::MAX.into())? as u8),
-        Type::S16 => Val::S16(int(i16::MIN.into(), i16::MAX.into())? as i16),
-        Type::U16 => Val::U16(int(0, u16::MAX.into())? as u16),
-        Type::S32 => Val::S32(int(i32::MIN.into(), i32::MAX.into())? as i32),
-        Type::U32 => Val::U32(int(0, u32::MAX.into())? as u32),
-        Type::S64 => Val::S64(int(i64::MIN.into(), i64::MAX.into())? as i64),
-        Type::U64 => Val::U64(int(0, u64::MAX.into())? as u64),
-        Type::Float32 => Val::Float32(v.as_f64().ok_or_else(|| bad("a number"))? as f32),
-        Type::Float64 => Val::Float64(v.as_f64().ok_or_else(|| bad("a number"))?),
-        Type::Char => {
-            let text = v.as_str().ok_or_else(|| bad("a one-character string"))?;
-            let mut chars = text.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => Val::Char(c),
-                _ => return Err(bad("a one-character string")),
-            }
-        }
-        Type::String => Val::String(v.as_str().ok_or_else(|| bad("a string"))?.to_string()),
-        Type::List(l) => {
-            let items = v.as_array().ok_or_else(|| bad("an array"))?;
-            let ty = l.ty();
-            Val::List(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| json_to_val(&ty, item, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        Type::Tuple(t) => {
-            let items = v.as_array().ok_or_else(|| bad("an array"))?;
-            if items.len() != t.types().len() {
-                return Err(bad(&format!("an array of {}", t.types().len())));
-            }
-            Val::Tuple(
-                t.types()
-                    .zip(items)
-                    .enumerate()
-                    .map(|(i, (ty, item))| json_to_val(&ty, item, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        Type::Record(r) => {
-            let fields = r.fields().map(|f| (f.name.to_string(), f.ty));
-            Val::Record(members(fields, v, path)?)
-        }
-        Type::Variant(variant) => {
-            let (name, payload) = match v {
-                J::String(name) => (name.as_str(), None),
-                J::Object(m) if m.len() == 1 => {
-                    let (k, p) = m.iter().next().ok_or_else(|| bad("a variant case"))?;
-                    (k.as_str(), Some(p))
-                }
-                _ => return Err(bad("a case name or {\"case\": payload}")),
-            };
-            let case = variant
-                .cases()
-                .find(|c| c.name == name)
-                .ok_or_else(|| format!("{path}: no case `{name}`"))?;
-            let payload = match (case.ty, payload) {
-                (None, None) => None,
-                (Some(t), Some(p)) => {
-                    Some(Box::new(json_to_val(&t, p, &format!("{path}.{name}"))?))
-                }
-                (None, Some(_)) => return Err(format!("{path}: case `{name}` has no payload")),
-                (Some(_), None) => return Err(format!("{path}: case `{name}` needs a payload")),
-            };
-            Val::Variant(name.to_string(), payload)
-        }
-        Type::Enum(e) => {
-            let name = v.as_str().ok_or_else(|| bad("a string"))?;
-            if !e.names().any(|n| n == name) {
-                return Err(format!("{path}: no case `{name}`"));
-            }
-            Val::Enum(name.to_string())
-        }
-        Type::Option(o) => match v {
-            J::Null => Val::Option(None),
-            some => Val::Option(Some(Box::new(json_to_val(&o.ty(), some, path)?))),
-        },
-        Type::Result(r) => {
-            let m = v
-                .as_object()
-                .filter(|m| m.len() == 1)
-                .ok_or_else(|| bad("{\"ok\": …} or {\"err\": …}"))?;
-            let side = |t: Option<Type>, p: &serde_json::Value, name: &str| match t {
-                None => Ok(None),
-                Some(t) => json_to_val(&t, p, &format!("{path}.{name}")).map(|v| Some(Box::new(v))),
-            };
-            match (m.get("ok"), m.get("err")) {
-                (Some(p), None) => Val::Result(Ok(side(r.ok(), p, "ok")?)),
-                (None, Some(p)) => Val::Result(Err(side(r.err(), p, "err")?)),
-                _ => return Err(bad("{\"ok\": …} or {\"err\": …}")),
-            }
-        }
-        Type::Flags(f) => {
-            let items = v.as_array().ok_or_else(|| bad("an array of flag names"))?;
-            let mut set = Vec::new();
-            for item in items {
-                let name = item.as_str().ok_or_else(|| bad("an array of flag names"))?;
-                if !f.names().any(|n| n == name) {
-                    return Err(format!("{path}: no flag `{name}`"));
-                }
-                set.push(name.to_string());
-            }
-            Val::Flags(set)
-        }
-        other => return Err(format!("{path}: a {} cannot be passed as JSON", wit_name(other))),
-    })
-}
-
-/// Named members from a JSON object (or, for parameters, an array in order): every one
-/// present unless it is an `option` (absent is `none`), and nothing else.
-fn members(
-    members: impl Iterator<Item = (String, Type)>,
-    v: &serde_json::Value,
-    path: &str,
-) -> Result<Vec<(String, Val)>, String> {
-    let members: Vec<(String, Type)> = members.collect();
-    let dot =
-        |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(extra) = m.keys().find(|k| !members.iter().any(|(n, _)| n == *k)) {
-                return Err(format!("{}: unknown member", dot(extra)));
-            }
-            members
-                .into_iter()
-                .map(|(name, ty)| {
-                    let value = match (m.get(&name), &ty) {
-                        (Some(v), _) => json_to_val(&ty, v, &dot(&name))?,
-                        (None, Type::Option(_)) => Val::Option(None),
-                        (None, _) => return Err(format!("{}: missing", dot(&name))),
-                    };
-                    Ok((name, value))
-                })
-                .collect()
-        }
-        serde_json::Value::Array(items) if items.len() == members.len() => members
-            .into_iter()
-            .zip(items)
-            .map(|((name, ty), item)| Ok((name.clone(), json_to_val(&ty, item, &dot(&name))?)))
-            .collect(),
-        other => Err(format!(
-            "{}: expected an object of {} members, got {other}",
-            if path.is_empty() { "arguments" } else { path },
-            members.len()
-        )),
-    }
-}
-
 /// A function's arguments from JSON: an object by parameter name, or an array in order.
 pub(crate) fn json_to_params(
     func: &ComponentFunc,
     v: &serde_json::Value,
 ) -> Result<Vec<Val>, String> {
-    let params = func.params().map(|(n, t)| (n.to_string(), t));
-    Ok(members(params, v, "")?.into_iter().map(|(_, v)| v).collect())
+    let params: Vec<(String, Type)> = func.params().map(|(n, t)| (n.to_string(), t)).collect();
+    let members = crate::wit_type::members::<Val>(&params, v, "")?;
+    Ok(members.into_iter().map(|(_, v)| v).collect())
 }
 
-/// A value as JSON, the shape [`json_schema`] gives its type.
+/// A value as JSON, the shape [`WitType::json_schema`] gives its type.
 pub(crate) fn val_to_json(v: &Val) -> serde_json::Value {
     use serde_json::{Value as J, json};
     let boxed = |b: &Option<Box<Val>>| b.as_deref().map_or(J::Null, val_to_json);
@@ -579,7 +305,7 @@ mod tests {
             ]})
         );
         assert_eq!(
-            wit_name(&check.ty.params().nth(1).expect("second param").1),
+            wit_type(&check.ty.params().nth(1).expect("second param").1).to_string(),
             "variant { circle(f64), rect(record { x: s32, y: s32 }), empty }"
         );
     }

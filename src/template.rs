@@ -763,6 +763,7 @@ fn describe_exports(module: &Module) -> Exports {
             wasmtime::ExternType::Func(f) => Some(ExportedFunc {
                 name: e.name().to_string(),
                 params: f.params().map(kind).collect(),
+                param_names: Vec::new(),
                 results: f.results().map(kind).collect(),
             }),
             _ => None,

@@ -417,7 +417,12 @@ impl Zygote {
         task.validate().map_err(Error::InvalidTask)?;
         self.template
             .exports()
-            .check(self.template.name(), task.invoke.as_deref(), &task.args)
+            .check(
+                self.template.name(),
+                task.invoke.as_deref(),
+                &task.args,
+                task.arguments.as_ref(),
+            )
             .map_err(|e| Error::InvalidTask(e.into()))?;
         let preopens = self.preopens(task)?;
         if task.fuel.is_some() && !self.template.meters_fuel() {

@@ -9,7 +9,7 @@ mod common;
 use common::{component, guest, load_options, run, run_with_stdin, stderr, stdout, worker};
 use serde_json::{Value, json};
 use std::path::Path;
-use zeroboot_wasm::{Runtime, Status, Task};
+use zeroboot_wasm::{Error, Runtime, Status, Task};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -94,15 +94,6 @@ fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     (root, data)
 }
 
-/// The fs guest's symlink steps call preview 1's `path_symlink` directly (std's wrapper is
-/// unstable); a wasip2 build has no such import, so they fail there by construction.
-fn same_steps_but_symlinks(module: &[(String, String)], comp: &[(String, String)]) {
-    let keep = |v: &[(String, String)]| -> Vec<(String, String)> {
-        v.iter().filter(|(n, _)| !n.contains("symlink")).cloned().collect()
-    };
-    assert_eq!(keep(module), keep(comp));
-}
-
 #[test]
 fn a_granted_directory_works_and_cannot_be_left() {
     for grant_flag in ["--dir", "--dir-ro"] {
@@ -130,7 +121,9 @@ fn a_granted_directory_works_and_cannot_be_left() {
             }
             outs.push(steps(&out));
         }
-        same_steps_but_symlinks(&outs[0], &outs[1]);
+        assert_eq!(outs[0], outs[1], "{grant_flag}: the module and component steps differ");
+        let symlinked = outs[1].iter().any(|(n, r)| n == "symlink" && r == "ok");
+        assert_eq!(symlinked, grant_flag == "--dir", "{grant_flag}: {:?}", outs[1]);
     }
 }
 
@@ -140,7 +133,7 @@ fn without_a_grant_there_is_no_filesystem() {
     let c = run(&["run", s(&component("fs")), "/data"]);
     assert_eq!(code(&m), code(&c), "{}", stderr(&c));
     assert_eq!(stderr(&m), stderr(&c));
-    same_steps_but_symlinks(&steps(&stdout(&m)), &steps(&stdout(&c)));
+    assert_eq!(steps(&stdout(&m)), steps(&stdout(&c)));
     assert!(steps(&stdout(&c)).iter().all(|(_, r)| r.starts_with("err")), "{}", stdout(&c));
 }
 
@@ -299,10 +292,24 @@ fn invoke_takes_and_prints_wave_values() {
     assert_eq!(stdout(&o), "101\n");
     let o = run(&["run", "--no-init", "--invoke", "bump()", s(&t)]);
     assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
-    // An export that does not exist is refused before any sandbox runs.
+    // An export that does not exist, or a call whose arguments do not fit its WIT types, is
+    // refused before any sandbox runs: a usage error, with the parser's precise message.
     let o = run(&["run", "--invoke", "nope()", s(&t)]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("no function named `nope`"), "{}", stderr(&o));
+    for (call, why) in [
+        ("add(1, \"two\")", "invalid value type"),
+        ("add(1)", "missing"),
+        ("area(hexagon)", "hexagon"),
+        ("summarize({id: 7})", "missing field"),
+        ("add(1, 2", "unexpected end"),
+    ] {
+        let o = run(&["run", "--invoke", call, s(&t)]);
+        assert_eq!(code(&o), 2, "{call}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(&format!("cannot call `{call}`")), "{call}: {err}");
+        assert!(err.to_lowercase().contains(why), "{call}: wanted {why:?} in {err}");
+    }
     // A hostile export is stopped like a hostile command.
     let o = run(&["run", "--timeout", "300ms", "--invoke", "spin()", s(&t)]);
     assert_eq!(code(&o), 124, "{}", stderr(&o));
@@ -388,6 +395,9 @@ fn worker_calls_exports_with_json_arguments() {
             json!({"invoke": "find", "arguments": {"items": ["x"], "needle": "y"}}).to_string(),
             json!({"invoke": "add", "arguments": {"a": 1}}).to_string(),
             json!({"invoke": "nope", "arguments": {}}).to_string(),
+            json!({"invoke": "summarize", "arguments": {"o": {"id": 7, "name": "box", "tags": ["a", 2], "color": "red"}}})
+                .to_string(),
+            json!({"invoke": "add", "arguments": [2, 3]}).to_string(),
         ],
     );
     let results: Vec<&Value> = out.iter().map(|v| &v["result"]).collect();
@@ -397,9 +407,19 @@ fn worker_calls_exports_with_json_arguments() {
     assert_eq!(results[3], &json!(["write"]), "{}", out[3]);
     assert_eq!(results[4], &Value::Null, "{}", out[4]);
     assert_eq!(out[4]["stdout"], "null\n", "{}", out[4]);
-    assert_eq!(out[5]["status"], "trapped", "{}", out[5]);
-    assert_eq!(out[5]["message"], "cannot call `add`: b: missing", "{}", out[5]);
+    // Arguments that do not fit are refused by the host, before a sandbox is started, as
+    // is an export that does not exist.
+    assert_eq!(out[5]["status"], "invalid_request", "{}", out[5]);
+    assert!(
+        out[5]["message"].as_str().is_some_and(|m| m.contains("cannot call `add`: b: missing")),
+        "{}",
+        out[5]
+    );
     assert_eq!(out[6]["status"], "invalid_request", "{}", out[6]);
+    assert_eq!(out[7]["status"], "invalid_request", "{}", out[7]);
+    let wrong = out[7]["message"].as_str().unwrap_or_default();
+    assert!(wrong.contains("o.tags[1]: expected a string, got 2"), "{}", out[7]);
+    assert_eq!(out[8]["status"], "exited", "the worker keeps serving: {}", out[8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,4 +430,12 @@ async fn the_library_calls_exports_with_json_arguments() {
     let o = tools.run(&Task::new().call_json("add", json!({"a": 40, "b": 2}))).await.expect("run");
     assert_eq!(o.status, Status::Exited, "{o:?}");
     assert_eq!(o.stdout_text(), "42\n");
+    // The host checks the arguments against the types the zygote sent, before any sandbox.
+    for (call, args) in [("add", json!({"a": "x", "b": 1})), ("add", json!([1, 2, 3]))] {
+        let err = tools.run(&Task::new().call_json(call, args.clone())).await.expect_err("refused");
+        assert!(matches!(err, Error::InvalidTask(_)), "{args}: {err}");
+    }
+    let err = tools.run(&Task::new().invoke("add(1, 2.5)")).await.expect_err("refused");
+    let Error::InvalidTask(why) = err else { panic!("not an invalid task: {err}") };
+    assert!(why.to_string().contains("cannot call `add(1, 2.5)`"), "{why}");
 }

@@ -5,6 +5,7 @@
 //! print `err`.
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ffi::{c_char, c_int};
 use std::path::Path;
 
 fn report<T>(name: &str, r: std::io::Result<T>) -> Option<T> {
@@ -20,20 +21,24 @@ fn report<T>(name: &str, r: std::io::Result<T>) -> Option<T> {
     }
 }
 
-#[link(wasm_import_module = "wasi_snapshot_preview1")]
 unsafe extern "C" {
-    fn path_symlink(old: *const u8, old_len: usize, fd: i32, new: *const u8, new_len: usize) -> u16;
+    /// wasi-libc's `symlinkat` (preview 1's `path_symlink`, or preview 2's `symlink-at`, as
+    /// the target's libc implements it); std's wrapper is unstable.
+    fn symlinkat(target: *const c_char, dirfd: c_int, linkpath: *const c_char) -> c_int;
 }
 
-/// `symlink(target, dir/name)` through the raw WASI call (std's wrapper is unstable).
+/// `symlink(target, dir/name)` through the C library, on either WASI target.
 fn symlink(dir: &Path, target: &str, name: &str) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = File::open(dir)?;
-    // SAFETY: both pointers and lengths describe live byte slices; `d` is an open directory fd.
-    let errno = unsafe {
-        path_symlink(target.as_ptr(), target.len(), d.as_raw_fd(), name.as_ptr(), name.len())
-    };
-    if errno == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(errno.into())) }
+    let (target, name) = (cstring(target)?, cstring(name)?);
+    // SAFETY: both strings are NUL-terminated and outlive the call; `d` is an open directory.
+    let rc = unsafe { symlinkat(target.as_ptr(), d.as_raw_fd(), name.as_ptr()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+fn cstring(s: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 fn main() {
