@@ -95,6 +95,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The result of a call made with JSON arguments ([`Task::call_json`]): the JSON value
+    /// the sandbox wrote as its one line of stdout, if the call returned.
+    ///
+    /// [`Task::call_json`]: crate::Task::call_json
+    pub fn json_result(&self) -> Option<serde_json::Value> {
+        if self.status != Status::Exited || self.stdout.truncated {
+            return None;
+        }
+        serde_json::from_slice(&self.stdout.bytes).ok()
+    }
+
     /// Stdout as text (invalid UTF-8 replaced).
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout.bytes).into_owned()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::guest;
+use common::{component, guest};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -389,4 +389,56 @@ fn python_client_against_a_real_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the client's tests failed:\n{stderr}");
     assert!(stderr.contains("OK"), "{stderr}");
+}
+
+/// A component given to the MCP server is offered function by function: each export a tool
+/// whose input schema comes from its WIT parameter types, called with JSON arguments that the
+/// host checks before any sandbox is started.
+#[test]
+fn mcp_offers_a_components_exports_as_typed_tools() {
+    let store = tempfile::tempdir().expect("store");
+    let mut args: Vec<String> =
+        vec!["stdio".into(), exe().into(), "mcp".into(), "--data-dir".into()];
+    args.push(store.path().display().to_string());
+    args.extend(base_flags());
+    args.extend(["--tool".to_string(), component("wit_tools").display().to_string()]);
+    let ops = json!([
+        {"op": "list"},
+        {"op": "call", "name": "wit_tools.add", "arguments": {"a": 40, "b": 2}},
+        {"op": "call", "name": "wit_tools.summarize",
+         "arguments": {"o": {"id": 7, "name": "box", "tags": ["a", "b"], "color": "green"}}},
+        {"op": "call", "name": "wit_tools.divide", "arguments": {"a": 1.0, "b": 0.0}},
+        {"op": "call", "name": "wit_tools.add", "arguments": {"a": 1, "b": "two"}},
+        {"op": "call", "name": "wit_tools.area", "arguments": {"s": {"hexagon": 1}}},
+        {"op": "call", "name": "wit_tools", "arguments": {}},
+    ]);
+    let answers = mcp_client(&args, &ops);
+    let [list, add, summarize, divide, bad_type, bad_case, whole] = answers.as_slice() else {
+        panic!("{} answers: {answers:?}", answers.len())
+    };
+    let names = tool_names(list);
+    for want in ["wit_tools.add", "wit_tools.area", "wit_tools.summarize", "wit_tools.divide"] {
+        assert!(names.contains(&want.to_string()), "{want} not in {names:?}");
+    }
+    // Not a command: the component is offered only through its functions.
+    assert!(!names.contains(&"wit_tools".to_string()), "{names:?}");
+    let listed = list["tools"].as_array().unwrap();
+    let summarize_tool = listed.iter().find(|t| t["name"] == "wit_tools.summarize").unwrap();
+    let o = &summarize_tool["inputSchema"]["properties"]["o"];
+    assert_eq!(o["required"], json!(["id", "name", "tags", "color"]), "{summarize_tool}");
+    assert_eq!(o["properties"]["color"]["enum"], json!(["red", "green", "blue"]), "{o}");
+    assert_eq!(o["properties"]["tags"]["items"]["type"], "string", "{o}");
+
+    assert_eq!(add["isError"], false, "{add}");
+    assert_eq!(texts(add)[0], "42\n", "{add}");
+    assert_eq!(add["structured"]["result"], 42, "{add}");
+    assert_eq!(summarize["structured"]["result"], "#7 box [a,b] - green", "{summarize}");
+    assert_eq!(divide["structured"]["result"], json!({"err": "division by zero"}), "{divide}");
+    for (bad, needle) in [(bad_type, "b: expected an integer"), (bad_case, "s: no case `hexagon`")]
+    {
+        assert_eq!(bad["error"]["code"], -32602, "{bad}");
+        let message = bad["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    assert_eq!(whole["error"]["code"], -32602, "{whole}");
 }

@@ -1343,3 +1343,74 @@ fn a_client_that_does_not_read_its_stream_holds_the_guest_back_not_the_server() 
         "the sandbox outlived its stream"
     );
 }
+
+/// A component tool: its exports are listed with JSON Schemas derived from their WIT types,
+/// a run calls one with JSON `arguments` (the answer carries its `result`) or a WAVE
+/// `invoke`, and arguments that do not fit are 400 before any sandbox is started.
+#[test]
+fn a_component_tools_exports_are_typed_and_called_with_json() {
+    let s = Server::open(&[]);
+    let bytes = std::fs::read(common::component("wit_tools")).expect("component bytes");
+    let (status, tool) = json_of(s.post_bytes("/v1/tools?name=wit_tools", bytes));
+    assert_eq!(status, StatusCode::CREATED, "{tool}");
+    let id = tool["id"].as_str().expect("id").to_string();
+    let exports = tool["exports"].as_array().expect("exports");
+    let add = exports
+        .iter()
+        .find(|e| e["name"] == "zeroboot:tools/tools#add")
+        .unwrap_or_else(|| panic!("no add in {tool}"));
+    assert_eq!(add["params"], json!(["s32", "s32"]), "{add}");
+    assert_eq!(add["param_names"], json!(["a", "b"]), "{add}");
+    assert_eq!(add["input_schema"]["required"], json!(["a", "b"]), "{add}");
+    assert_eq!(add["output_schema"]["type"], "integer", "{add}");
+
+    let call = |invoke: &str, arguments: Value| {
+        s.run(&id, &json!({"invoke": invoke, "arguments": arguments}))
+    };
+    let (status, o) = call("add", json!({"a": 40, "b": 2}));
+    assert_eq!(
+        (status, &o["status"], &o["result"]),
+        (StatusCode::OK, &json!("exited"), &json!(42)),
+        "{o}"
+    );
+    let order = json!({"o": {"id": 7, "name": "box", "tags": ["a"], "color": "red"}});
+    let (_, o) = call("summarize", order);
+    assert_eq!(o["result"], "#7 box [a] - red", "{o}");
+    let (_, o) = call("divide", json!([1.0, 0.0]));
+    assert_eq!(o["result"], json!({"err": "division by zero"}), "{o}");
+    let (_, o) = s.run(&id, &json!({"invoke": "area(rect({x: 2, y: 3}))"}));
+    assert_eq!((o["stdout"].as_str(), o.get("result")), (Some("6\n"), None), "{o}");
+
+    // The runs that reached a sandbox, whatever their status.
+    let sandboxed = || -> Vec<String> {
+        let text = s.get("/metrics").text().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("zeroboot_tasks_total") && !l.contains("invalid_request"))
+            .map(str::to_string)
+            .collect()
+    };
+    let runs_before = sandboxed();
+    for (invoke, arguments, why) in [
+        ("add", json!({"a": 1, "b": "2"}), "b: expected an integer"),
+        ("add", json!({"a": 1}), "b: missing"),
+        (
+            "summarize",
+            json!({"o": {"id": 7, "name": "box", "tags": [1], "color": "red"}}),
+            "o.tags[0]: expected a string",
+        ),
+        ("nope", json!({}), "no function named `nope`"),
+    ] {
+        let (status, e) = call(invoke, arguments);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{invoke}: {e}");
+        assert!(e["error"].as_str().is_some_and(|m| m.contains(why)), "{why:?} not in {e}");
+    }
+    let (status, e) = s.run(&id, &json!({"invoke": "add(1, true)"}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    let (status, e) = s.run(&id, &json!({"arguments": {"a": 1, "b": 2}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().is_some_and(|m| m.contains("need `invoke`")), "{e}");
+    assert_eq!(sandboxed(), runs_before, "no refused call reached a sandbox");
+    // The server keeps serving.
+    let (_, o) = call("add", json!([2, 3]));
+    assert_eq!(o["result"], 5, "{o}");
+}

@@ -7,7 +7,7 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use zeroboot_wasm::worker_request::{self, CodeArgs, Line, read_line};
-use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES, Status};
+use zeroboot_wasm::{BlockingRuntime, MAX_REQUEST_BYTES};
 
 pub const WORKER_HELP: &str = "\
 Input, one JSON object per line (every field optional):
@@ -157,9 +157,7 @@ pub fn main(a: WorkerArgs) -> i32 {
                         }
                         // A JSON call's result, parsed from the one line the sandbox wrote.
                         if let (true, Some(obj)) = (task.arguments.is_some(), v.as_object_mut())
-                            && outcome.status == Status::Exited
-                            && let Ok(result) =
-                                serde_json::from_slice::<serde_json::Value>(&outcome.stdout.bytes)
+                            && let Some(result) = outcome.json_result()
                         {
                             obj.insert("result".into(), result);
                         }

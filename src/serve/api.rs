@@ -186,6 +186,9 @@ pub(crate) struct RunRequest {
     pub stdin: Option<String>,
     pub stdin_base64: Option<String>,
     pub invoke: Option<String>,
+    /// A component export's arguments as JSON (an object by parameter name, or an array in
+    /// order), with `invoke` naming the export; the result comes back as `result`.
+    pub arguments: Option<Value>,
     pub limits: Limits,
     /// Files for the run's scratch directory, by relative name.
     pub files: BTreeMap<String, FileContent>,
@@ -350,6 +353,12 @@ impl RunRequest {
         if self.invoke.is_some() {
             task.invoke = self.invoke;
         }
+        if self.arguments.is_some() {
+            if task.invoke.is_none() {
+                return Err("`arguments` need `invoke`: the export to call".into());
+            }
+            task.arguments = self.arguments;
+        }
         self.limits.apply(&mut task, server)?;
         task.validate().map_err(|e| format!("invalid task: {e}"))?;
         Ok(task)
@@ -479,12 +488,15 @@ pub(crate) async fn run_one(
 }
 
 /// An outcome as JSON (the `--json` shape).
-pub(crate) fn outcome_json(o: &Outcome) -> Value {
-    serde_json::to_value(o).unwrap_or_else(|e| ApiError::internal(e.to_string()).to_json())
-}
-
-fn outcome_json_owned(o: &Outcome) -> Value {
-    outcome_json(o)
+/// An outcome as JSON (its `--json` shape); for a call made with JSON `arguments`
+/// (`json_call`), with the call's `result` beside it.
+pub(crate) fn outcome_json(o: &Outcome, json_call: bool) -> Value {
+    let mut v =
+        serde_json::to_value(o).unwrap_or_else(|e| ApiError::internal(e.to_string()).to_json());
+    if let (true, Some(result), Some(obj)) = (json_call, o.json_result(), v.as_object_mut()) {
+        obj.insert("result".into(), result);
+    }
+    v
 }
 
 fn caller_of(c: Option<Extension<Caller>>) -> Caller {
@@ -640,13 +652,15 @@ pub(crate) async fn run(
     let task = request
         .into_task(&state.defaults, tool.meta.limits, state.files)
         .map_err(ApiError::bad_request)?;
+    let json_call = task.arguments.is_some();
     let item = Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task };
     if streamed {
-        return super::stream::respond(&state, caller_of(caller), item, outcome_json_owned);
+        let shape = move |o: &Outcome| outcome_json(o, json_call);
+        return super::stream::respond(&state, caller_of(caller), item, shape);
     }
     let mut results = run_all(&state, caller_of(caller), vec![item]).await?;
     match results.pop() {
-        Some(Ok(outcome)) => Ok(Json(outcome_json(&outcome)).into_response()),
+        Some(Ok(outcome)) => Ok(Json(outcome_json(&outcome, json_call)).into_response()),
         Some(Err(e)) => Err(e),
         None => Err(ApiError::internal("no outcome")),
     }
@@ -695,8 +709,10 @@ pub(crate) async fn batch(
             .map_err(|e| ApiError::bad_request(format!("tasks[{i}]: {e}")))?;
         items.push(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task });
     }
+    let json_calls: Vec<bool> = items.iter().map(|i| i.task.arguments.is_some()).collect();
     let results = run_all(&state, caller_of(caller), items).await?;
-    Ok(results_json(results.into_iter().map(|r| r.map(|o| outcome_json(&o))).collect()))
+    let shaped = results.into_iter().zip(json_calls).map(|(r, j)| r.map(|o| outcome_json(&o, j)));
+    Ok(results_json(shaped.collect()))
 }
 
 #[cfg(test)]

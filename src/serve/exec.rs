@@ -205,7 +205,7 @@ fn exit_code(o: &Outcome) -> i32 {
 
 /// ZeroBoot's answer for one snippet, with our outcome's fields beside.
 fn exec_json(lang: Language, o: &Outcome) -> Value {
-    let mut v = api::outcome_json(o);
+    let mut v = api::outcome_json(o, false);
     if let Some(m) = v.as_object_mut() {
         let ms = |us: u64| us as f64 / 1000.0;
         m.insert("id".into(), json!(uuid_v7()));

@@ -178,23 +178,56 @@ pub async fn stdio(options: ServeOptions, extra: Vec<ExtraTool>) -> Result<(), M
     Ok(())
 }
 
+/// What an MCP tool name stands for: a stored tool run as a whole (a command, or a core
+/// module's export named by `invoke`), or one exported function of a component, whose
+/// input schema is derived from its WIT parameter types.
+enum Entry {
+    Tool(Arc<Tool>),
+    Export(Arc<Tool>, usize),
+}
+
 /// Each tool under its MCP name: its own name when no other tool (nor a snippet tool) has
 /// it, otherwise `name-<first 12 hex digits of its id>`. Characters MCP does not allow in a
-/// name become `_`.
-fn named(tools: Vec<Arc<Tool>>) -> Vec<(String, Arc<Tool>)> {
+/// name become `_`. A component's functions follow as `name.function` (`name.iface_function`
+/// where two interfaces export the same name); a component that is not a command is offered
+/// only through its functions.
+fn named(tools: Vec<Arc<Tool>>) -> Vec<(String, Entry)> {
     let names = mcp_names(tools.iter().map(|t| (t.meta.name.as_str(), t.meta.id.as_str())));
-    names.into_iter().zip(tools).collect()
+    let mut entries = Vec::new();
+    for (name, tool) in names.into_iter().zip(tools) {
+        let typed: Vec<usize> = (0..tool.meta.exports.len())
+            .filter(|&i| tool.meta.exports[i].input_schema.is_some())
+            .collect();
+        for &i in &typed {
+            let export = &tool.meta.exports[i];
+            let func = export.func();
+            let unique =
+                typed.iter().filter(|&&j| tool.meta.exports[j].func() == func).count() == 1;
+            let suffix = clean(if unique { func } else { &export.name });
+            let keep = MAX_TOOL_NAME.saturating_sub(suffix.len() + 1).max(1);
+            let base = name.get(..keep).unwrap_or(&name);
+            let full = format!("{base}.{suffix}");
+            entries.push((
+                full.get(..MAX_TOOL_NAME).unwrap_or(&full).to_string(),
+                Entry::Export(tool.clone(), i),
+            ));
+        }
+        if typed.is_empty() || tool.meta.kind == Kind::Command {
+            entries.push((name, Entry::Tool(tool)));
+        }
+    }
+    entries
+}
+
+/// `name` with the characters MCP does not allow in a tool name as `_`.
+fn clean(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+        .collect()
 }
 
 /// The MCP names of tools given as `(name, id)`, in the same order (see [`named`]).
 fn mcp_names<'a>(tools: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Vec<String> {
-    let clean = |name: &str| -> String {
-        name.chars()
-            .map(
-                |c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' },
-            )
-            .collect()
-    };
     let mut counts = std::collections::HashMap::<String, usize>::new();
     for (name, _) in tools.clone() {
         *counts.entry(clean(name)).or_default() += 1;
@@ -304,6 +337,31 @@ fn mcp_tool(name: String, tool: &Tool) -> rmcp::model::Tool {
     rmcp::model::Tool::new(name, description, schema).with_title(tool.meta.name.clone())
 }
 
+/// The MCP tool for export `i` of component `tool`: its input schema is the function's
+/// parameters (derived from their WIT types), its result the function's, as JSON.
+fn export_tool(name: String, tool: &Tool, i: usize) -> rmcp::model::Tool {
+    let e = &tool.meta.exports[i];
+    let params: Vec<String> =
+        e.param_names.iter().zip(&e.params).map(|(n, t)| format!("{n}: {t}")).collect();
+    let results = match e.results.as_slice() {
+        [] => String::new(),
+        [one] => format!(" -> {one}"),
+        many => format!(" -> ({})", many.join(", ")),
+    };
+    let mut description = format!(
+        "Calls `{}({}){results}` of the component `{}` in a fresh sandbox; the text result \
+         is the function's result as JSON",
+        e.name,
+        params.join(", "),
+        tool.meta.name
+    );
+    if let Some(about) = &tool.meta.about.description {
+        description = format!("{about}\n\n{description}");
+    }
+    let schema = object(e.input_schema.clone().unwrap_or_else(|| json!({"type": "object"})));
+    rmcp::model::Tool::new(name, description, schema).with_title(e.name.clone())
+}
+
 fn snippet_tool(lang: Language) -> rmcp::model::Tool {
     let (name, description) = match lang {
         Language::JavaScript => (
@@ -329,7 +387,7 @@ fn rpc_error(e: &ApiError) -> ErrorData {
 }
 
 /// A finished run as an MCP result: stdout, then stderr (if any), then the status.
-pub(crate) fn call_result(o: &Outcome) -> CallToolResult {
+pub(crate) fn call_result(o: &Outcome, json_call: bool) -> CallToolResult {
     let mut content = vec![ContentBlock::text(o.stdout_text())];
     if !o.stderr.bytes.is_empty() {
         content.push(ContentBlock::text(format!("stderr:\n{}", o.stderr_text())));
@@ -345,7 +403,7 @@ pub(crate) fn call_result(o: &Outcome) -> CallToolResult {
     let ok = o.status == Status::Exited && o.exit_code.unwrap_or(0) == 0;
     let mut result =
         if ok { CallToolResult::success(content) } else { CallToolResult::error(content) };
-    result.structured_content = Some(api::outcome_json(o));
+    result.structured_content = Some(api::outcome_json(o, json_call));
     result
 }
 
@@ -359,6 +417,23 @@ fn caller_of(ctx: &RequestContext<RoleServer>) -> Caller {
 }
 
 impl McpServer {
+    /// The run item for a call of export `i` of component `tool` with `args`: the host checks
+    /// them against the function's WIT types before a sandbox is started.
+    fn export_item(&self, tool: &Tool, i: usize, args: JsonObject) -> Result<Item, ErrorData> {
+        let defaults = &self.state.defaults;
+        let mut task = defaults.clone();
+        tool.meta
+            .limits
+            .capped(defaults)
+            .apply(&mut task, defaults)
+            .map_err(|e| ErrorData::invalid_params(e, None))?;
+        task.invoke = Some(tool.meta.exports[i].name.clone());
+        task.arguments = Some(Value::Object(args));
+        task.validate()
+            .map_err(|e| ErrorData::invalid_params(format!("invalid task: {e}"), None))?;
+        Ok(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task })
+    }
+
     /// The run item for a call of stored tool `tool` with `args`.
     fn tool_item(&self, tool: &Tool, args: JsonObject) -> Result<Item, ErrorData> {
         let defaults = &self.state.defaults;
@@ -420,13 +495,18 @@ impl McpServer {
                 if tool.is_none() && self.follow_store && self.state.store.load_new().await > 0 {
                     tool = find();
                 }
-                let tool = tool.ok_or_else(|| {
-                    ErrorData::invalid_params(format!("unknown tool {name:?}"), None)
-                })?;
-                self.tool_item(&tool, args)?
+                match tool {
+                    Some(Entry::Tool(tool)) => self.tool_item(&tool, args)?,
+                    Some(Entry::Export(tool, i)) => self.export_item(&tool, i, args)?,
+                    None => {
+                        let unknown = format!("unknown tool {name:?}");
+                        return Err(ErrorData::invalid_params(unknown, None));
+                    }
+                }
             }
         };
         let label = item.label.clone();
+        let json_call = item.task.arguments.is_some();
         let run = api::run_all(&self.state, caller_of(&ctx), vec![item]);
         let results = tokio::select! {
             r = run => r.map_err(|e| rpc_error(&e))?,
@@ -436,7 +516,7 @@ impl McpServer {
             }
         };
         match results.into_iter().next() {
-            Some(Ok(outcome)) => Ok(call_result(&outcome)),
+            Some(Ok(outcome)) => Ok(call_result(&outcome, json_call)),
             Some(Err(e)) => Err(rpc_error(&e)),
             None => Err(ErrorData::internal_error("no outcome", None)),
         }
@@ -482,8 +562,13 @@ impl ServerHandler for McpServer {
         if self.follow_store {
             self.state.store.load_new().await;
         }
-        let mut tools: Vec<rmcp::model::Tool> =
-            named(self.state.store.list()).into_iter().map(|(n, t)| mcp_tool(n, &t)).collect();
+        let mut tools: Vec<rmcp::model::Tool> = named(self.state.store.list())
+            .into_iter()
+            .map(|(n, entry)| match entry {
+                Entry::Tool(t) => mcp_tool(n, &t),
+                Entry::Export(t, i) => export_tool(n, &t, i),
+            })
+            .collect();
         tools.push(snippet_tool(Language::JavaScript));
         tools.push(snippet_tool(Language::Python));
         Ok(ListToolsResult::with_all_items(tools))

@@ -6,9 +6,10 @@
 //! temporary name and renamed, so a crash never leaves half a file under a tool's name. At
 //! start-up every stored tool is checked against its hash and loaded again.
 
-use crate::entry::ExportedFunc;
+use crate::entry::{ExportedFunc, ValKind};
 use crate::error::Error;
 use crate::host::{LoadOptions, ModuleSource, Runtime, TemplateHandle};
+use crate::wit_type::WitType;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,10 @@ pub(crate) struct ToolMeta {
     pub id: String,
     pub name: String,
     pub kind: Kind,
-    /// Exported functions with their types.
-    pub exports: Vec<ExportedFunc>,
+    /// Exported functions with their types (derived from the module again on every load:
+    /// stored metadata of an older form is read as none).
+    #[serde(default, deserialize_with = "exports_or_none")]
+    pub exports: Vec<Export>,
     /// Size of the module in bytes.
     pub size: u64,
     /// When it was first uploaded, in seconds since the Unix epoch.
@@ -43,6 +46,74 @@ pub(crate) struct ToolMeta {
     /// What the tool does and the JSON Schema of its input, for MCP clients (optional).
     #[serde(flatten)]
     pub about: About,
+}
+
+/// An exported function as the API shows it: its parameter and result types as Wasm or WIT
+/// spells them and, for a component's function, JSON Schemas of its arguments (an object by
+/// parameter name: a run's `arguments`, an MCP call's input) and of its result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Export {
+    pub name: String,
+    pub params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub param_names: Vec<String>,
+    pub results: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+}
+
+impl Export {
+    fn of(f: &ExportedFunc) -> Export {
+        let wit: Option<Vec<&WitType>> = f
+            .params
+            .iter()
+            .map(|k| match k {
+                ValKind::Wit(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let results: Option<Vec<WitType>> = f
+            .results
+            .iter()
+            .map(|k| match k {
+                ValKind::Wit(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        // Only a function every parameter of which a JSON argument can give has a schema
+        // (not one taking a resource, a future or a stream).
+        let callable = |w: &Vec<&WitType>| {
+            w.len() == f.param_names.len() && w.iter().all(|t| t.to_wave().is_some())
+        };
+        let input_schema = wit.filter(callable).map(|w| {
+            let named: Vec<(String, WitType)> =
+                f.param_names.iter().cloned().zip(w.into_iter().cloned()).collect();
+            crate::wit_type::object_schema(&named)
+        });
+        Export {
+            name: f.name.clone(),
+            params: f.params.iter().map(ToString::to_string).collect(),
+            param_names: f.param_names.clone(),
+            results: f.results.iter().map(ToString::to_string).collect(),
+            output_schema: input_schema
+                .as_ref()
+                .and(results.map(|r| crate::wit_type::results_schema(&r))),
+            input_schema,
+        }
+    }
+
+    /// The function's own name: `add` for `pkg:name/iface#add`.
+    pub(crate) fn func(&self) -> &str {
+        self.name.rsplit_once('#').map_or(self.name.as_str(), |(_, f)| f)
+    }
+}
+
+/// Stored exports, or none if they are of an older form (they are derived again on load).
+fn exports_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Export>, D::Error> {
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(v).unwrap_or_default())
 }
 
 /// What an uploader may say about a tool for MCP clients: a description and a JSON Schema
@@ -350,12 +421,12 @@ impl Store {
         &self,
         name: &str,
         bytes: Arc<[u8]>,
-    ) -> Result<(TemplateHandle, Kind, Vec<ExportedFunc>), Error> {
+    ) -> Result<(TemplateHandle, Kind, Vec<Export>), Error> {
         let source = ModuleSource::Bytes { name: name.to_string(), bytes };
         let handle = self.runtime.load(source, self.load.clone()).await?;
         let exports = handle.exports().await?;
         let kind = if exports.start { Kind::Command } else { Kind::Reactor };
-        Ok((handle, kind, exports.funcs))
+        Ok((handle, kind, exports.funcs.iter().map(Export::of).collect()))
     }
 
     /// Adds a tool from its bytes, or finds it if these bytes are already a tool. Returns the
