@@ -439,3 +439,19 @@ async fn the_library_calls_exports_with_json_arguments() {
     let Error::InvalidTask(why) = err else { panic!("not an invalid task: {err}") };
     assert!(why.to_string().contains("cannot call `add(1, 2.5)`"), "{why}");
 }
+
+/// Preview 3 is not supported: a component importing a `wasi:*@0.3` interface is refused at
+/// load, naming the import.
+#[test]
+fn a_preview3_component_is_refused_naming_its_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p3 = dir.path().join("p3.wat");
+    let wat = r#"(component
+        (import "wasi:cli/environment@0.3.0" (instance
+            (export "get-arguments" (func (result (list string))))))
+    )"#;
+    std::fs::write(&p3, wat).expect("write p3.wat");
+    let o = run(&["run", s(&p3)]);
+    assert_eq!(code(&o), 65, "{}", stderr(&o));
+    assert!(stderr(&o).contains("wasi:cli/environment@0.3.0"), "{}", stderr(&o));
+}

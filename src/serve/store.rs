@@ -6,7 +6,7 @@
 //! temporary name and renamed, so a crash never leaves half a file under a tool's name. At
 //! start-up every stored tool is checked against its hash and loaded again.
 
-use crate::entry::{ExportedFunc, ValKind};
+use crate::entry::{ExportedFunc, GuestKind, ValKind};
 use crate::error::Error;
 use crate::host::{LoadOptions, ModuleSource, Runtime, TemplateHandle};
 use crate::wit_type::WitType;
@@ -65,7 +65,8 @@ pub(crate) struct Export {
 }
 
 impl Export {
-    fn of(f: &ExportedFunc) -> Export {
+    /// `f` as the API shows it; a component's functions (`kind`) get schemas.
+    fn of(f: &ExportedFunc, kind: GuestKind) -> Export {
         let wit: Option<Vec<&WitType>> = f
             .params
             .iter()
@@ -85,7 +86,9 @@ impl Export {
         // Only a function every parameter of which a JSON argument can give has a schema
         // (not one taking a resource, a future or a stream).
         let callable = |w: &Vec<&WitType>| {
-            w.len() == f.param_names.len() && w.iter().all(|t| t.to_wave().is_some())
+            kind == GuestKind::Component
+                && w.len() == f.param_names.len()
+                && w.iter().all(|t| t.to_wave().is_some())
         };
         let input_schema = wit.filter(callable).map(|w| {
             let named: Vec<(String, WitType)> =
@@ -426,7 +429,8 @@ impl Store {
         let handle = self.runtime.load(source, self.load.clone()).await?;
         let exports = handle.exports().await?;
         let kind = if exports.start { Kind::Command } else { Kind::Reactor };
-        Ok((handle, kind, exports.funcs.iter().map(Export::of).collect()))
+        let funcs = exports.funcs.iter().map(|f| Export::of(f, exports.kind)).collect();
+        Ok((handle, kind, funcs))
     }
 
     /// Adds a tool from its bytes, or finds it if these bytes are already a tool. Returns the
