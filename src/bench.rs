@@ -604,7 +604,13 @@ fn serve(
         let mut out = Vec::new();
         for (options, n) in runs {
             let pool = options.pool;
-            let handle = runtime.load(source.clone(), options.clone()).await?;
+            // The concurrent phase queues every task at once (`c` of them in flight): the
+            // queue must hold them all, or the runtime rightly answers `Busy`.
+            let options = crate::host::LoadOptions {
+                max_queued: options.max_queued.max(*n),
+                ..options.clone()
+            };
+            let handle = runtime.load(source.clone(), options).await?;
             let warm_up_us = handle.stats().await?.warm_up_us;
             // Warm-up: the zygote's pool fills, code paths are touched.
             for _ in 0..20.min(*n) {
