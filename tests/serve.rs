@@ -1241,6 +1241,21 @@ fn a_key_past_its_rate_gets_429_with_retry_after_and_batch_items_count() {
     );
 }
 
+/// Without keys, every caller is one anonymous caller with a bucket of its own: the rate
+/// still applies.
+#[test]
+fn a_server_without_keys_still_limits_the_rate() {
+    let s = Server::open(&["--per-key-rate", "0.5", "--per-key-burst", "2"]);
+    let hello = s.upload("hello");
+    for i in 0..2 {
+        assert_eq!(s.run(&hello, &json!({})).0, StatusCode::OK, "run {i} of a burst of 2");
+    }
+    let r = s.post_json(&format!("/v1/tools/{hello}/run"), &json!({}));
+    assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
+    let m = assert_error(r, StatusCode::TOO_MANY_REQUESTS);
+    assert!(m.contains("rate"), "{m}");
+}
+
 #[test]
 fn a_zygote_killed_under_load_ends_every_request_clearly_and_the_next_ones_succeed() {
     let s = Server::open(&["--pool", "2", "--max-in-flight", "16"]);

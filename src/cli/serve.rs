@@ -48,10 +48,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value = "256")]
     max_queued: usize,
     /// Runs in flight or waiting per API key (batch items count one each); past it, 429.
+    /// Without keys (--no-auth), all callers together count as one key.
     #[arg(long, value_name = "N")]
     per_key_in_flight: Option<usize>,
     /// Runs per second per API key (batch items count one each), refilled continuously; past
-    /// it, 429 with Retry-After.
+    /// it, 429 with Retry-After. Without keys (--no-auth), all callers together count as one
+    /// key.
     #[arg(long, value_name = "N")]
     per_key_rate: Option<f64>,
     /// Runs an API key may start at once before --per-key-rate applies (default: the rate,

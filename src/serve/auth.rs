@@ -159,6 +159,15 @@ pub(crate) async fn require_key(
     }
 }
 
+/// The slot of `caller` among `keys` keys' slots and one more: the anonymous caller of a
+/// server without keys (`--no-auth`, or `mcp` on stdio) counts as one key of its own.
+fn slot(caller: Caller, keys: usize) -> usize {
+    match caller {
+        Caller::Key(i) => i,
+        Caller::Anonymous => keys,
+    }
+}
+
 /// Runs in flight (or waiting) per key; past the limit, a key's requests get 429 while
 /// others' are still served. Batch items count one each.
 #[derive(Debug)]
@@ -170,14 +179,15 @@ pub(crate) struct Quotas {
 impl Quotas {
     /// `limit` per key (`None`: no per-key limit) for `keys` keys.
     pub fn new(limit: Option<usize>, keys: usize) -> Arc<Self> {
-        Arc::new(Self { limit, counts: (0..keys).map(|_| AtomicUsize::new(0)).collect() })
+        Arc::new(Self { limit, counts: (0..=keys).map(|_| AtomicUsize::new(0)).collect() })
     }
 
     /// Takes `n` of `caller`'s quota, or says how many it has in flight.
     pub fn take(self: &Arc<Self>, caller: Caller, n: usize) -> Result<QuotaGuard, usize> {
-        let (Some(limit), Caller::Key(i)) = (self.limit, caller) else {
+        let Some(limit) = self.limit else {
             return Ok(QuotaGuard { quotas: None, index: 0, n: 0 });
         };
+        let i = slot(caller, self.counts.len() - 1);
         let Some(count) = self.counts.get(i) else {
             return Ok(QuotaGuard { quotas: None, index: 0, n: 0 });
         };
@@ -216,7 +226,7 @@ impl Rates {
         let full = limit.map_or(0.0, |l| f64::from(l.burst.max(1)));
         Self {
             limit,
-            buckets: (0..keys)
+            buckets: (0..=keys)
                 .map(|_| std::sync::Mutex::new(Bucket { tokens: full, at: now }))
                 .collect(),
         }
@@ -230,7 +240,8 @@ impl Rates {
     /// Takes `n` tokens of `caller`'s bucket, or says how long until there would be enough
     /// (a batch larger than the burst never fits: the wait is then the time to a full bucket).
     pub fn take(&self, caller: Caller, n: usize) -> Result<(), std::time::Duration> {
-        let (Some(limit), Caller::Key(i)) = (self.limit, caller) else { return Ok(()) };
+        let Some(limit) = self.limit else { return Ok(()) };
+        let i = slot(caller, self.buckets.len() - 1);
         let Some(bucket) = self.buckets.get(i) else { return Ok(()) };
         let mut b = match bucket.lock() {
             Ok(b) => b,
@@ -306,6 +317,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(120));
         assert!(r.take(Caller::Key(0), 1).is_ok(), "refilled");
         assert!(Rates::new(None, 1).take(Caller::Key(0), 100).is_ok());
+        // Without keys, every caller is the one anonymous caller, with a bucket of its own.
+        let open = Rates::new(Some(RateLimit { per_second: 10.0, burst: 2 }), 0);
+        assert!(open.take(Caller::Anonymous, 2).is_ok());
+        assert!(open.take(Caller::Anonymous, 1).is_err(), "the anonymous caller is limited");
     }
 
     #[test]
@@ -318,5 +333,10 @@ mod tests {
         assert!(q.take(Caller::Key(0), 1).is_ok());
         assert!(q.take(Caller::Key(0), 3).is_err(), "a batch larger than the quota");
         assert!(Quotas::new(None, 1).take(Caller::Key(0), 100).is_ok());
+        let open = Quotas::new(Some(1), 0);
+        let held = open.take(Caller::Anonymous, 1).unwrap();
+        assert!(open.take(Caller::Anonymous, 1).is_err(), "the anonymous caller has a quota");
+        drop(held);
+        assert!(open.take(Caller::Anonymous, 1).is_ok());
     }
 }
