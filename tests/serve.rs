@@ -1432,3 +1432,46 @@ fn a_component_tools_exports_are_typed_and_called_with_json() {
     let (_, o) = call("add", json!([2, 3]));
     assert_eq!(o["result"], 5, "{o}");
 }
+
+/// A streamed batch sends each task's result as it finishes (in the order they finish, each
+/// with its index), then `done`; a client that goes away cancels the runs still going.
+#[test]
+fn a_streamed_batch_sends_each_result_as_it_finishes() {
+    let s = Server::open(&[]);
+    let clock = s.upload("clock");
+    let started = Instant::now();
+    let body = json!({"tasks": [{"args": ["1500"]}, {"args": ["0"]}, {"args": ["500"]}]});
+    let r = s.post_json(&format!("/v1/tools/{clock}/batch?stream=sse"), &body);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = read_events(r, started, |e| e.name == "done");
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["result", "result", "result", "done"], "{events:?}");
+    let order: Vec<u64> = events[..3].iter().map(|e| e.data["index"].as_u64().unwrap()).collect();
+    assert_eq!(order, [1, 2, 0], "results come as the tasks finish: {events:?}");
+    for e in &events[..3] {
+        assert_eq!(e.data["status"], "exited", "{e:?}");
+    }
+    assert!(events[2].data["stdout"].as_str().unwrap().contains("slept_ms=1500"), "{events:?}");
+    assert!(
+        events[0].at + Duration::from_millis(700) < events[2].at,
+        "the first result came only with the last: {events:?}"
+    );
+    assert_eq!(events[3].data["results"], 3);
+
+    // A client that stops reading and closes: the sleeping runs are cancelled.
+    let body = json!({"tasks": [{"args": ["20000"]}, {"args": ["20000"]}]});
+    let r = s.post_json(&format!("/v1/tools/{clock}/batch?stream=sse"), &body);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+            == Some("zeroboot_in_flight 2")),
+        "the runs never started"
+    );
+    drop(r);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&s, "zeroboot_in_flight ").as_deref()
+            == Some("zeroboot_in_flight 0")),
+        "the runs were not cancelled"
+    );
+}

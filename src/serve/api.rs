@@ -691,14 +691,19 @@ pub(crate) fn results_json(results: Vec<Result<Value, ApiError>>) -> Json<Value>
 }
 
 /// `POST /v1/tools/{id}/batch` `{tasks: [...]}`: every task in its own sandbox, run
-/// concurrently; `{results: [...]}` in order.
+/// concurrently; `{results: [...]}` in order — or, with `?stream=sse` (or `Accept:
+/// text/event-stream`), one event per task as it finishes (see [`super::stream`]).
 pub(crate) async fn batch(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
+    query: Result<Query<super::stream::StreamQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tool = tool_or_404(&state, &id)?;
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let streamed = super::stream::wanted(&query, &headers)?;
     let request: BatchRequest = json_body(bytes, state.max_body)?;
     check_batch(request.tasks.len(), state.max_batch)?;
     let mut items = Vec::with_capacity(request.tasks.len());
@@ -710,9 +715,13 @@ pub(crate) async fn batch(
         items.push(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task });
     }
     let json_calls: Vec<bool> = items.iter().map(|i| i.task.arguments.is_some()).collect();
+    if streamed {
+        let shape = move |i: usize, o: &Outcome| outcome_json(o, json_calls.get(i) == Some(&true));
+        return super::stream::respond_batch(&state, caller_of(caller), items, shape);
+    }
     let results = run_all(&state, caller_of(caller), items).await?;
     let shaped = results.into_iter().zip(json_calls).map(|(r, j)| r.map(|o| outcome_json(&o, j)));
-    Ok(results_json(shaped.collect()))
+    Ok(results_json(shaped.collect()).into_response())
 }
 
 #[cfg(test)]

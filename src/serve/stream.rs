@@ -10,6 +10,13 @@
 //! - `event: error`, `data: {"error": "…", "status": N}` — last, instead of `outcome`: the run
 //!   could not start after the stream began (e.g. 503, the zygote could not be started).
 //!
+//! A streamed batch (`POST /v1/tools/{id}/batch?stream=sse`) sends one event per task as it
+//! finishes, in the order they finish, instead of the output chunks:
+//!
+//! - `event: result`, `data: {"index": i, …}` — task `i`'s outcome (with its output), or the
+//!   error (`{"index", "error", "status"}`) of a task that could not start;
+//! - `event: done`, `data: {"results": n}` — last, after every task's result.
+//!
 //! Admission (quota, rate, 429) and the request's validation happen before the stream starts,
 //! so those are ordinary HTTP errors. Backpressure: the chunks travel through a small bounded
 //! channel; a client that reads slowly leaves the sandbox's pipe full and the guest waiting
@@ -88,6 +95,65 @@ pub(crate) fn respond(
     });
     let events = Events { chunks, chunks_open: true, done: Some(done), _run: AbortOnDrop(run) };
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Admits a batch whole (or refuses it whole, as a plain HTTP error), then answers with one
+/// `result` event per task as it finishes, and `done` (see the module's documentation).
+/// `shape` gives a finished task's JSON; task `i`'s answer carries `"index": i`.
+pub(crate) fn respond_batch(
+    state: &Arc<AppState>,
+    caller: Caller,
+    items: Vec<Item>,
+    shape: impl Fn(usize, &Outcome) -> Value + Send + 'static,
+) -> Result<Response, ApiError> {
+    let n = items.len();
+    let (quota, tickets) = api::admit(state, caller, n)?;
+    // Each task sends one event and `done` follows: the channel never holds more.
+    let (tx, events) = mpsc::channel(n.saturating_add(1));
+    let state = state.clone();
+    let run = tokio::spawn(async move {
+        let _quota = quota;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (item, ticket)) in items.into_iter().zip(tickets).enumerate() {
+            let state = state.clone();
+            set.spawn(async move { (i, api::run_one(state, item, ticket, None).await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (i, mut v) = match joined {
+                Ok((i, Ok(outcome))) => (i, shape(i, &outcome)),
+                Ok((i, Err(e))) => (i, e.to_json()),
+                Err(e) => {
+                    tracing::error!(error = %e, "a batch run ended abnormally");
+                    continue;
+                }
+            };
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("index".into(), json!(i));
+            }
+            if tx.send(Event::default().event("result").data(v.to_string())).await.is_err() {
+                return;
+            }
+        }
+        let done = Event::default().event("done").data(json!({ "results": n }).to_string());
+        let _ = tx.send(done).await;
+    });
+    let events = BatchEvents { events, _run: AbortOnDrop(run) };
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// A streamed batch's events, as its runs finish; dropping it (the client went away) aborts
+/// every run.
+struct BatchEvents {
+    events: mpsc::Receiver<Event>,
+    _run: AbortOnDrop,
+}
+
+impl futures_core::Stream for BatchEvents {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_recv(cx).map(|e| e.map(Ok))
+    }
 }
 
 /// One chunk as an event.
