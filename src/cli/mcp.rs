@@ -49,16 +49,11 @@ pub struct McpArgs {
 pub fn main(a: McpArgs) -> i32 {
     // rmcp logs every request and error at info/warn; the protocol answers say it already.
     init_logging_with(a.log_format, "info,rmcp=error");
-    let Some(data_dir) = a.data_dir.clone().or_else(serve::default_data_dir) else {
-        eprintln!(
-            "zeroboot-wasm mcp: error: no data directory: give --data-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
-        );
+    let Some((data_dir, load)) =
+        super::serve::store_and_load("mcp", a.data_dir.clone(), &a.common, a.pool)
+    else {
         return exit::USAGE;
     };
-    let mut load = a.common.load_options(a.pool);
-    if !a.common.no_cache && a.common.cache_dir.is_none() {
-        load.config.cache_dir(Some(data_dir.join("cache")));
-    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ServeOptions {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -155,16 +155,10 @@ pub fn main(a: ServeArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let Some(data_dir) = a.data_dir.clone().or_else(serve::default_data_dir) else {
-        eprintln!(
-            "zeroboot-wasm serve: error: no data directory: give --data-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
-        );
+    let Some((data_dir, load)) = store_and_load("serve", a.data_dir.clone(), &a.common, a.pool)
+    else {
         return exit::USAGE;
     };
-    let mut load = a.common.load_options(a.pool);
-    if !a.common.no_cache && a.common.cache_dir.is_none() {
-        load.config.cache_dir(Some(data_dir.join("cache")));
-    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ServeOptions {
         listen: a.listen,
@@ -217,4 +211,27 @@ pub fn main(a: ServeArgs) -> i32 {
             exit::INTERNAL
         }
     }
+}
+
+/// The data directory (`--data-dir`, else the default) and the tools' load options, whose
+/// compiled cache lives in it unless `--cache-dir` or `--no-cache` says otherwise; `None`
+/// (after saying why) when there is no data directory.
+pub(super) fn store_and_load(
+    command: &str,
+    data_dir: Option<PathBuf>,
+    common: &CommonArgs,
+    pool: usize,
+) -> Option<(PathBuf, zeroboot_wasm::LoadOptions)> {
+    let Some(data_dir) = data_dir.or_else(serve::default_data_dir) else {
+        eprintln!(
+            "zeroboot-wasm {command}: error: no data directory: give --data-dir DIR (neither \
+             XDG_DATA_HOME nor HOME is set)"
+        );
+        return None;
+    };
+    let mut load = common.load_options(pool);
+    if !common.no_cache && common.cache_dir.is_none() {
+        load.config.cache_dir(Some(data_dir.join("cache")));
+    }
+    Some((data_dir, load))
 }

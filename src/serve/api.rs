@@ -634,6 +634,18 @@ pub(crate) async fn delete(
     }
 }
 
+/// The tool a run or batch names (404 if none), and whether the client asked for a stream.
+fn tool_and_stream(
+    state: &AppState,
+    id: &str,
+    query: Result<Query<super::stream::StreamQuery>, QueryRejection>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(Arc<store::Tool>, bool), ApiError> {
+    let tool = tool_or_404(state, id)?;
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    Ok((tool, super::stream::wanted(&query, headers)?))
+}
+
 /// `POST /v1/tools/{id}/run`: 200 with the outcome, whatever the sandbox's status; with
 /// `?stream=sse` (or `Accept: text/event-stream`), the output as events, then the outcome
 /// (see [`super::stream`]).
@@ -645,9 +657,7 @@ pub(crate) async fn run(
     headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tool = tool_or_404(&state, &id)?;
-    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let streamed = super::stream::wanted(&query, &headers)?;
+    let (tool, streamed) = tool_and_stream(&state, &id, query, &headers)?;
     let request: RunRequest = json_body(bytes, state.max_body)?;
     let task = request
         .into_task(&state.defaults, tool.meta.limits, state.files)
@@ -701,9 +711,7 @@ pub(crate) async fn batch(
     headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tool = tool_or_404(&state, &id)?;
-    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let streamed = super::stream::wanted(&query, &headers)?;
+    let (tool, streamed) = tool_and_stream(&state, &id, query, &headers)?;
     let request: BatchRequest = json_body(bytes, state.max_body)?;
     check_batch(request.tasks.len(), state.max_batch)?;
     let mut items = Vec::with_capacity(request.tasks.len());

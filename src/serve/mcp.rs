@@ -24,7 +24,7 @@ use super::exec::Language;
 use super::store::{self, Kind, Tool};
 use super::{AppState, ServeError, ServeOptions};
 use crate::outcome::{Outcome, Status};
-use crate::task::Stdin;
+use crate::task::{Stdin, Task};
 use axum::http::StatusCode;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -417,9 +417,9 @@ fn caller_of(ctx: &RequestContext<RoleServer>) -> Caller {
 }
 
 impl McpServer {
-    /// The run item for a call of export `i` of component `tool` with `args`: the host checks
-    /// them against the function's WIT types before a sandbox is started.
-    fn export_item(&self, tool: &Tool, i: usize, args: JsonObject) -> Result<Item, ErrorData> {
+    /// A task of `tool` under the server's defaults and the tool's own limits, given its
+    /// input by `fill`, and checked.
+    fn tool_task(&self, tool: &Tool, fill: impl FnOnce(&mut Task)) -> Result<Task, ErrorData> {
         let defaults = &self.state.defaults;
         let mut task = defaults.clone();
         tool.meta
@@ -427,35 +427,34 @@ impl McpServer {
             .capped(defaults)
             .apply(&mut task, defaults)
             .map_err(|e| ErrorData::invalid_params(e, None))?;
-        task.invoke = Some(tool.meta.exports[i].name.clone());
-        task.arguments = Some(Value::Object(args));
+        fill(&mut task);
         task.validate()
             .map_err(|e| ErrorData::invalid_params(format!("invalid task: {e}"), None))?;
+        Ok(task)
+    }
+
+    /// The run item for a call of export `i` of component `tool` with `args`: the host checks
+    /// them against the function's WIT types before a sandbox is started.
+    fn export_item(&self, tool: &Tool, i: usize, args: JsonObject) -> Result<Item, ErrorData> {
+        let task = self.tool_task(tool, |task| {
+            task.invoke = Some(tool.meta.exports[i].name.clone());
+            task.arguments = Some(Value::Object(args));
+        })?;
         Ok(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task })
     }
 
     /// The run item for a call of stored tool `tool` with `args`.
     fn tool_item(&self, tool: &Tool, args: JsonObject) -> Result<Item, ErrorData> {
-        let defaults = &self.state.defaults;
-        let task = if tool.meta.about.input_schema.is_some() {
-            if let Some(schema) = &tool.meta.about.input_schema {
-                check_required(schema, &args)?;
-            }
-            let mut task = defaults.clone();
-            tool.meta
-                .limits
-                .capped(defaults)
-                .apply(&mut task, defaults)
-                .map_err(|e| ErrorData::invalid_params(e, None))?;
-            task.stdin = Stdin::Bytes(Value::Object(args).to_string().into_bytes());
-            task.validate()
-                .map_err(|e| ErrorData::invalid_params(format!("invalid task: {e}"), None))?;
-            task
+        let task = if let Some(schema) = &tool.meta.about.input_schema {
+            check_required(schema, &args)?;
+            self.tool_task(tool, |task| {
+                task.stdin = Stdin::Bytes(Value::Object(args).to_string().into_bytes());
+            })?
         } else {
             let request: RunRequest = serde_json::from_value(Value::Object(args))
                 .map_err(|e| ErrorData::invalid_params(format!("invalid arguments: {e}"), None))?;
             request
-                .into_task(defaults, tool.meta.limits, self.state.files)
+                .into_task(&self.state.defaults, tool.meta.limits, self.state.files)
                 .map_err(|e| ErrorData::invalid_params(e, None))?
         };
         Ok(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task })
