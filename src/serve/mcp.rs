@@ -12,7 +12,10 @@
 //!
 //! A tool's input is `{args, stdin, stdin_base64, env, invoke, limits}` — the body of
 //! `POST /v1/tools/{id}/run`, parsed by the same code — unless its uploader gave it an
-//! `input_schema`: then the call's arguments are handed to the guest as JSON on its stdin.
+//! `input_schema`: then the call's arguments are handed to the guest as JSON on its stdin. A
+//! component is offered function by function (`name.function`), each with the input schema
+//! derived from its WIT parameter types; the call's arguments are checked on the host against
+//! those types and passed to the function as JSON, and its result comes back as JSON.
 //! The result is stdout as the first text content, stderr (when not empty) and a status line
 //! after it, the outcome (the `--json` shape) as structured content, and `isError` unless the
 //! guest exited 0. Arguments that do not fit, an unknown tool or a saturated server are
