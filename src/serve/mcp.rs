@@ -191,9 +191,9 @@ enum Entry {
 
 /// Each tool under its MCP name: its own name when no other tool (nor a snippet tool) has
 /// it, otherwise `name-<first 12 hex digits of its id>`. Characters MCP does not allow in a
-/// name become `_`. A component's functions follow as `name.function` (`name.iface_function`
-/// where two interfaces export the same name); a component that is not a command is offered
-/// only through its functions.
+/// name become `_`. A component's functions follow as `name.function` (where two interfaces
+/// export the same function name, `name.` and the export's full name, `pkg_ns_iface_function`);
+/// a component that is not a command is offered only through its functions.
 fn named(tools: Vec<Arc<Tool>>) -> Vec<(String, Entry)> {
     let names = mcp_names(tools.iter().map(|t| (t.meta.name.as_str(), t.meta.id.as_str())));
     let mut entries = Vec::new();
