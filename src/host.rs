@@ -309,6 +309,64 @@ struct Connection {
     death: Mutex<Option<String>>,
 }
 
+/// What the zygote is asked to load: `name`'s template with `options`.
+fn load_request(name: &str, options: &LoadOptions) -> LoadRequest {
+    let isolation = &options.isolation;
+    LoadRequest {
+        name: name.to_string(),
+        fuel: options.config.meters_fuel(),
+        cache_dir: options.config.cache_directory().map(|p| p.to_path_buf()),
+        compile: options.config.compile_bounds().map(|c| crate::protocol::CompileSpec {
+            timeout_us: crate::protocol::micros(c.timeout),
+            max_memory: c.max_memory,
+        }),
+        isolation: IsolationSpec {
+            namespaces: isolation.namespaces,
+            seccomp: isolation.seccomp,
+            max_file_size: isolation.max_file_size,
+            grants: isolation
+                .grants
+                .iter()
+                .map(|g| GrantSpec {
+                    host: g.host.clone(),
+                    guest: g.guest.clone(),
+                    read_only: g.read_only,
+                })
+                .collect(),
+            init: crate::protocol::InitSpec {
+                timeout_us: isolation.init.timeout.map(crate::protocol::micros),
+                max_memory: isolation.init.max_memory,
+                fuel: isolation.init.fuel,
+            },
+            scratch: isolation.scratch,
+        },
+        pool: options.pool,
+        warm_up: options.config.warm_up_choice().clone(),
+    }
+}
+
+/// Runs one task in a zygote that is **this process**: loads `module` with `options` here,
+/// enters the zygote's namespaces and its seccomp filter (for good: this process keeps them
+/// afterwards), forks one sandbox for `task` and returns its outcome. The same code as a
+/// zygote process runs, with the same checks and errors, minus starting that process: for a
+/// process that exists to run one task, as `zeroboot-wasm run` (where it saves the start of
+/// a second process). The calling process must be single-threaded ([`Error::NotSingleThreaded`]
+/// otherwise); a library embedding uses [`Runtime`] instead.
+pub fn run_in_this_process(
+    module: impl Into<ModuleSource>,
+    options: &LoadOptions,
+    task: &Task,
+) -> Result<Outcome, Error> {
+    let module = module.into();
+    let name = module.name();
+    let load = load_request(&name, options);
+    let fd = module.open()?;
+    // Errors as a zygote process reports them, so both paths fail alike.
+    let mut zygote = crate::zygote_process::build(&load, Some(fd))
+        .map_err(|e| Error::Load { message: e.one_line(), kind: e.load_failure() })?;
+    zygote.run(task)
+}
+
 fn protocol_err(e: impl std::fmt::Display) -> Error {
     Error::Protocol(e.to_string())
 }
@@ -342,38 +400,7 @@ impl Connection {
             }
             _ => return Err(zygote_gone(&mut child, "during the handshake").await),
         };
-        let isolation = &options.isolation;
-        let load = LoadRequest {
-            name: name.to_string(),
-            fuel: options.config.meters_fuel(),
-            cache_dir: options.config.cache_directory().map(|p| p.to_path_buf()),
-            compile: options.config.compile_bounds().map(|c| crate::protocol::CompileSpec {
-                timeout_us: crate::protocol::micros(c.timeout),
-                max_memory: c.max_memory,
-            }),
-            isolation: IsolationSpec {
-                namespaces: isolation.namespaces,
-                seccomp: isolation.seccomp,
-                max_file_size: isolation.max_file_size,
-                grants: isolation
-                    .grants
-                    .iter()
-                    .map(|g| GrantSpec {
-                        host: g.host.clone(),
-                        guest: g.guest.clone(),
-                        read_only: g.read_only,
-                    })
-                    .collect(),
-                init: crate::protocol::InitSpec {
-                    timeout_us: isolation.init.timeout.map(crate::protocol::micros),
-                    max_memory: isolation.init.max_memory,
-                    fuel: isolation.init.fuel,
-                },
-                scratch: isolation.scratch,
-            },
-            pool: options.pool,
-            warm_up: options.config.warm_up_choice().clone(),
-        };
+        let load = load_request(name, options);
         send(&sock, &Request::Load(load), &[module_fd.as_raw_fd()]).await?;
         drop(module_fd);
         let (meters_fuel, grants, namespaces, exports) = match recv(&sock).await? {

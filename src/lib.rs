@@ -64,6 +64,7 @@ pub use entry::{GuestKind, WarmUp};
 pub use error::{BoxError, Error};
 pub use host::{
     BlockingRuntime, LoadOptions, ModuleSource, OutputChunk, OutputStream, Runtime, TemplateHandle,
+    run_in_this_process,
 };
 pub use outcome::{Captured, Outcome, Status, Timings};
 pub use rlimits::{DEFAULT_MAX_FILE_SIZE, MAX_OPEN_FILES};

@@ -1,7 +1,9 @@
 //! The `zeroboot-wasm` command: a thin layer over the library.
 //!
-//! The process never starts a thread: `run` and `worker` make this very process the zygote,
-//! and [`zeroboot_wasm::Zygote::run`] verifies it is single-threaded before every fork.
+//! `run` (and `js`, `py`) make this very process the zygote of their one task
+//! ([`zeroboot_wasm::run_in_this_process`]), so they start no thread before it forks; it
+//! verifies the process is single-threaded before every fork. `worker`, `serve`, `mcp` and
+//! `bench` drive zygote processes through the fork server.
 
 mod cli;
 

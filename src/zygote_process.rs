@@ -154,7 +154,7 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
 }
 
 /// Builds the template and the zygote from a load request.
-fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygote, Error> {
+pub(crate) fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygote, Error> {
     let path = std::path::PathBuf::from(&load.name);
     let module = module.ok_or_else(|| Error::ReadModule {
         path: path.clone(),

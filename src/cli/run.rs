@@ -4,7 +4,7 @@ use super::{CommonArgs, exit, report_error, status_exit_code};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use zeroboot_wasm::{BlockingRuntime, Output, Status, Stdin};
+use zeroboot_wasm::{Output, Status, Stdin, run_in_this_process};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -28,9 +28,11 @@ pub fn main(a: RunArgs) -> i32 {
     run_once(&a.common, a.module, a.args, a.argv0, a.json)
 }
 
-/// Loads `module` into a zygote of its own and runs one task: stdin passed through, output
-/// relayed (or captured and printed as one JSON outcome with `json`), the guest's exit code
-/// as ours.
+/// Runs one task with this process as its zygote ([`run_in_this_process`]): stdin passed
+/// through, output relayed (or captured and printed as one JSON outcome with `json`), the
+/// guest's exit code as ours. This process exists for that one task, so it needs no zygote
+/// process of its own: starting one cost more than `wasmtime run` takes in all (README,
+/// "One-shot `run`").
 pub fn run_once(
     common: &CommonArgs,
     module: PathBuf,
@@ -38,23 +40,15 @@ pub fn run_once(
     argv0: Option<String>,
     json: bool,
 ) -> i32 {
-    let rt = match BlockingRuntime::new() {
-        Ok(rt) => rt,
-        Err(e) => return report_error(&e),
-    };
     // As `wasmtime run` does: the guest's argv[0] is the module's file name.
     let argv0 = argv0.or_else(|| module.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let template = match rt.load(module, common.load_options(0)) {
-        Ok(t) => t,
-        Err(e) => return report_error(&e),
-    };
     let mut task = common.base_task().args(args);
     task.argv0 = argv0;
     task.stdin = Stdin::Inherit;
     if !json {
         task.output = Output::Inherit;
     }
-    let outcome = match rt.run(&template, &task) {
+    let outcome = match run_in_this_process(module, &common.load_options(0), &task) {
         Ok(o) => o,
         Err(e) => return report_error(&e),
     };
