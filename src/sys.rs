@@ -802,11 +802,29 @@ pub enum Received {
 /// close-on-exec). A longer message is an `InvalidData` error (its descriptors are closed);
 /// a would-block socket gives `ErrorKind::WouldBlock`.
 pub fn recv_message(sock: RawFd, max: usize) -> io::Result<Received> {
+    // One receive buffer per thread, kept: messages are small, and a zeroed `max + 1` bytes per
+    // message was a visible share of a busy host's CPU. The message is copied out at its size.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < max + 1 {
+                buf.resize(max + 1, 0);
+            }
+            recv_into(sock, max, &mut buf[..max + 1])
+        }
+        // Not reentrant in practice; a fresh buffer if it ever is.
+        Err(_) => recv_into(sock, max, &mut vec![0u8; max + 1]),
+    })
+}
+
+/// [`recv_message`] with `buf` (`max + 1` bytes) to receive into.
+fn recv_into(sock: RawFd, max: usize, buf: &mut [u8]) -> io::Result<Received> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut buf = vec![0u8; max + 1];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
     let (len, truncated, raw_fds) = loop {
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut iov = [io::IoSliceMut::new(buf)];
         match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => {
                 let mut fds = Vec::new();
@@ -835,8 +853,7 @@ pub fn recv_message(sock: RawFd, max: usize) -> io::Result<Received> {
             format!("message larger than {max} bytes (or too many descriptors)"),
         ));
     }
-    buf.truncate(len);
-    Ok(Received::Message(buf, fds))
+    Ok(Received::Message(buf[..len].to_vec(), fds))
 }
 
 /// Sets or clears `O_NONBLOCK` on `fd`.
