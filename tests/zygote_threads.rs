@@ -79,6 +79,28 @@ fn zygote_refuses_to_fork_a_multithreaded_process() {
 }
 
 #[test]
+fn running_in_this_process_refuses_a_multithreaded_process_before_confining_it() {
+    let _extra = ExtraThread::start();
+    let mnt_ns = || std::fs::read_link("/proc/self/ns/mnt").expect("read our mount namespace");
+    let before = mnt_ns();
+    let cache = tempfile::tempdir().expect("tempdir");
+    for namespaces in [true, false] {
+        let mut options = LoadOptions::default();
+        options.config = config(&cache);
+        options.isolation.namespaces = namespaces;
+        match run_in_this_process(guest("hello"), &options, &Task::new()) {
+            Err(Error::NotSingleThreaded { threads }) => assert!(threads >= 2),
+            Err(e) => panic!("expected NotSingleThreaded, got error: {}", e.one_line()),
+            Ok(o) => panic!("a multi-threaded process ran a task as its own zygote: {o:?}"),
+        }
+    }
+    // Refused before any confinement: still in the host's mount namespace, and free to make
+    // calls a zygote's seccomp filter would refuse (a thread of its own).
+    assert_eq!(mnt_ns(), before);
+    std::thread::spawn(|| {}).join().expect("a thread can still be started");
+}
+
+#[test]
 fn refusal_error_is_one_line_and_not_bad_input() {
     let e = Error::NotSingleThreaded { threads: 3 };
     let line = e.one_line();
