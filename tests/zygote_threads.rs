@@ -85,9 +85,11 @@ fn running_in_this_process_refuses_a_multithreaded_process_before_confining_it()
     let before = mnt_ns();
     let cache = tempfile::tempdir().expect("tempdir");
     for namespaces in [true, false] {
-        let mut options = LoadOptions::default();
-        options.config = config(&cache);
-        options.isolation.namespaces = namespaces;
+        let options = LoadOptions {
+            config: config(&cache),
+            isolation: Isolation { namespaces, ..Isolation::default() },
+            ..LoadOptions::default()
+        };
         match run_in_this_process(guest("hello"), &options, &Task::new()) {
             Err(Error::NotSingleThreaded { threads }) => assert!(threads >= 2),
             Err(e) => panic!("expected NotSingleThreaded, got error: {}", e.one_line()),
