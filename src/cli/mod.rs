@@ -224,7 +224,8 @@ impl CommonArgs {
         }
     }
 
-    /// How the command's template is loaded into its zygote process.
+    /// How the command's template is loaded into its zygote (a zygote process; for `run`,
+    /// `js` and `py`, this process).
     fn load_options(&self, pool: usize) -> zeroboot_wasm::LoadOptions {
         zeroboot_wasm::LoadOptions {
             config: self.config(),
