@@ -25,7 +25,7 @@ use crate::protocol::{
 use crate::sys::{self, ExitStatus, Received};
 use crate::task::{Output, Stdin, Task, TaskError};
 use crate::template::Config;
-use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrameError};
+use crate::wire::{self, ChildReport, Frame, FrameReader, TaskFrameError, TaskHeader};
 use crate::zygote::{
     Isolation, ZygoteStats, bytes_u64, judge, micros, resolve_preopens, task_header,
 };
@@ -280,6 +280,26 @@ enum Event {
     Died(String),
 }
 
+/// A task checked and encoded once, for each try at running it.
+#[derive(Clone, Copy)]
+struct Prepared<'a> {
+    task: &'a Task,
+    header: &'a TaskHeader<'a>,
+    stdin_bytes: &'a [u8],
+    deadline: Option<Instant>,
+    max_bytes: usize,
+    started: Instant,
+    id: u64,
+    chunks: Option<&'a mpsc::Sender<OutputChunk>>,
+}
+
+/// How one try at running a task ended.
+enum Attempt {
+    Done(Outcome),
+    /// The pool sandbox was gone before it took the task (which never started).
+    Undelivered,
+}
+
 /// A pool sandbox the zygote handed over: its pipes (task channel, report, stdout, stderr)
 /// and the linear-memory cap its cgroup limit is set for.
 #[derive(Debug)]
@@ -507,7 +527,7 @@ impl Connection {
         // The frame's header borrows from the task; stdin follows it as raw bytes. Both are
         // checked against the frame's limit before any sandbox is asked for.
         let inherit_stdin = matches!(task.stdin, Stdin::Inherit);
-        let mut header = task_header(task, &self.name, &preopens, None, inherit_stdin);
+        let header = task_header(task, &self.name, &preopens, None, inherit_stdin);
         let size_check = wire::encode_task(&header, stdin_bytes);
         if let Err(TaskFrameError::TooLarge { part, len }) = size_check {
             return Err(Error::InvalidTask(TaskError::TooLarge { part, len }));
@@ -516,32 +536,66 @@ impl Connection {
             Output::Capture { max_bytes } => max_bytes,
             Output::Inherit => 0,
         };
+        let prepared = Prepared {
+            task,
+            header: &header,
+            stdin_bytes,
+            deadline,
+            max_bytes,
+            started,
+            id,
+            chunks,
+        };
+        // A pool sandbox can die while it waits (the OOM killer, an operator's kill): one the
+        // host claimed before hearing so never took the task, which then runs in a sandbox
+        // forked for it. A task a sandbox took (even in part) is never run twice.
+        let mut use_pool = !inherit_stdin;
+        loop {
+            match self.attempt(&prepared, use_pool).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                // Only a try in a pool sandbox ends so: the next forks a sandbox for the task.
+                Attempt::Undelivered => use_pool = false,
+            }
+        }
+    }
+
+    /// One try at running a prepared task: in a pool sandbox (when `use_pool` and one is
+    /// handed over) or in one forked for it.
+    async fn attempt(
+        self: &Arc<Self>,
+        prepared: &Prepared<'_>,
+        use_pool: bool,
+    ) -> Result<Attempt, Error> {
+        let Prepared { task, header, stdin_bytes, deadline, max_bytes, started, id, chunks } =
+            *prepared;
+        let mut header = header.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().map_err(protocol_err)?.insert(id, tx);
         let mut guard = RunGuard { conn: self.clone(), id, finished: false };
         if self.is_dead() {
-            return Ok(zygote_died(self.death_reason(), started));
+            return Ok(Attempt::Done(zygote_died(self.death_reason(), started)));
         }
         let max_memory = task.max_memory.map(bytes_u64);
         let timeout_us = task.timeout.map(micros);
         // A pool sandbox the zygote already handed over: claimed without a round trip, unless
         // its memory limit must change first.
-        let pooled = if inherit_stdin {
-            None
-        } else {
-            self.pool.lock().ok().and_then(|mut p| p.pop_front())
-        };
+        let pooled =
+            if use_pool { self.pool.lock().ok().and_then(|mut p| p.pop_front()) } else { None };
+        let from_pool = pooled.is_some();
         let (fork_us, mut fds) = if let Some(p) = pooled {
             let set_limit = (p.max_memory != max_memory).then_some(SetLimit { max_memory });
             let claim = Request::Claim { id, sandbox: p.sandbox, timeout_us, set_limit };
             if let Err(e) = send(&self.sock, &claim, &[]).await {
                 guard.finished = true;
-                return Ok(zygote_died(format!("cannot reach the zygote: {e}"), started));
+                return Ok(Attempt::Done(zygote_died(
+                    format!("cannot reach the zygote: {e}"),
+                    started,
+                )));
             }
             if set_limit.is_some() {
                 match self.started(&mut rx, &mut guard, started).await? {
                     Ok(_) => {}
-                    Err(outcome) => return Ok(outcome),
+                    Err(outcome) => return Ok(Attempt::Done(outcome)),
                 }
             }
             (0, p.fds)
@@ -555,13 +609,16 @@ impl Connection {
             let fds: Vec<_> = stdin.iter().map(|f| f.as_raw_fd()).collect();
             if let Err(e) = send(&self.sock, &request, &fds).await {
                 guard.finished = true;
-                return Ok(zygote_died(format!("cannot reach the zygote: {e}"), started));
+                return Ok(Attempt::Done(zygote_died(
+                    format!("cannot reach the zygote: {e}"),
+                    started,
+                )));
             }
             drop(stdin);
             match self.started(&mut rx, &mut guard, started).await? {
                 Ok((fork_us, fds)) if fds.len() == 4 => (fork_us, fds),
                 Ok(_) => return Err(protocol_err("started without 4 pipes")),
-                Err(outcome) => return Ok(outcome),
+                Err(outcome) => return Ok(Attempt::Done(outcome)),
             }
         };
         let err_r = fds.pop();
@@ -586,8 +643,11 @@ impl Connection {
             drain(err_r, max_bytes, sink(2, OutputStream::Stderr)),
             read_report(report_r),
         );
-        drop(wrote);
         let (out, err) = (out.map_err(Error::Collect)?, err.map_err(Error::Collect)?);
+        // Ended without a report: if its channel still holds every byte written to it, the
+        // sandbox never took the task (it reads the whole frame before running anything).
+        let untaken = from_pool && matches!(report, Ok(None)) && wrote.untouched();
+        drop(wrote);
         // With a report in hand, how the sandbox then exited adds nothing: do not wait for it.
         let (status, peak, timed_out, oom) = match &report {
             Ok(Some(r)) if r.status != Status::InternalError => {
@@ -600,6 +660,9 @@ impl Connection {
                 // A claimed pool sandbox that was gone before its task reached it.
                 Some(Event::Failed(message)) => {
                     guard.finished = true;
+                    if untaken {
+                        return Ok(Attempt::Undelivered);
+                    }
                     return Err(Error::StartSandbox(message));
                 }
                 Some(Event::Died(why)) => {
@@ -607,12 +670,15 @@ impl Connection {
                     let mut o = zygote_died(why, started);
                     o.stdout = out;
                     o.stderr = err;
-                    return Ok(o);
+                    return Ok(Attempt::Done(o));
                 }
                 _ => (ExitStatus::Signal(libc::SIGKILL), 0, false, None),
             },
         };
         guard.finished = true;
+        if untaken {
+            return Ok(Attempt::Undelivered);
+        }
         let peak = match &report {
             Ok(Some(r)) => r.peak_rss.max(peak),
             _ => peak,
@@ -630,7 +696,7 @@ impl Connection {
         outcome.peak_memory_bytes = peak;
         outcome.timings_us.fork = fork_us;
         outcome.timings_us.total = micros(started.elapsed());
-        Ok(outcome)
+        Ok(Attempt::Done(outcome))
     }
 }
 
@@ -853,10 +919,38 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> Result<Option<(Reply, Vec<OwnedFd>)>, 
 /// Writes the task frame — its head, then stdin's bytes straight from the task — into the
 /// sandbox's channel, then closes it. A sandbox that died before reading it is not an error
 /// here: its outcome says what happened.
-async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> std::io::Result<()> {
-    let mut pipe = tokio::net::unix::pipe::Sender::from_owned_fd(fd)?;
-    pipe.write_all(&head).await?;
-    pipe.write_all(stdin).await
+async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> Written {
+    let mut written = Written { pipe: None, bytes: 0 };
+    let Ok(mut pipe) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) else { return written };
+    'parts: for mut rest in [&head[..], stdin] {
+        while !rest.is_empty() {
+            match pipe.write(rest).await {
+                Ok(n) if n > 0 => {
+                    written.bytes += n;
+                    rest = &rest[n..];
+                }
+                // The sandbox is gone (EPIPE), or the pipe failed: what went in is counted.
+                _ => break 'parts,
+            }
+        }
+    }
+    written.pipe = Some(pipe);
+    written
+}
+
+/// A task's channel after the task was written to it, kept open until the run ends.
+struct Written {
+    pipe: Option<tokio::net::unix::pipe::Sender>,
+    bytes: usize,
+}
+
+impl Written {
+    /// Whether every byte written is still in the channel, unread (the sandbox took none).
+    fn untouched(&self) -> bool {
+        self.pipe
+            .as_ref()
+            .is_some_and(|p| sys::unread_in_pipe(p.as_raw_fd()).is_ok_and(|n| n == self.bytes))
+    }
 }
 
 /// Which output stream a [`OutputChunk`] comes from.

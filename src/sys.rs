@@ -145,7 +145,12 @@ pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// `write(2)` all of `buf` to `fd`, retrying on EINTR and short writes. Async-signal-safe.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    write_all_counted(fd, buf, &mut 0)
+}
+
+/// [`write_all`], adding to `written` the bytes that went in (also when it fails).
+pub fn write_all_counted(fd: RawFd, mut buf: &[u8], written: &mut usize) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is a valid readable region of `buf.len()` bytes.
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
@@ -156,6 +161,7 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
             }
             return Err(err);
         }
+        *written += n as usize;
         buf = &buf[n as usize..];
     }
     Ok(())
@@ -863,6 +869,14 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
     // SAFETY: as above.
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// How many bytes sit unread in the pipe `fd` (either end) belongs to (`FIONREAD`).
+pub fn unread_in_pipe(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at `n` on our stack.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// `pidfd_open(pid)`: a descriptor that becomes readable when our child `pid` exits (it does

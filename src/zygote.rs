@@ -624,7 +624,10 @@ impl Zygote {
             })
             .flatten();
         self.pool_max_memory = task.max_memory.map(bytes_u64);
-        if let Some(head) = head
+        // A pool sandbox can die while it waits (the OOM killer, an operator's kill): one gone
+        // before it took any of the task leaves it to the next, or to a sandbox forked for it.
+        // A task a sandbox took (even in part) is never run twice.
+        while let Some(head) = &head
             && let Some(mut idle) = self.pool.pop_front()
         {
             if let Err(e) = idle.set_memory_limit(task.max_memory.map(bytes_u64)) {
@@ -632,8 +635,9 @@ impl Zygote {
                 return Err(e);
             }
             let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
-            let sent = sys::write_all(task_w.as_raw_fd(), &head)
-                .and_then(|()| sys::write_all(task_w.as_raw_fd(), stdin));
+            let mut written = 0;
+            let sent = sys::write_all_counted(task_w.as_raw_fd(), head, &mut written)
+                .and_then(|()| sys::write_all_counted(task_w.as_raw_fd(), stdin, &mut written));
             let flight = Flight::new(
                 pid,
                 started,
@@ -646,12 +650,13 @@ impl Zygote {
                 task.output,
                 slot,
             );
-            if let Err(e) = sent {
-                let slot = flight.abandon();
-                self.release_slot(slot);
+            let Err(e) = sent else { return Ok(flight) };
+            let untaken = sys::unread_in_pipe(task_w.as_raw_fd()).is_ok_and(|n| n == written);
+            let slot = flight.abandon();
+            self.release_slot(slot);
+            if !untaken {
                 return Err(Error::Collect(e));
             }
-            return Ok(flight);
         }
 
         let mut slot = self.take_slot(task.max_memory.map(bytes_u64))?;

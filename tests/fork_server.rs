@@ -127,6 +127,61 @@ async fn dropping_the_last_handle_stops_the_zygote_and_its_sandboxes() {
     );
 }
 
+/// A pool sandbox killed while it waits (the OOM killer, an operator) before the host hears
+/// of it: the task the host hands it never started, so it runs in a sandbox forked for it
+/// instead of ending `killed`. The zygote is stopped meanwhile, so the host cannot learn of
+/// the deaths before it claims a dead sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_handed_to_a_dead_pool_sandbox_runs_in_a_fresh_one() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let zygote = hello.zygote_pid().await.expect("zygote");
+    let o = hello.run(&Task::new()).await.expect("run");
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    assert!(wait_until(Duration::from_secs(5), || children(zygote).len() == 2));
+    // Let the host receive the two pool sandboxes' pipes.
+    std::thread::sleep(Duration::from_millis(200));
+    kill(Pid::from_raw(zygote), Signal::SIGSTOP).unwrap();
+    let idle = children(zygote);
+    for &p in &idle {
+        kill(Pid::from_raw(p), Signal::SIGKILL).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(5), || idle.iter().all(|&p| !alive(p))));
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(zygote), Signal::SIGCONT).unwrap();
+    });
+    let o = hello.run(&Task::new()).await.expect("run after the pool died");
+    resume.join().unwrap();
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
+    assert!(o.timings_us.fork > 0, "ran in a sandbox forked for it: {o:?}");
+    // And the pool serves again.
+    for _ in 0..4 {
+        let o = hello.run(&Task::new()).await.expect("run");
+        assert_eq!(o.status, Status::Exited, "{o:?}");
+    }
+}
+
+/// The same in a zygote in the caller's own process (`Zygote` with a pool): both pool
+/// sandboxes are killed while they wait, and the task runs in a sandbox forked for it.
+#[cfg(feature = "testkit")]
+#[test]
+fn an_in_process_zygote_runs_a_task_past_its_dead_pool() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroboot-testkit"))
+        .args(["dead-pool", guest("hello").to_str().unwrap()])
+        .env("ZEROBOOT_WASM_CACHE_DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .expect("run zeroboot-testkit dead-pool");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let o: serde_json::Value = serde_json::from_str(common::stdout(&out).trim()).expect("JSON");
+    assert_eq!(o["status"], "exited", "{o}");
+    assert_eq!(o["stdout"], "hello from a zeroboot-wasm sandbox\n", "{o}");
+}
+
 /// The memory cgroup directory of this process (where a zygote makes its `zeroboot-<pid>`).
 fn own_memory_cgroup() -> Option<std::path::PathBuf> {
     let table = std::fs::read_to_string("/proc/self/cgroup").ok()?;

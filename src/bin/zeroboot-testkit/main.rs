@@ -33,6 +33,9 @@ enum Command {
     Probe(ProbeArgs),
     /// Load and run a module in this fresh process (a cold start, like `wasmtime run`).
     Cold { module: PathBuf },
+    /// Keep a pool of two sandboxes of MODULE in this process's zygote, kill both while they
+    /// wait, then run one task; print its outcome as JSON.
+    DeadPool { module: PathBuf },
 }
 
 /// The isolation flags of `zeroboot-wasm run`, with the same syntax.
@@ -80,8 +83,63 @@ fn main() {
     let code = match Cli::parse().command {
         Command::Probe(a) => probe_main(a),
         Command::Cold { module } => zeroboot_wasm::testkit::cold_main(&module),
+        Command::DeadPool { module } => dead_pool_main(&module),
     };
     std::process::exit(code);
+}
+
+/// Prints an outcome as JSON (exit 0), or the error (exit 70).
+fn print_outcome(result: Result<zeroboot_wasm::Outcome, zeroboot_wasm::Error>) -> i32 {
+    match result {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            eprintln!("zeroboot-testkit: error: {}", e.one_line());
+            70
+        }
+    }
+}
+
+/// Keeps a pool of two sandboxes of `module` in this process's zygote, kills both while they
+/// wait, then runs one task.
+fn dead_pool_main(module: &std::path::Path) -> i32 {
+    use std::io::{Read, Seek};
+    // Opened now: the zygote's new root has no /proc.
+    let children = std::fs::File::open(format!("/proc/self/task/{}/children", std::process::id()));
+    let isolation =
+        Isolation { namespaces: zeroboot_wasm::namespaces::available(), ..Isolation::default() };
+    let result = Template::from_file(module, &Config::new())
+        .and_then(|template| Zygote::with_isolation(template, isolation))
+        .and_then(|mut zygote| {
+            zygote.set_pool_size(2);
+            let mut text = String::new();
+            if let Ok(mut f) = children {
+                let _ = f.rewind().and_then(|()| f.read_to_string(&mut text));
+            }
+            let idle: Vec<i32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            if idle.len() != 2 {
+                eprintln!("zeroboot-testkit: expected 2 pool sandboxes, found {idle:?}");
+                std::process::exit(70);
+            }
+            for &pid in &idle {
+                // SAFETY: kill sends a signal to our own child, and waitid with WNOWAIT waits
+                // for its death without reaping it (the zygote still owns it); `info` is ours.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    libc::waitid(
+                        libc::P_PID,
+                        pid as libc::id_t,
+                        &mut info,
+                        libc::WEXITED | libc::WNOWAIT,
+                    );
+                }
+            }
+            zygote.run(&Task::new().output(Output::Capture { max_bytes: 1 << 20 }))
+        });
+    print_outcome(result)
 }
 
 fn probe_main(a: ProbeArgs) -> i32 {
@@ -131,14 +189,5 @@ fn probe_main(a: ProbeArgs) -> i32 {
             }
             zygote.run_probe(&task, probes::probe)
         });
-    match result {
-        Ok(outcome) => {
-            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
-            0
-        }
-        Err(e) => {
-            eprintln!("zeroboot-testkit: error: {}", e.one_line());
-            70
-        }
-    }
+    print_outcome(result)
 }
