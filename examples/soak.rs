@@ -195,16 +195,16 @@ struct Faults {
 
 impl Faults {
     /// Whether a fault hit a template `which` accepts while a task ran, or in the second
-    /// before it started (a pooled sandbox killed just before the task claimed it).
+    /// before it started (its zygote killed just before the task reached it; a pool sandbox
+    /// killed before it took its task is no excuse: that task runs in a fresh sandbox).
     fn hit(&self, which: impl Fn(usize) -> bool, from: Instant, to: Instant) -> bool {
-        let from = from.checked_sub(Duration::from_secs(1)).unwrap_or(from);
+        let before = from.checked_sub(Duration::from_secs(1)).unwrap_or(from);
         self.log
             .lock()
             .map(|l| {
-                l.iter()
-                    .rev()
-                    .take_while(|(_, at, _)| *at >= from)
-                    .any(|(t, at, _)| which(*t) && *at <= to)
+                l.iter().rev().take_while(|(_, at, _)| *at >= before).any(|(t, at, what)| {
+                    which(*t) && *at <= to && (*at >= from || *what == "zygote")
+                })
             })
             .unwrap_or(false)
     }

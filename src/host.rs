@@ -593,9 +593,22 @@ impl Connection {
                 )));
             }
             if set_limit.is_some() {
-                match self.started(&mut rx, &mut guard, started).await? {
-                    Ok(_) => {}
-                    Err(outcome) => return Ok(Attempt::Done(outcome)),
+                // The task is written only after the zygote's answer: a sandbox that was gone
+                // (its exit, or "gone", as the answer) never saw it.
+                match rx.recv().await {
+                    Some(Event::Started { .. }) => {}
+                    Some(Event::Exited { .. } | Event::Failed(_)) => {
+                        guard.finished = true;
+                        return Ok(Attempt::Undelivered);
+                    }
+                    Some(Event::Died(why)) => {
+                        guard.finished = true;
+                        return Ok(Attempt::Done(zygote_died(why, started)));
+                    }
+                    None => {
+                        guard.finished = true;
+                        return Ok(Attempt::Done(zygote_died(self.death_reason(), started)));
+                    }
                 }
             }
             (0, p.fds)

@@ -139,30 +139,29 @@ async fn a_task_handed_to_a_dead_pool_sandbox_runs_in_a_fresh_one() {
     let rt = Runtime::new();
     let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
     let zygote = hello.zygote_pid().await.expect("zygote");
-    let o = hello.run(&Task::new()).await.expect("run");
-    assert_eq!(o.status, Status::Exited, "{o:?}");
-    assert!(wait_until(Duration::from_secs(5), || children(zygote).len() == 2));
-    // Let the host receive the two pool sandboxes' pipes.
-    std::thread::sleep(Duration::from_millis(200));
-    kill(Pid::from_raw(zygote), Signal::SIGSTOP).unwrap();
-    let idle = children(zygote);
-    for &p in &idle {
-        kill(Pid::from_raw(p), Signal::SIGKILL).unwrap();
-    }
-    assert!(wait_until(Duration::from_secs(5), || idle.iter().all(|&p| !alive(p))));
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        kill(Pid::from_raw(zygote), Signal::SIGCONT).unwrap();
-    });
-    let o = hello.run(&Task::new()).await.expect("run after the pool died");
-    resume.join().unwrap();
-    assert_eq!(o.status, Status::Exited, "{o:?}");
-    assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
-    assert!(o.timings_us.fork > 0, "ran in a sandbox forked for it: {o:?}");
-    // And the pool serves again.
-    for _ in 0..4 {
+    // The second task asks for another memory cap than the pool's: its claim waits for the
+    // zygote to change the limit, and the zygote answers that the sandbox is gone.
+    for task in [Task::new(), Task::new().max_memory(48 << 20)] {
         let o = hello.run(&Task::new()).await.expect("run");
         assert_eq!(o.status, Status::Exited, "{o:?}");
+        assert!(wait_until(Duration::from_secs(5), || children(zygote).len() == 2));
+        // Let the host receive the two pool sandboxes' pipes.
+        std::thread::sleep(Duration::from_millis(200));
+        kill(Pid::from_raw(zygote), Signal::SIGSTOP).unwrap();
+        let idle = children(zygote);
+        for &p in &idle {
+            kill(Pid::from_raw(p), Signal::SIGKILL).unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(5), || idle.iter().all(|&p| !alive(p))));
+        let resume = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            kill(Pid::from_raw(zygote), Signal::SIGCONT).unwrap();
+        });
+        let o = hello.run(&task).await.expect("run after the pool died");
+        resume.join().unwrap();
+        assert_eq!(o.status, Status::Exited, "{o:?}");
+        assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
+        assert!(o.timings_us.fork > 0, "ran in a sandbox forked for it: {o:?}");
     }
 }
 

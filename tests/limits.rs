@@ -166,16 +166,23 @@ fn a_sandbox_killed_from_outside_is_reported_as_killed() {
             .filter_map(|p| p.parse().ok())
             .collect()
     };
+    // The spinning one: pool sandboxes wait asleep (killing one of those is no matter now: a
+    // task handed to it runs in a fresh sandbox instead).
+    let spinning = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('R')))
+    };
+    let running = || -> Vec<i32> {
+        kids(w.id() as i32).into_iter().flat_map(kids).filter(spinning).collect()
+    };
     let child = loop {
-        if let Some(&pid) =
-            kids(w.id() as i32).first().and_then(|&z| kids(z).first().copied()).as_ref()
-        {
+        let first = running();
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(&pid) = running().iter().find(|p| first.contains(p)) {
             break pid;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no sandbox appeared");
-        std::thread::sleep(Duration::from_millis(5));
     };
-    std::thread::sleep(Duration::from_millis(50));
     // SAFETY: kill takes plain integers; `child` is the worker's sandbox.
     assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
     let mut line = String::new();
