@@ -657,9 +657,10 @@ impl Connection {
             read_report(report_r),
         );
         let (out, err) = (out.map_err(Error::Collect)?, err.map_err(Error::Collect)?);
-        // Ended without a report: if its channel still holds every byte written to it, the
-        // sandbox never took the task (it reads the whole frame before running anything).
-        let untaken = from_pool && matches!(report, Ok(None)) && wrote.untouched();
+        // Ended without a report and without the whole task (not all of it went into the
+        // channel, or some is still unread there): the sandbox never ran it, since it reads the
+        // whole frame before running anything.
+        let untaken = from_pool && matches!(report, Ok(None)) && !wrote.delivered();
         drop(wrote);
         // With a report in hand, how the sandbox then exited adds nothing: do not wait for it.
         let (status, peak, timed_out, oom) = match &report {
@@ -933,7 +934,7 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> Result<Option<(Reply, Vec<OwnedFd>)>, 
 /// sandbox's channel, then closes it. A sandbox that died before reading it is not an error
 /// here: its outcome says what happened.
 async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> Written {
-    let mut written = Written { pipe: None, bytes: 0 };
+    let mut written = Written { pipe: None, bytes: 0, total: head.len() + stdin.len() };
     let Ok(mut pipe) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) else { return written };
     'parts: for mut rest in [&head[..], stdin] {
         while !rest.is_empty() {
@@ -955,14 +956,18 @@ async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> Written {
 struct Written {
     pipe: Option<tokio::net::unix::pipe::Sender>,
     bytes: usize,
+    total: usize,
 }
 
 impl Written {
-    /// Whether every byte written is still in the channel, unread (the sandbox took none).
-    fn untouched(&self) -> bool {
-        self.pipe
-            .as_ref()
-            .is_some_and(|p| sys::unread_in_pipe(p.as_raw_fd()).is_ok_and(|n| n == self.bytes))
+    /// Whether the sandbox read the whole task: all of it went into the channel and none of it
+    /// is left there. (A sandbox killed while blocked reading may still take a first chunk.)
+    fn delivered(&self) -> bool {
+        self.bytes == self.total
+            && self
+                .pipe
+                .as_ref()
+                .is_some_and(|p| sys::unread_in_pipe(p.as_raw_fd()).is_ok_and(|n| n == 0))
     }
 }
 

@@ -145,12 +145,7 @@ pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// `write(2)` all of `buf` to `fd`, retrying on EINTR and short writes. Async-signal-safe.
-pub fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
-    write_all_counted(fd, buf, &mut 0)
-}
-
-/// [`write_all`], adding to `written` the bytes that went in (also when it fails).
-pub fn write_all_counted(fd: RawFd, mut buf: &[u8], written: &mut usize) -> io::Result<()> {
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is a valid readable region of `buf.len()` bytes.
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
@@ -161,7 +156,6 @@ pub fn write_all_counted(fd: RawFd, mut buf: &[u8], written: &mut usize) -> io::
             }
             return Err(err);
         }
-        *written += n as usize;
         buf = &buf[n as usize..];
     }
     Ok(())

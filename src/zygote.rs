@@ -624,9 +624,10 @@ impl Zygote {
             })
             .flatten();
         self.pool_max_memory = task.max_memory.map(bytes_u64);
-        // A pool sandbox can die while it waits (the OOM killer, an operator's kill): one gone
-        // before it took any of the task leaves it to the next, or to a sandbox forked for it.
-        // A task a sandbox took (even in part) is never run twice.
+        // A pool sandbox can die while it waits (the OOM killer, an operator's kill): when the
+        // task cannot be written whole (EPIPE), the sandbox never ran it, and the next pool
+        // sandbox, or one forked for it, takes it. (One that died after the write is
+        // `killed`: the fork server's host tells the two apart, see `host::Written`.)
         while let Some(head) = &head
             && let Some(mut idle) = self.pool.pop_front()
         {
@@ -635,9 +636,8 @@ impl Zygote {
                 return Err(e);
             }
             let Idle { pid, task_w, report_r, out_r, err_r, slot } = idle;
-            let mut written = 0;
-            let sent = sys::write_all_counted(task_w.as_raw_fd(), head, &mut written)
-                .and_then(|()| sys::write_all_counted(task_w.as_raw_fd(), stdin, &mut written));
+            let sent = sys::write_all(task_w.as_raw_fd(), head)
+                .and_then(|()| sys::write_all(task_w.as_raw_fd(), stdin));
             let flight = Flight::new(
                 pid,
                 started,
@@ -650,13 +650,11 @@ impl Zygote {
                 task.output,
                 slot,
             );
-            let Err(e) = sent else { return Ok(flight) };
-            let untaken = sys::unread_in_pipe(task_w.as_raw_fd()).is_ok_and(|n| n == written);
+            if sent.is_ok() {
+                return Ok(flight);
+            }
             let slot = flight.abandon();
             self.release_slot(slot);
-            if !untaken {
-                return Err(Error::Collect(e));
-            }
         }
 
         let mut slot = self.take_slot(task.max_memory.map(bytes_u64))?;

@@ -329,3 +329,29 @@ async fn a_task_without_a_memory_cap_after_one_with_a_cap_runs() {
         assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
     }
 }
+
+/// The race the test above stops: idle pool sandboxes killed right before each task, 100
+/// times, with no pause for their deaths. A sandbox blocked reading its channel when killed
+/// may still take the frame's first 8 bytes; it never has the whole task, so no outcome shows
+/// the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_sandboxes_killed_right_before_tasks_never_show_in_outcomes() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let zygote = hello.zygote_pid().await.expect("zygote");
+    for i in 0..100u64 {
+        let o = hello.run(&Task::new()).await.expect("run");
+        assert_eq!(o.status, Status::Exited, "{o:?}");
+        wait_until(Duration::from_secs(5), || children(zygote).len() >= 2);
+        std::thread::sleep(Duration::from_millis(5 + i % 7));
+        for p in children(zygote) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        let o = hello.run(&Task::new()).await.expect("run after the kills");
+        assert_eq!(o.status, Status::Exited, "round {i}: {o:?}");
+        assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
+    }
+}
