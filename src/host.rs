@@ -296,7 +296,7 @@ struct Prepared<'a> {
 /// How one try at running a task ended.
 enum Attempt {
     Done(Outcome),
-    /// The pool sandbox was gone before it took the task (which never started).
+    /// The pool sandbox was gone before it had the whole task (which never started).
     Undelivered,
 }
 
@@ -547,8 +547,8 @@ impl Connection {
             chunks,
         };
         // A pool sandbox can die while it waits (the OOM killer, an operator's kill): one the
-        // host claimed before hearing so never took the task, which then runs in a sandbox
-        // forked for it. A task a sandbox took (even in part) is never run twice.
+        // host claimed before hearing so never had the whole task, which then runs in a
+        // sandbox forked for it. A sandbox that had the whole task is never given it again.
         let mut use_pool = !inherit_stdin;
         loop {
             match self.attempt(&prepared, use_pool).await? {
@@ -931,8 +931,9 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> Result<Option<(Reply, Vec<OwnedFd>)>, 
 }
 
 /// Writes the task frame — its head, then stdin's bytes straight from the task — into the
-/// sandbox's channel, then closes it. A sandbox that died before reading it is not an error
-/// here: its outcome says what happened.
+/// sandbox's channel, and keeps the channel open so that what the sandbox left unread can be
+/// counted afterwards. A sandbox that died before reading it is not an error here: its
+/// outcome, or a retry, says what happened.
 async fn write_task(fd: OwnedFd, head: Vec<u8>, stdin: &[u8]) -> Written {
     let mut written = Written { pipe: None, bytes: 0, total: head.len() + stdin.len() };
     let Ok(mut pipe) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) else { return written };
