@@ -379,11 +379,8 @@ pub fn run_in_this_process(
 ) -> Result<Outcome, Error> {
     // Before anything confines this process: a filter or namespace entered by one thread of
     // several would leave the caller half-confined, and forking it is unsafe.
-    let stat = std::fs::read("/proc/self/stat").map_err(Error::ThreadCount)?;
-    let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
-    if threads != 1 {
-        return Err(Error::NotSingleThreaded { threads });
-    }
+    let stat = std::fs::File::open("/proc/self/stat").map_err(Error::ThreadCount)?;
+    crate::zygote::require_single_thread(&stat)?;
     let module = module.into();
     let name = module.name();
     let load = load_request(&name, options);

@@ -183,12 +183,7 @@ impl Zygote {
             return Err(Error::Confine(crate::namespaces::NamespaceError::ScratchNeedsNamespaces));
         }
         let mounted = if isolation.namespaces {
-            let threads =
-                sys::threads_in_stat(&sys::read_proc_file(&proc_stat).map_err(Error::ThreadCount)?)
-                    .map_err(Error::ThreadCount)?;
-            if threads != 1 {
-                return Err(Error::NotSingleThreaded { threads });
-            }
+            require_single_thread(&proc_stat)?;
             Some(crate::namespaces::confine_zygote(&isolation.grants).map_err(Error::Confine)?)
         } else {
             None
@@ -435,12 +430,7 @@ impl Zygote {
     }
 
     fn check_single_threaded(&self) -> Result<(), Error> {
-        let stat = sys::read_proc_file(&self.proc_stat).map_err(Error::ThreadCount)?;
-        let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
-        if threads != 1 {
-            return Err(Error::NotSingleThreaded { threads });
-        }
-        Ok(())
+        require_single_thread(&self.proc_stat)
     }
 
     /// Forks (clones) a child that runs `enter` with `assignment`, and moves it into `slot`
@@ -813,6 +803,17 @@ pub(crate) fn resolve_preopens(
         out.push(Preopen { path, guest: d.guest.clone(), read_only: d.read_only });
     }
     Ok(out)
+}
+
+/// `Err(NotSingleThreaded)` unless this process has one thread, read from its open
+/// `/proc/self/stat`.
+pub(crate) fn require_single_thread(stat: &std::fs::File) -> Result<(), Error> {
+    let stat = sys::read_proc_file(stat).map_err(Error::ThreadCount)?;
+    let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
+    if threads != 1 {
+        return Err(Error::NotSingleThreaded { threads });
+    }
+    Ok(())
 }
 
 /// The frame that hands `task` to a sandbox waiting on its channel (`argv[0]` defaults to
