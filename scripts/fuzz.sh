@@ -77,5 +77,12 @@ for t in "${targets[@]}"; do
         result="ok, 0 crashes"
     fi
     printf '%-16s %12s %9s %8s %8s  %s\n' "$t" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$result"
+    if ((rc != 0 || crashes > 0)); then
+        # What a CI log needs to reproduce a finding without its machine: the panic, and the
+        # input as libFuzzer prints it (`Base64:`; decode it into a file and pass that file to
+        # fuzz/target/<host>/release/TARGET to replay it).
+        echo "--- $t ($log):" >&2
+        grep -E -A3 'panicked at|ERROR: libFuzzer|^Base64:|Test unit written' "$log" | head -n 40 >&2 || true
+    fi
 done
 exit "$failed"

@@ -422,6 +422,29 @@ fn worker_calls_exports_with_json_arguments() {
     assert_eq!(out[8]["status"], "exited", "the worker keeps serving: {}", out[8]);
 }
 
+/// A float argument reaches the export as the number the caller wrote (correctly rounded),
+/// not one nudged by a decimal round trip on its way through the task frame: the host parses
+/// the line, the sandbox parses the frame's header again. (Found by the `worker_line` fuzz
+/// target.)
+#[test]
+fn float_arguments_reach_the_export_exactly() {
+    let written = ["1.1071636248806372353e-297", "1.0963838812426355150e-282", "0.1", "2.5e-3"];
+    let lines: Vec<String> = written
+        .iter()
+        .map(|a| format!(r#"{{"invoke": "divide", "arguments": [{a}, 1.0]}}"#))
+        .collect();
+    let out = worker(&component("wit_tools"), &[], &lines);
+    for (a, o) in written.iter().zip(&out) {
+        assert_eq!(o["status"], "exited", "{o}");
+        // The guest prints `{"ok":X}`: X's text, parsed by the standard library.
+        let stdout = o["stdout"].as_str().unwrap_or_default().trim();
+        let x = stdout.strip_prefix(r#"{"ok":"#).and_then(|r| r.strip_suffix('}'));
+        let got: f64 = x.and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("{o}"));
+        let want: f64 = a.parse().unwrap();
+        assert_eq!(got.to_bits(), want.to_bits(), "{a} came back as {got:e}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_calls_exports_with_json_arguments() {
     let cache = tempfile::tempdir().unwrap();
