@@ -5,16 +5,9 @@
 
 mod common;
 
-use common::{children_of as children, guest, load_options as options, wait_until};
+use common::{alive, children_of as children, guest, load_options as options, wait_until};
 use std::time::{Duration, Instant};
 use zeroboot_wasm::*;
-
-fn alive(pid: i32) -> bool {
-    // A zombie still has a /proc entry: count only processes not yet dead.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_multithreaded_host_runs_two_templates_with_many_tasks_in_flight() {

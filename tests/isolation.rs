@@ -174,26 +174,14 @@ fn log_mode_logs_instead_of_killing_and_other_layers_still_refuse() {
     assert!(unix.accept().is_err(), "a sandbox reached the abstract socket");
 }
 
-/// The pids of `pid`'s children.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-        }
-    }
-    out
-}
-
 /// `pid`'s children, their children, and so on (the worker's sandboxes are children of its
 /// zygote process).
 fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = children(pid);
+    let mut out: Vec<u32> = common::children_of(pid as i32).into_iter().map(|p| p as u32).collect();
     let mut i = 0;
     while i < out.len() {
-        let more = children(out[i]);
-        out.extend(more);
+        let more = common::children_of(out[i] as i32);
+        out.extend(more.into_iter().map(|p| p as u32));
         i += 1;
     }
     out
@@ -228,23 +216,8 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     // zygote's own filter at fork, so `Seccomp: 2` alone does not mean its setup is done: take
     // the one still running (spinning) 200 ms later — pool sandboxes wait asleep, and one being
     // set up runs for microseconds.
-    let start = Instant::now();
-    let running = || {
-        children(worker.id())
-            .into_iter()
-            .flat_map(children)
-            .filter(|&pid| status_field(pid, "State").starts_with('R'))
-            .collect::<Vec<_>>()
-    };
-    let sandbox = loop {
-        let first = running();
-        std::thread::sleep(Duration::from_millis(200));
-        if let Some(&pid) = running().iter().find(|p| first.contains(p)) {
-            break pid;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (_, sandbox) = common::running_sandbox(worker.id(), Duration::from_millis(200));
+    let sandbox = sandbox as u32;
     assert_eq!(status_field(sandbox, "Seccomp"), "2");
     assert_eq!(status_field(sandbox, "NoNewPrivs"), "1");
     assert_eq!(status_field(sandbox, "CapEff"), "0000000000000000");

@@ -158,31 +158,9 @@ fn a_sandbox_killed_from_outside_is_reported_as_killed() {
     writeln!(input, "{}", task(&["spin"], json!({"timeout_ms": 20000}))).unwrap();
     input.flush().unwrap();
     let start = Instant::now();
-    // The worker's child is its zygote process; the sandbox is the zygote's child.
-    let kids = |pid: i32| -> Vec<i32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    // The spinning one: pool sandboxes wait asleep (killing one of those is no matter now: a
-    // task handed to it runs in a fresh sandbox instead).
-    let spinning = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('R')))
-    };
-    let running = || -> Vec<i32> {
-        kids(w.id() as i32).into_iter().flat_map(kids).filter(spinning).collect()
-    };
-    let child = loop {
-        let first = running();
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(&pid) = running().iter().find(|p| first.contains(p)) {
-            break pid;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no sandbox appeared");
-    };
+    // The spinning sandbox: pool sandboxes wait asleep (killing one of those is no matter
+    // now: a task handed to it runs in a fresh sandbox instead).
+    let (_, child) = common::running_sandbox(w.id(), Duration::from_millis(50));
     // SAFETY: kill takes plain integers; `child` is the worker's sandbox.
     assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
     let mut line = String::new();

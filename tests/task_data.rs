@@ -12,24 +12,6 @@ use serde_json::json;
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
-fn state(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().take(1).collect()))
-        .unwrap_or_default()
-}
-
 /// Every readable mapping of `pid`, concatenated.
 fn memory(pid: i32) -> Vec<u8> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
@@ -87,21 +69,9 @@ fn scan_after_a_secret_task(pool: &str) {
     let own = format!("OWN-MARKER-{nonce}-55aa");
     writeln!(input, "{}", json!({"args": ["spin", own], "timeout_ms": 20000})).unwrap();
     input.flush().unwrap();
-    // The spinning sandbox is the zygote's child that is still running 200 ms later: a pool
-    // sandbox being forked, or the first task's sandbox tearing down, is running only briefly.
-    let start = Instant::now();
-    let (zygote, sandbox) = loop {
-        let zygote = children(w.id() as i32).first().copied();
-        let running: Vec<i32> = zygote.map_or_else(Vec::new, |z| {
-            children(z).into_iter().filter(|&p| state(p) == "R").collect()
-        });
-        std::thread::sleep(Duration::from_millis(200));
-        let spinning = running.into_iter().find(|&p| state(p) == "R");
-        if let (Some(z), Some(s)) = (zygote, spinning) {
-            break (z, s);
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
-    };
+    // The spinning sandbox: a pool sandbox being forked, or the first task's sandbox tearing
+    // down, is running only briefly.
+    let (zygote, sandbox) = common::running_sandbox(w.id(), Duration::from_millis(200));
     // The scan works: the later sandbox does hold its own task's input.
     assert!(contains(&memory(sandbox), own.as_bytes()), "the scan missed the sandbox's own args");
     for (who, pid) in [("zygote", zygote), ("later sandbox", sandbox)] {

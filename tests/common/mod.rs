@@ -166,6 +166,43 @@ pub fn children_of(pid: i32) -> std::collections::HashSet<i32> {
     out
 }
 
+/// Process `pid`'s state letter from `/proc/PID/stat` (`R` running, `S` asleep, `Z` a
+/// zombie, …); `None` once it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether process `pid` has not died yet (a zombie still has a `/proc` entry: it counts as
+/// dead).
+pub fn alive(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// The sandbox of the `worker` process that is running its guest, and its zygote: a child of
+/// the worker's zygote process (the worker's child) seen running (`R`) both before and after
+/// `settle`. Pool sandboxes wait asleep, and one being forked or torn down runs only briefly.
+/// Panics if none appears within 10 s.
+pub fn running_sandbox(worker: u32, settle: Duration) -> (i32, i32) {
+    let start = Instant::now();
+    let running = || -> Vec<(i32, i32)> {
+        let zygotes = children_of(worker as i32);
+        zygotes
+            .into_iter()
+            .flat_map(|z| children_of(z).into_iter().map(move |s| (z, s)))
+            .filter(|&(_, s)| proc_state(s) == Some('R'))
+            .collect()
+    };
+    loop {
+        let first = running();
+        std::thread::sleep(settle);
+        if let Some(&found) = running().iter().find(|p| first.contains(p)) {
+            return found;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no running sandbox appeared");
+    }
+}
+
 /// Polls `f` every 20 ms until it holds or `limit` passes; returns its last answer.
 pub fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + limit;
