@@ -787,14 +787,35 @@ fn tools_survive_a_restart_and_sigterm_lets_runs_finish() {
         (status, o["stdout"].as_str()),
         (StatusCode::OK, Some("hello from a zeroboot-wasm sandbox\n"))
     );
-    // A stored module that no longer matches its id is not served.
+    // A stored module that no longer matches its id is not served: out of service, not
+    // unknown. Its runs get 503 with why, health says so, and DELETE removes its files.
     drop(s);
-    std::fs::write(data.path().join(format!("tools/{clock}.wasm")), b"(module)").unwrap();
+    let module = data.path().join(format!("tools/{clock}.wasm"));
+    std::fs::write(&module, b"(module)").unwrap();
     let s = Server::start(Some(data.path()), &["--no-auth"]);
-    assert_error(s.get(&format!("/v1/tools/{clock}")), StatusCode::NOT_FOUND);
+    for r in [
+        s.get(&format!("/v1/tools/{clock}")),
+        s.post_json(&format!("/v1/tools/{clock}/run"), &json!({})),
+    ] {
+        let e = assert_error(r, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.contains("out of service") && e.contains("does not match its SHA-256 id"), "{e}");
+    }
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "{h}"
+    );
+    assert_eq!(h["templates"][&clock]["ready"], json!(false), "{h}");
+    assert!(h["templates"][&clock]["error"].as_str().unwrap_or("").contains("SHA-256"), "{h}");
     let logs = s.log_with("does not match its SHA-256 id");
     assert!(logs.contains("does not match its SHA-256 id"), "{logs}");
     assert_eq!(s.get(&format!("/v1/tools/{hello}")).status(), StatusCode::OK);
+    assert_eq!(s.delete(&format!("/v1/tools/{clock}")).status(), StatusCode::NO_CONTENT);
+    assert!(!module.exists() && !data.path().join(format!("tools/{clock}.json")).exists());
+    assert_error(s.get(&format!("/v1/tools/{clock}")), StatusCode::NOT_FOUND);
+    let (status, h) = json_of(s.get("/v1/health"));
+    assert_eq!((status, h["status"].as_str()), (StatusCode::OK, Some("ok")), "{h}");
 }
 
 #[test]

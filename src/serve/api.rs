@@ -503,11 +503,20 @@ fn caller_of(c: Option<Extension<Caller>>) -> Caller {
     c.map_or(Caller::Anonymous, |Extension(c)| c)
 }
 
+/// The tool in service, else 503 for a stored tool that did not load (with why), else 404.
 fn tool_or_404(state: &AppState, id: &str) -> Result<Arc<store::Tool>, ApiError> {
-    store::is_id(id)
-        .then(|| state.store.get(id))
-        .flatten()
-        .ok_or_else(|| ApiError::not_found(format!("no tool {id}")))
+    if !store::is_id(id) {
+        return Err(ApiError::not_found(format!("no tool {id}")));
+    }
+    if let Some(tool) = state.store.get(id) {
+        return Ok(tool);
+    }
+    match state.store.why_unloaded(id) {
+        Some(why) => Err(ApiError::unavailable(format!(
+            "tool {id} is stored but out of service: it did not load ({why})"
+        ))),
+        None => Err(ApiError::not_found(format!("no tool {id}"))),
+    }
 }
 
 /// An error and its causes on one line, `outer: inner: innermost`.

@@ -64,6 +64,11 @@ async fn health_report(state: &AppState) -> (StatusCode, Value) {
         }
         templates.insert(key, report);
     }
+    // Stored tools that did not load are out of service: not ready, with why.
+    for (id, why) in state.store.unloaded() {
+        down.push(id.clone());
+        templates.insert(id, json!({"kind": "tool", "ready": false, "error": why}));
+    }
     let mut body = json!({
         "status": if down.is_empty() { "ok" } else { "unavailable" },
         "templates": templates,

@@ -236,6 +236,10 @@ pub(crate) struct Store {
     runtime: Runtime,
     load: LoadOptions,
     tools: RwLock<HashMap<String, Arc<Tool>>>,
+    /// Tools on disk that did not load (at start-up, or when another server added them), with
+    /// why: out of service, yet not unknown. Runs of one get 503 with the reason, `/v1/health`
+    /// lists them as not ready, and `DELETE` removes their files.
+    unloaded: RwLock<HashMap<String, String>>,
     /// One lock per tool id being added or removed (see [`Store::with_id_locked`]).
     id_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Uploads loading a new module at once (each compiles it and starts a zygote); past
@@ -297,6 +301,7 @@ impl Store {
             runtime,
             load,
             tools: RwLock::new(HashMap::new()),
+            unloaded: RwLock::new(HashMap::new()),
             id_locks: Mutex::new(HashMap::new()),
             loads: tokio::sync::Semaphore::new(max_loads),
             max_loads,
@@ -329,6 +334,46 @@ impl Store {
         }
     }
 
+    fn write_unloaded(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, String>> {
+        match self.unloaded.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Puts a loaded tool in service.
+    fn put(&self, id: &str, tool: Arc<Tool>) {
+        self.write_map().insert(id.to_string(), tool);
+        self.write_unloaded().remove(id);
+    }
+
+    /// Records that the stored tool of this metadata file did not load, and why.
+    fn not_loaded(&self, json: &Path, why: &str) {
+        if let Some(id) = json.file_stem().and_then(|s| s.to_str()).filter(|id| is_id(id)) {
+            self.write_unloaded().insert(id.to_string(), why.to_string());
+        }
+    }
+
+    /// Why a tool on disk is out of service, if it is one that did not load.
+    pub fn why_unloaded(&self, id: &str) -> Option<String> {
+        match self.unloaded.read() {
+            Ok(g) => g.get(id).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(id).cloned(),
+        }
+    }
+
+    /// The tools on disk that did not load, with why, by id.
+    pub fn unloaded(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = match self.unloaded.read() {
+            Ok(g) => g.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(poisoned) => {
+                poisoned.into_inner().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        };
+        v.sort();
+        v
+    }
+
     /// Loads every stored tool again (at start-up). A tool whose module is missing, does not
     /// match its id, or no longer loads is left on disk, out of service, and logged.
     pub async fn reload(&self) -> usize {
@@ -351,7 +396,8 @@ impl Store {
                     loaded += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "stored tool not loaded")
+                    tracing::warn!(file = %path.display(), error = %e, "stored tool not loaded");
+                    self.not_loaded(&path, &e);
                 }
             }
         }
@@ -387,7 +433,8 @@ impl Store {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::debug!(file = %path.display(), error = %e, "stored tool not loaded")
+                    tracing::debug!(file = %path.display(), error = %e, "stored tool not loaded");
+                    self.not_loaded(&path, &e);
                 }
             }
         }
@@ -415,7 +462,7 @@ impl Store {
         meta.kind = kind;
         meta.exports = exports;
         let tool = Arc::new(Tool { meta: meta.clone(), handle });
-        self.write_map().insert(meta.id.clone(), tool);
+        self.put(&meta.id, tool);
         place.keep();
         Ok(meta)
     }
@@ -526,7 +573,7 @@ impl Store {
         };
         if !save {
             let tool = Arc::new(Tool { meta, handle });
-            self.write_map().insert(id.to_string(), tool.clone());
+            self.put(id, tool.clone());
             place.keep();
             return Ok((tool, true));
         }
@@ -554,7 +601,7 @@ impl Store {
             }
         }
         let tool = Arc::new(Tool { meta, handle });
-        self.write_map().insert(id.to_string(), tool.clone());
+        self.put(id, tool.clone());
         place.keep();
         Ok((tool, true))
     }
@@ -577,9 +624,15 @@ impl Store {
     }
 
     async fn remove_locked(&self, id: &str) -> std::io::Result<bool> {
-        let Some(tool) = self.write_map().remove(id) else { return Ok(false) };
-        drop(tool);
-        self.places.fetch_sub(1, Ordering::AcqRel);
+        match self.write_map().remove(id) {
+            Some(tool) => {
+                drop(tool);
+                self.places.fetch_sub(1, Ordering::AcqRel);
+            }
+            // A stored tool that never loaded holds no place; only its files go.
+            None if self.write_unloaded().remove(id).is_some() => {}
+            None => return Ok(false),
+        }
         let dir = self.dir.clone();
         let id = id.to_string();
         let removed = tokio::task::spawn_blocking(move || {
