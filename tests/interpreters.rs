@@ -76,6 +76,43 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
 }
 
+/// A clean exit returns from `_start` (not through `proc_exit`): nothing written before it may
+/// be lost, `atexit` handlers and late timers still run, and the exit code is still right.
+#[test]
+fn a_clean_exit_keeps_all_output_and_runs_what_comes_last() {
+    let big = 100_000;
+    let o = zb(
+        &[
+            "py",
+            "-c",
+            &format!(
+                "import atexit, sys\natexit.register(lambda: print('bye'))\n\
+                 sys.stdout.write('x' * {big})\nprint('end', end='')"
+            ),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}endbye\n", "x".repeat(big)));
+    let o = zb(&["py", "-c", "import sys\nprint('a')\nsys.exit(0)"], "");
+    assert_eq!((stdout(&o).as_str(), o.status.code()), ("a\n", Some(0)), "{}", stderr(&o));
+    // CPython's status is the code modulo 256: 256 is a clean exit, 257 is 1.
+    for (code, want) in [(256, 0), (257, 1)] {
+        let o = zb(&["py", "-c", &format!("print('c')\nraise SystemExit({code})")], "");
+        assert_eq!((stdout(&o).as_str(), o.status.code()), ("c\n", Some(want)), "{code}");
+    }
+    let o = zb(
+        &[
+            "js",
+            "-e",
+            &format!("setTimeout(() => console.log('later'), 1); console.log('y'.repeat({big}))"),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}\nlater\n", "y".repeat(big)));
+}
+
 #[test]
 fn a_snippet_leaves_the_next_one_untouched() {
     let js = worker(
