@@ -354,22 +354,22 @@ impl Store {
         }
     }
 
+    fn read_unloaded(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
+        match self.unloaded.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Why a tool on disk is out of service, if it is one that did not load.
     pub fn why_unloaded(&self, id: &str) -> Option<String> {
-        match self.unloaded.read() {
-            Ok(g) => g.get(id).cloned(),
-            Err(poisoned) => poisoned.into_inner().get(id).cloned(),
-        }
+        self.read_unloaded().get(id).cloned()
     }
 
     /// The tools on disk that did not load, with why, by id.
     pub fn unloaded(&self) -> Vec<(String, String)> {
-        let mut v: Vec<_> = match self.unloaded.read() {
-            Ok(g) => g.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(poisoned) => {
-                poisoned.into_inner().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-            }
-        };
+        let mut v: Vec<_> =
+            self.read_unloaded().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort();
         v
     }
