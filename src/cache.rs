@@ -4,7 +4,9 @@
 //! produced. So we load only from our own cache directory — created with mode 0700, owned by
 //! the current user, written only by [`CompileCache::store`] through a temporary file and an
 //! atomic rename — and never from a path a user chose. The file is mapped, not read, so the
-//! zygote's compiled code is file-backed (shared, clean) memory.
+//! zygote's compiled code is file-backed (shared, clean) memory — except a large artifact
+//! loaded for a zygote that backs its code with huge pages ([`crate::hugepages`]), which is
+//! read into anonymous memory: huge pages need it, and fork shares them without a fault.
 //!
 //! The key is a SHA-256 of the kind (core module or component: the same bytes never name
 //! both, but the artifacts differ in type, so the kinds never share a key), the module bytes, Wasmtime's compatibility hash of the engine
@@ -37,6 +39,9 @@ pub fn default_dir() -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub(crate) struct CompileCache {
     dir: PathBuf,
+    /// Artifacts at least this large are read into anonymous memory instead of mapped
+    /// (`None`: always mapped).
+    read_from: Option<u64>,
 }
 
 /// Feeds `Hash` output into SHA-256 so the engine's compatibility hash becomes part of the key.
@@ -64,7 +69,13 @@ impl CompileCache {
                 dir.display()
             )));
         }
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self { dir: dir.to_path_buf(), read_from: None })
+    }
+
+    /// Reads artifacts of at least `bytes` into anonymous memory instead of mapping them.
+    pub(crate) fn read_from(mut self, bytes: Option<u64>) -> Self {
+        self.read_from = bytes;
+        self
     }
 
     fn path_for(&self, engine: &Engine, kind: GuestKind, bytes: &[u8]) -> PathBuf {
@@ -91,7 +102,17 @@ impl CompileCache {
         // `Module::serialize` of this engine's configuration (the key includes its
         // compatibility hash), via an atomic rename, so it is never partial. Wasmtime still
         // checks the header and version and returns an error for a mismatch.
-        match unsafe { Compiled::deserialize_file(engine, kind, &path) } {
+        let read = match (self.read_from, fs::metadata(&path)) {
+            (Some(min), Ok(meta)) if meta.len() >= min => Some(fs::read(&path).ok()?),
+            _ => None,
+        };
+        let loaded = match &read {
+            // SAFETY: as above; the bytes were read from that file.
+            Some(bytes) => unsafe { Compiled::deserialize(engine, kind, bytes) },
+            // SAFETY: as above.
+            None => unsafe { Compiled::deserialize_file(engine, kind, &path) },
+        };
+        match loaded {
             Ok(m) => Some(m),
             Err(_) => {
                 // Stale or damaged: drop it so `store` writes a fresh one.

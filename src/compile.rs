@@ -91,6 +91,15 @@ impl Compiled {
         })
     }
 
+    /// Where the compiled image (code and metadata) lies in this process's memory.
+    pub(crate) fn image_range(&self) -> std::ops::Range<usize> {
+        let range = match self {
+            Compiled::Module(m) => m.image_range(),
+            Compiled::Component(c) => c.image_range(),
+        };
+        range.start as usize..range.end as usize
+    }
+
     /// The kind of code this is.
     pub(crate) fn kind(&self) -> GuestKind {
         match self {

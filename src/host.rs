@@ -362,6 +362,7 @@ fn load_request(name: &str, options: &LoadOptions) -> LoadRequest {
         },
         pool: options.pool,
         warm_up: options.config.warm_up_choice().clone(),
+        huge_pages: options.config.huge_pages_choice(),
     }
 }
 
@@ -383,7 +384,8 @@ pub fn run_in_this_process(
     crate::zygote::require_single_thread(&stat)?;
     let module = module.into();
     let name = module.name();
-    let load = load_request(&name, options);
+    // One fork: backing memory with huge pages would cost more than it saves.
+    let load = LoadRequest { huge_pages: false, ..load_request(&name, options) };
     let fd = module.open()?;
     // Errors as a zygote process reports them, so both paths fail alike.
     let mut zygote = crate::zygote_process::build(&load, Some(fd))

@@ -35,6 +35,7 @@ mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod hugepages;
 mod invoke;
 pub mod namespaces;
 mod outcome;

@@ -106,6 +106,11 @@ pub struct LoadRequest {
     /// What the zygote runs once before its first fork.
     #[serde(default)]
     pub warm_up: crate::entry::WarmUp,
+    /// Back the compiled code and warm memory with huge pages (see
+    /// [`Config::huge_pages`](crate::Config::huge_pages)): for a zygote that forks many
+    /// sandboxes, not for a one-shot run.
+    #[serde(default)]
+    pub huge_pages: bool,
 }
 
 /// Whose fault a failed load was.

@@ -169,6 +169,9 @@ pub const ZYGOTE_EXTRA: &[(&str, i64)] = &[
     ("fsconfig", libc::SYS_fsconfig),
     ("fsmount", libc::SYS_fsmount),
     ("fchdir", libc::SYS_fchdir),
+    // Which warm-memory pages are resident, to back them with huge pages after instantiation
+    // (see `crate::hugepages`).
+    ("mincore", libc::SYS_mincore),
 ];
 
 /// What the filter does on a refused call in `mode` (`None`: no filter).
@@ -360,6 +363,9 @@ const NAMES: &[(&str, i64)] = &[
     ("prlimit64", libc::SYS_prlimit64),
     ("chdir", libc::SYS_chdir),
     ("fchdir", libc::SYS_fchdir),
+    // Which warm-memory pages are resident, to back them with huge pages after instantiation
+    // (see `crate::hugepages`).
+    ("mincore", libc::SYS_mincore),
 ];
 
 /// The name of system call `nr`, when known.

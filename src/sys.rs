@@ -904,3 +904,26 @@ pub fn dup_stdin() -> io::Result<OwnedFd> {
     let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
     stdin.try_clone_to_owned()
 }
+
+/// Which pages of `[addr, addr + len)` are resident (`mincore`), one byte per page, bit 0
+/// set for a resident one. `addr` must be page-aligned.
+pub fn resident_pages(addr: usize, len: usize) -> io::Result<Vec<u8>> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `vec` has one byte per page of the range, as mincore writes; mincore only reads
+    // the page tables of the range (an unmapped one is ENOMEM, not a fault).
+    check(unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) })?;
+    Ok(vec)
+}
+
+/// Asks the kernel to back `[addr, addr + len)` (2 MiB-aligned) with huge pages now
+/// (`MADV_COLLAPSE`, Linux 6.1): it copies the range's pages into huge pages and maps those
+/// instead, filling pages never touched with zeros. Fails (EINVAL) where transparent huge pages
+/// are off or the kernel predates the call.
+pub fn collapse_to_huge_pages(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_COLLAPSE changes only how the range is backed, never what it holds or its
+    // protection, so no reference into it is invalidated; an unmapped range is an error.
+    check(unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_COLLAPSE) })?;
+    Ok(())
+}

@@ -54,6 +54,10 @@ pub struct ZygoteStats {
     /// How long instantiating the module and running those took, in microseconds.
     #[serde(default)]
     pub warm_up_us: u64,
+    /// Bytes of compiled code and warm memory backed with huge pages, which every sandbox
+    /// shares without a fault (see [`Config::huge_pages`](crate::Config::huge_pages)).
+    #[serde(default)]
+    pub huge_page_bytes: u64,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
@@ -234,6 +238,7 @@ impl Zygote {
             zygote_seccomp: self.confinement.self_filtered,
             initializers: self.template.initializers().to_vec(),
             warm_up_us: crate::protocol::micros(self.warm.warm_up_time),
+            huge_page_bytes: self.template.huge_code() + self.warm.huge_memory,
         })
     }
 

@@ -164,7 +164,7 @@ pub(crate) fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygot
         .map_err(|source| Error::ReadModule { path, source })?;
     drop(module);
     let mut config = Config::new();
-    config.warm_up(load.warm_up.clone());
+    config.warm_up(load.warm_up.clone()).huge_pages(load.huge_pages);
     config.cache_dir(load.cache_dir.clone()).fuel(load.fuel).compile_limits(load.compile.map(
         |c| CompileLimits {
             timeout: Duration::from_micros(c.timeout_us),

@@ -348,3 +348,61 @@ async fn pool_sandboxes_killed_right_before_tasks_never_show_in_outcomes() {
         assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n");
     }
 }
+
+/// Whether this machine can back memory with huge pages on request: transparent huge pages
+/// not `never`, and a kernel with `MADV_COLLAPSE` (6.1).
+fn huge_pages_possible() -> bool {
+    let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    enabled && (major, minor) >= (6, 1)
+}
+
+/// Warm memory is backed with huge pages where the zygote touched it, not where a module only
+/// declared it; every fork still starts from the warm state and its writes stay its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_memory_goes_to_huge_pages_only_where_it_was_touched() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    // 16 MiB, every page written by the initialiser (the byte at each page's start is 7);
+    // `bump` adds one to the byte at 8 MiB and returns it.
+    let touched = r#"(module
+      (memory (export "memory") 256)
+      (func (export "_initialize") (local $a i32)
+        (loop $l
+          (i32.store8 (local.get $a) (i32.const 7))
+          (local.set $a (i32.add (local.get $a) (i32.const 4096)))
+          (br_if $l (i32.lt_u (local.get $a) (i32.const 16777216)))))
+      (func (export "bump") (result i32)
+        (i32.store8 (i32.const 8388608) (i32.add (i32.load8_u (i32.const 8388608)) (i32.const 1)))
+        (i32.load8_u (i32.const 8388608))))"#;
+    // 64 MiB declared, none of it touched.
+    let untouched = r#"(module
+      (memory (export "memory") 1024)
+      (func (export "_initialize"))
+      (func (export "get") (result i32) (i32.load8_u (i32.const 8388608))))"#;
+    let source = |name: &str, wat: &str| ModuleSource::Bytes {
+        name: name.into(),
+        bytes: wat.as_bytes().to_vec().into(),
+    };
+    let touched = rt.load(source("touched.wat", touched), options(&cache, 2)).await.expect("load");
+    let untouched =
+        rt.load(source("untouched.wat", untouched), options(&cache, 2)).await.expect("load");
+    let backed = touched.stats().await.expect("stats").huge_page_bytes;
+    let spared = untouched.stats().await.expect("stats").huge_page_bytes;
+    assert_eq!(spared, 0, "declared but untouched memory is never filled in");
+    if huge_pages_possible() {
+        // At least 7 whole aligned 2 MiB blocks lie inside any 16 MiB range.
+        assert!(backed >= 14 << 20, "touched warm memory backed with huge pages: {backed}");
+    } else {
+        assert_eq!(backed, 0, "no huge pages on this machine, and none reported");
+    }
+    for _ in 0..3 {
+        let o = touched.run(&Task::new().invoke("bump")).await.expect("run");
+        assert_eq!(o.stdout_text(), "8\n", "each fork starts from the warm byte: {o:?}");
+    }
+    let o = untouched.run(&Task::new().invoke("get")).await.expect("run");
+    assert_eq!(o.stdout_text(), "0\n", "{o:?}");
+}
