@@ -12,7 +12,8 @@ pub const INITIALIZE: &str = "_initialize";
 /// Wizer's initialiser names (`wizer.initialize` and the older `wizer-initialize`).
 pub const WIZER_INITIALIZE: [&str; 2] = ["wizer.initialize", "wizer-initialize"];
 /// The per-fork reseed hook: `(i64, i64) -> ()`, called in every sandbox, before the task's
-/// entry point, with 128 fresh bits from the operating system.
+/// entry point, with 128 fresh bits from the operating system — in a sandbox forked ahead of
+/// its task, while it waits for that task, with none of the task's context.
 pub const RESEED: &str = "zeroboot-reseed";
 
 /// What the zygote runs once, after instantiating the module and before the first fork, so

@@ -244,6 +244,9 @@ pub(crate) struct Warm {
     pub warm_up_time: Duration,
     /// Bytes of warm linear memory backed with huge pages.
     pub huge_memory: u64,
+    /// How the reseed hook went when a sandbox forked ahead of its task ran it while waiting
+    /// (`None`: not run yet; the task runs it).
+    pub reseeded: Option<wasmtime::Result<()>>,
 }
 
 /// The warm instance and what a task may call in it.
@@ -753,7 +756,7 @@ impl Template {
             }
         };
         prewarm(&self.engine);
-        Ok(Warm { store, entry, warm_up_time, huge_memory })
+        Ok(Warm { store, entry, warm_up_time, huge_memory, reseeded: None })
     }
 
     /// A warm core instance's entry points.

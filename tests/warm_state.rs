@@ -196,6 +196,35 @@ fn the_reseed_hook_gets_fresh_bits_in_every_fork() {
     }
 }
 
+/// A sandbox runs the reseed hook while it waits for its task (off the task's path), so a hook
+/// that never returns must still end each task promptly with an honest status and message,
+/// through the pool and on demand alike, and the worker keeps serving.
+#[test]
+fn a_spinning_reseed_hook_ends_each_task_with_a_clear_status() {
+    let wat = r#"(module
+      (func (export "wizer.initialize"))
+      (func (export "zeroboot-reseed") (param i64 i64) (loop $l (br $l)))
+      (func (export "_start")))"#;
+    let (_d, m) = module("spin_reseed.wat", wat);
+    for pool in ["0", "2"] {
+        let lines = vec![json!({ "timeout_ms": 3000 }).to_string(); 3];
+        let started = std::time::Instant::now();
+        let out = worker(&m, &["--pool", pool], &lines);
+        assert_eq!(out.len(), 3, "pool {pool}: {out:?}");
+        for v in &out {
+            // A fork-server sandbox, pooled or forked on arrival, runs the hook before it
+            // reads its task, bounded by a second of its own.
+            assert_eq!(v["status"], "trapped", "pool {pool}: {v}");
+            let message = v["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("reseed hook, run before the task arrived, did not return"),
+                "pool {pool}: {v}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "pool {pool}: bounded");
+    }
+}
+
 #[test]
 fn a_spinning_initialiser_fails_the_load_at_the_deadline() {
     let (_d, m) = module(
