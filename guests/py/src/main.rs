@@ -110,10 +110,13 @@ _time_zone_shim()
 def reseed(n):
     import random
     random.seed(n)
-    # A rehearsal of a task's path (compile, run, print), in a namespace thrown away: this fork
-    # copies the interpreter's pages it writes now, while it waits for its task, rather than on
-    # the task's path. Nothing of it is left for the task to see.
-    import io
+    # A rehearsal of a task's path (environment, argv, compile, run, print), each step a no-op
+    # or in a namespace thrown away: this fork copies the interpreter's pages it writes now,
+    # while it waits for its task, rather than on the task's path. Nothing of it is left for the
+    # task to see.
+    import io, os
+    refresh_environ(list(os.environ._data.items()))
+    prepare(list(_sys.argv), None, list(_sys.path))
     exec(compile("print(1 + 1, file=_out)", "<zeroboot-rehearsal>", "exec"), {"_out": io.StringIO()})
 
 def refresh_environ(pairs):
