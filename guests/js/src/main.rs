@@ -111,10 +111,29 @@ fn random_f64() -> f64 {
     })
 }
 
-/// Wizer-style reseed hook: the runtime calls it in every fork with 128 fresh bits.
+/// Wizer-style reseed hook: the runtime calls it in every fork with 128 fresh bits — in a
+/// sandbox forked ahead of its task, while it waits for that task.
 #[unsafe(export_name = "zeroboot-reseed")]
 pub extern "C" fn zeroboot_reseed(a: u64, b: u64) {
     seed_rng(a, b);
+    rehearse();
+}
+
+/// A rehearsal of a task's path (setting `scriptArgs`, compiling and running a script) that
+/// leaves nothing a task can see: the fork copies the engine's pages it writes now, while it
+/// waits for its task, rather than on the task's path. The task sets `scriptArgs` again.
+fn rehearse() {
+    ENGINE.with(|e| {
+        let guard = e.borrow();
+        let Some(engine) = guard.as_ref() else { return };
+        engine.context.with(|ctx| {
+            let _ = ctx.globals().set("scriptArgs", Vec::<String>::new());
+            let mut opts = EvalOptions::default();
+            opts.strict = false;
+            opts.filename = Some("<zeroboot-rehearsal>".into());
+            let _ = ctx.eval_with_options::<(), _>("void String(1 + 1);", opts);
+        });
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
