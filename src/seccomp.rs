@@ -363,8 +363,6 @@ const NAMES: &[(&str, i64)] = &[
     ("prlimit64", libc::SYS_prlimit64),
     ("chdir", libc::SYS_chdir),
     ("fchdir", libc::SYS_fchdir),
-    // Which warm-memory pages are resident, to back them with huge pages after instantiation
-    // (see `crate::hugepages`).
     ("mincore", libc::SYS_mincore),
 ];
 
