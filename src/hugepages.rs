@@ -12,9 +12,11 @@
 //!
 //! Both are done once, in the zygote, before its first fork, and only where it pays: an image
 //! of at least [`MIN_IMAGE`] (smaller modules stay file-mapped and shared through the page
-//! cache), and only 2 MiB blocks that are at least half resident already (a block is filled
-//! with zeros where untouched, so a guest that declares a large memory and uses little of it
-//! does not make the zygote allocate it). A one-shot `run` forks once and skips it all. It is
+//! cache), and only 2 MiB blocks of warm memory that are at least half present already (a
+//! block is filled with zeros where untouched, so a guest that declares a large memory and
+//! uses little of it does not make the zygote allocate it). Which pages are present is read
+//! from `/proc/self/pagemap`, opened before the zygote confines itself, with `pread`: the
+//! zygote's seccomp filter needs no new call for it. A one-shot `run` forks once and skips it all. It is
 //! best-effort: where transparent huge pages are off (`never`) or the kernel predates
 //! `MADV_COLLAPSE` (6.1), nothing changes but speed.
 
@@ -28,15 +30,15 @@ const HUGE_PAGE: usize = 2 << 20;
 pub(crate) const MIN_IMAGE: u64 = 2 * HUGE_PAGE as u64;
 
 /// Backs with huge pages each 2 MiB-aligned block inside `[start, end)` that is at least half
-/// resident. Returns the bytes so backed.
-pub(crate) fn back(start: usize, end: usize) -> u64 {
+/// present, as this process's `pagemap` says. Returns the bytes so backed.
+pub(crate) fn back(start: usize, end: usize, pagemap: &std::fs::File) -> u64 {
     let first = start.next_multiple_of(HUGE_PAGE);
     let last = end / HUGE_PAGE * HUGE_PAGE;
     let mut backed = 0;
     for block in (first..last).step_by(HUGE_PAGE) {
-        let Ok(pages) = sys::resident_pages(block, HUGE_PAGE) else { continue };
-        let resident = pages.iter().filter(|&&p| p & 1 != 0).count();
-        if resident * 2 >= pages.len() && sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok() {
+        let Ok(present) = sys::present_pages(pagemap, block, HUGE_PAGE) else { continue };
+        if present * 2 >= HUGE_PAGE / 4096 && sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok()
+        {
             backed += HUGE_PAGE as u64;
         }
     }
@@ -46,5 +48,15 @@ pub(crate) fn back(start: usize, end: usize) -> u64 {
 /// Backs a compiled image with huge pages if it is at least [`MIN_IMAGE`]. Returns the bytes
 /// so backed.
 pub(crate) fn back_image(image: std::ops::Range<usize>) -> u64 {
-    if (image.len() as u64) < MIN_IMAGE { 0 } else { back(image.start, image.end) }
+    if (image.len() as u64) < MIN_IMAGE {
+        return 0;
+    }
+    // The image was just read or compiled into this memory: every page of it is present.
+    let first = image.start.next_multiple_of(HUGE_PAGE);
+    let last = image.end / HUGE_PAGE * HUGE_PAGE;
+    (first..last)
+        .step_by(HUGE_PAGE)
+        .filter(|&block| sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok())
+        .count() as u64
+        * HUGE_PAGE as u64
 }

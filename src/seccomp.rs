@@ -169,9 +169,6 @@ pub const ZYGOTE_EXTRA: &[(&str, i64)] = &[
     ("fsconfig", libc::SYS_fsconfig),
     ("fsmount", libc::SYS_fsmount),
     ("fchdir", libc::SYS_fchdir),
-    // Which warm-memory pages are resident, to back them with huge pages after instantiation
-    // (see `crate::hugepages`).
-    ("mincore", libc::SYS_mincore),
 ];
 
 /// What the filter does on a refused call in `mode` (`None`: no filter).

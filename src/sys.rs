@@ -905,16 +905,19 @@ pub fn dup_stdin() -> io::Result<OwnedFd> {
     stdin.try_clone_to_owned()
 }
 
-/// Which pages of `[addr, addr + len)` are resident (`mincore`), one byte per page, bit 0
-/// set for a resident one. `addr` must be page-aligned.
-pub fn resident_pages(addr: usize, len: usize) -> io::Result<Vec<u8>> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: `vec` has one byte per page of the range, as mincore writes; mincore only reads
-    // the page tables of the range (an unmapped one is ENOMEM, not a fault).
-    check(unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) })?;
-    Ok(vec)
+/// How many pages of `[addr, addr + len)` are present in this process's page tables, read
+/// from its `/proc/self/pagemap` (opened by the caller; bit 63 of each page's 64-bit entry).
+/// `addr` must be page-aligned. A plain `pread`: no system call beyond what the zygote's
+/// filter allows already.
+pub fn present_pages(pagemap: &std::fs::File, addr: usize, len: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let mut entries = vec![0u8; len.div_ceil(PAGE) * 8];
+    pagemap.read_exact_at(&mut entries, (addr / PAGE * 8) as u64)?;
+    Ok(entries
+        .chunks_exact(8)
+        .filter(|e| u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]) >> 63 == 1)
+        .count())
 }
 
 /// Asks the kernel to back `[addr, addr + len)` (2 MiB-aligned) with huge pages now

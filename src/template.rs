@@ -619,7 +619,14 @@ impl Template {
     ///
     /// With a timeout, SIGALRM is this process's for the duration (its previous disposition
     /// is put back afterwards); the caller must not use `ITIMER_REAL` meanwhile.
-    pub(crate) fn instantiate(&self, limits: &InitLimits) -> Result<Warm, Error> {
+    ///
+    /// `pagemap` (this process's `/proc/self/pagemap`, opened before any confinement) lets
+    /// the warm memory be backed with huge pages where it is present; `None` leaves it as is.
+    pub(crate) fn instantiate(
+        &self,
+        limits: &InitLimits,
+        pagemap: Option<&std::fs::File>,
+    ) -> Result<Warm, Error> {
         if limits.fuel.is_some() && !self.fuel {
             return Err(Error::FuelNotMetered);
         }
@@ -732,14 +739,14 @@ impl Template {
         let mut huge_memory = 0;
         let entry = match instance {
             Instantiated::Module(instance) => {
-                if self.huge_pages {
+                if let (true, Some(pagemap)) = (self.huge_pages, pagemap) {
                     // A component's memories are internal to it: only a module's are reached.
                     let memories: Vec<wasmtime::Memory> =
                         instance.exports(&mut store).filter_map(|e| e.into_memory()).collect();
                     for memory in memories {
                         let data = memory.data(&store).as_ptr_range();
                         huge_memory +=
-                            crate::hugepages::back(data.start as usize, data.end as usize);
+                            crate::hugepages::back(data.start as usize, data.end as usize, pagemap);
                     }
                 }
                 self.module_entry(&mut store, instance)?

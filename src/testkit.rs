@@ -14,7 +14,7 @@ pub fn cold_main(module: &std::path::Path) -> i32 {
         Ok(t) => t,
         Err(_) => return 65,
     };
-    let mut warm = match template.instantiate(&crate::InitLimits::default()) {
+    let mut warm = match template.instantiate(&crate::InitLimits::default(), None) {
         Ok(w) => w,
         Err(_) => return 65,
     };

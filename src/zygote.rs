@@ -181,6 +181,9 @@ impl Zygote {
     ) -> Result<Self, Error> {
         let open = |path: &str| std::fs::File::open(path).map_err(Error::ThreadCount);
         let (proc_stat, proc_maps) = (open("/proc/self/stat")?, open("/proc/self/maps")?);
+        // For backing warm memory with huge pages after instantiation (see `crate::hugepages`);
+        // without it, that memory stays in 4 KiB pages.
+        let pagemap = std::fs::File::open("/proc/self/pagemap").ok();
         // The cgroup is made with the host's view of /sys, before any namespace.
         let cgroups = SandboxCgroups::create().ok();
         if isolation.scratch.is_some() && !isolation.namespaces {
@@ -208,7 +211,8 @@ impl Zygote {
         // initialisers — in this process, inside its namespaces (entered above) and, in a
         // fork-server zygote, under its seccomp filter, with the same deadline, fuel and
         // memory cap as a task.
-        let warm = template.instantiate(&isolation.init)?;
+        let warm = template.instantiate(&isolation.init, pagemap.as_ref())?;
+        drop(pagemap);
         Ok(Self {
             template,
             warm,
