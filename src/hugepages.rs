@@ -29,20 +29,25 @@ const HUGE_PAGE: usize = 2 << 20;
 /// pages: it must hold at least one whole aligned 2 MiB block wherever it lands.
 pub(crate) const MIN_IMAGE: u64 = 2 * HUGE_PAGE as u64;
 
+/// Backs with huge pages each 2 MiB-aligned block inside `[start, end)` that `worth` accepts.
+/// Returns the bytes so backed.
+fn back_blocks(start: usize, end: usize, worth: impl Fn(usize) -> bool) -> u64 {
+    let first = start.next_multiple_of(HUGE_PAGE);
+    let last = end / HUGE_PAGE * HUGE_PAGE;
+    (first..last)
+        .step_by(HUGE_PAGE)
+        .filter(|&block| worth(block) && sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok())
+        .count() as u64
+        * HUGE_PAGE as u64
+}
+
 /// Backs with huge pages each 2 MiB-aligned block inside `[start, end)` that is at least half
 /// present, as this process's `pagemap` says. Returns the bytes so backed.
 pub(crate) fn back(start: usize, end: usize, pagemap: &std::fs::File) -> u64 {
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let last = end / HUGE_PAGE * HUGE_PAGE;
-    let mut backed = 0;
-    for block in (first..last).step_by(HUGE_PAGE) {
-        let Ok(present) = sys::present_pages(pagemap, block, HUGE_PAGE) else { continue };
-        if present * 2 >= HUGE_PAGE / 4096 && sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok()
-        {
-            backed += HUGE_PAGE as u64;
-        }
-    }
-    backed
+    back_blocks(start, end, |block| {
+        sys::present_pages(pagemap, block, HUGE_PAGE)
+            .is_ok_and(|present| present * 2 >= HUGE_PAGE / 4096)
+    })
 }
 
 /// Backs a compiled image with huge pages if it is at least [`MIN_IMAGE`]. Returns the bytes
@@ -52,11 +57,5 @@ pub(crate) fn back_image(image: std::ops::Range<usize>) -> u64 {
         return 0;
     }
     // The image was just read or compiled into this memory: every page of it is present.
-    let first = image.start.next_multiple_of(HUGE_PAGE);
-    let last = image.end / HUGE_PAGE * HUGE_PAGE;
-    (first..last)
-        .step_by(HUGE_PAGE)
-        .filter(|&block| sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok())
-        .count() as u64
-        * HUGE_PAGE as u64
+    back_blocks(image.start, image.end, |_| true)
 }
