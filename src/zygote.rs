@@ -58,6 +58,18 @@ pub struct ZygoteStats {
     /// shares without a fault (see [`Config::huge_pages`](crate::Config::huge_pages)).
     #[serde(default)]
     pub huge_page_bytes: u64,
+    /// Bytes of the runtime's own machine code backed with huge pages in a fork-server
+    /// zygote, so that its sandboxes take no page fault on it (see
+    /// [`Config::huge_pages`](crate::Config::huge_pages)).
+    #[serde(default)]
+    pub runtime_code_huge_bytes: u64,
+    /// Sandbox memory cgroups made so far (0 without memory cgroups).
+    #[serde(default)]
+    pub cgroups_made: u64,
+    /// How many times a reaped sandbox's cgroup was clean (empty, no OOM kill, nothing left
+    /// charged beyond the kernel's per-CPU charge caches) and kept for a later sandbox.
+    #[serde(default)]
+    pub cgroups_reused: u64,
 }
 
 /// Host-side memory a sandbox may use beyond its linear-memory cap (Wasmtime's and WASI's own
@@ -130,6 +142,8 @@ pub struct Zygote {
     /// cgroup's limit costs ~130 µs on a cgroup-v1 host, so a sandbox whose limit already
     /// matches its task's skips the write on the task's path.
     pool_max_memory: Option<u64>,
+    /// Bytes of this process's own code backed with huge pages (a fork-server zygote's).
+    runtime_code_huge: u64,
     /// Sandboxes that reported but were still tearing down: reaped later, off the task path.
     zombies: Vec<(libc::pid_t, Option<Slot>)>,
     /// `/proc/self/stat` and `/proc/self/maps`, opened before any confinement.
@@ -221,6 +235,7 @@ impl Zygote {
             pool: VecDeque::new(),
             pool_size: 0,
             pool_max_memory: None,
+            runtime_code_huge: 0,
             zombies: Vec::new(),
             proc_stat,
             proc_maps,
@@ -233,6 +248,7 @@ impl Zygote {
     pub fn stats(&self) -> std::io::Result<ZygoteStats> {
         let threads = sys::threads_in_stat(&sys::read_proc_file(&self.proc_stat)?)?;
         let maps = sys::read_proc_file(&self.proc_maps)?;
+        let (cgroups_made, cgroups_reused) = self.cgroups.as_ref().map_or((0, 0), |c| c.counts());
         Ok(ZygoteStats {
             threads,
             mappings: maps.iter().filter(|&&b| b == b'\n').count(),
@@ -243,6 +259,9 @@ impl Zygote {
             initializers: self.template.initializers().to_vec(),
             warm_up_us: crate::protocol::micros(self.warm.warm_up_time),
             huge_page_bytes: self.template.huge_code() + self.warm.huge_memory,
+            runtime_code_huge_bytes: self.runtime_code_huge,
+            cgroups_made,
+            cgroups_reused,
         })
     }
 
@@ -568,6 +587,12 @@ impl Zygote {
         drop(task_w);
         let _ = sys::wait(pid);
         self.release_slot(slot);
+    }
+
+    /// Fork-server support: records how much of this process's own code
+    /// [`crate::hugepages::back_own_code`] backed with huge pages, for the stats.
+    pub(crate) fn set_runtime_code_huge(&mut self, bytes: u64) {
+        self.runtime_code_huge = bytes;
     }
 
     /// Fork-server support: makes one spare empty cgroup ahead of time, off any task's path;

@@ -365,6 +365,51 @@ mod memory_cgroups {
         }
     }
 
+    /// A reaped sandbox's cgroup serves a later sandbox only when nothing is left charged to
+    /// it: 85 MB written to a tmpfs grant stay charged to the writer's cgroup, and a later
+    /// task whose bound is 80 MiB (16 MiB cap + 64 MiB host overhead, 83.9 MB) would be killed or
+    /// refused in it. Ordinary tasks do reuse cgroups.
+    #[test]
+    fn a_cgroup_is_reused_only_when_its_sandbox_left_nothing_charged() {
+        let Some(shm) = TmpfsDir::new() else {
+            panic!("this test needs /dev/shm (a tmpfs)");
+        };
+        let grant = format!("{}::/data", shm.0.display());
+        std::fs::create_dir(shm.0.join("small")).unwrap();
+        // Forked on demand, each sandbox takes the cgroup released last: the writer's.
+        let args = [
+            "--pool",
+            "0",
+            "--stats",
+            "--max-write",
+            "1GiB",
+            "--max-file-size",
+            "1GiB",
+            "--dir",
+            &grant,
+        ];
+        let mut lines =
+            vec![task(&["/data", "bytes", "85000000"], json!({"max_memory": 32 << 20}))];
+        for _ in 0..12 {
+            lines.push(task(&["/data/small", "files", "1"], json!({"max_memory": 16 << 20})));
+        }
+        let out = worker(&guest("fs_fill"), &args, &lines);
+        assert_eq!(out.len(), lines.len(), "every task gets an outcome: {out:?}");
+        for o in &out {
+            assert_eq!(o["status"], "exited", "{o}");
+            assert_eq!(o["exit_code"], 0, "{o}");
+        }
+        let last = &out[out.len() - 1]["zygote"];
+        if memory_cgroup(&out[0]) {
+            assert!(
+                last["cgroups_reused"].as_u64().unwrap_or(0) > 0,
+                "clean cgroups are reused: {last}"
+            );
+        } else {
+            eprintln!("no memory cgroup on this machine: nothing to reuse");
+        }
+    }
+
     #[test]
     fn large_stdin_under_a_small_cap_does_not_kill_the_zygote() {
         // 10 MB of stdin for a guest that never reads it, under a 16 MiB cap: the input goes
