@@ -930,3 +930,83 @@ pub fn collapse_to_huge_pages(addr: usize, len: usize) -> io::Result<()> {
     check(unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_COLLAPSE) })?;
     Ok(())
 }
+
+/// Copies `[addr, addr + len)` into a new private anonymous mapping aligned to `align` (a
+/// power of two), readable and writable, and returns the copy's address.
+///
+/// # Safety
+/// `[addr, addr + len)` must be mapped readable.
+pub unsafe fn copy_to_anonymous(addr: usize, len: usize, align: usize) -> io::Result<usize> {
+    let reserved = len + align;
+    // SAFETY: a fresh private anonymous mapping, at an address the kernel picks.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            reserved,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = base as usize;
+    let copy = base.next_multiple_of(align);
+    // SAFETY: trims our own fresh mapping to the aligned part; nothing refers to the rest.
+    unsafe {
+        if copy > base {
+            libc::munmap(base as *mut libc::c_void, copy - base);
+        }
+        libc::munmap((copy + len) as *mut libc::c_void, base + reserved - (copy + len));
+    }
+    // SAFETY: the caller guarantees the source is readable; `copy` is a distinct writable
+    // mapping of `len` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, copy as *mut u8, len) };
+    Ok(copy)
+}
+
+/// Unmaps a mapping made by [`copy_to_anonymous`].
+///
+/// # Safety
+/// Nothing may refer to `[addr, addr + len)` any more.
+pub unsafe fn unmap(addr: usize, len: usize) {
+    // SAFETY: per the caller.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Makes `copy` (from [`copy_to_anonymous`], holding the same bytes as `[addr, addr + len)`)
+/// read + execute and moves it over `[addr, addr + len)` in one `mremap`: the old mapping
+/// there is gone and `copy` with it. On failure `copy` is unmapped and the original stays.
+///
+/// # Safety
+/// `[addr, addr + len)` must be code of this process that nothing writes to, the copy must
+/// hold exactly its bytes, and no other thread may run. Code returning into the range (this
+/// function's callers) then finds the same instructions at the same addresses; during the
+/// move itself only the C library's `mremap` runs, which is not in the range.
+pub unsafe fn replace_code(addr: usize, copy: usize, len: usize) -> io::Result<()> {
+    let fail = |e: io::Error| {
+        // SAFETY: `copy` is ours and, after a failure, still where it was.
+        unsafe { unmap(copy, len) };
+        Err(e)
+    };
+    // SAFETY: changes only the protection of the caller's copy.
+    if unsafe { libc::mprotect(copy as *mut _, len, libc::PROT_READ | libc::PROT_EXEC) } == -1 {
+        return fail(io::Error::last_os_error());
+    }
+    // SAFETY: per the caller; the move is atomic for the range.
+    let moved = unsafe {
+        libc::mremap(
+            copy as *mut _,
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            addr as *mut libc::c_void,
+        )
+    };
+    if moved == libc::MAP_FAILED {
+        return fail(io::Error::last_os_error());
+    }
+    Ok(())
+}

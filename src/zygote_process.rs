@@ -175,6 +175,8 @@ pub(crate) fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygot
     // runs none of the module's code.
     let template = Template::from_bytes(&load.name, &bytes, &config)?;
     drop(bytes);
+    // This process's own code, before anything confines it (the move maps code).
+    let own_code = if load.huge_pages { crate::hugepages::back_own_code() } else { 0 };
     let IsolationSpec { namespaces, seccomp, max_file_size, grants, init, scratch } =
         load.isolation.clone();
     let isolation = Isolation {
@@ -194,7 +196,9 @@ pub(crate) fn build(load: &LoadRequest, module: Option<OwnedFd>) -> Result<Zygot
     };
     // Confines this process (namespaces, then the zygote's seccomp filter), and only then
     // instantiates under `init`: the module's start function runs here, confined.
-    Zygote::with_isolation_self_filtered(template, isolation)
+    let mut zygote = Zygote::with_isolation_self_filtered(template, isolation)?;
+    zygote.set_runtime_code_huge(own_code);
+    Ok(zygote)
 }
 
 /// A started run's sandbox.

@@ -406,3 +406,37 @@ async fn warm_memory_goes_to_huge_pages_only_where_it_was_touched() {
     let o = untouched.run(&Task::new().invoke("get")).await.expect("run");
     assert_eq!(o.stdout_text(), "0\n", "{o:?}");
 }
+
+/// A serving zygote backs the runtime's own code with huge pages, so that its sandboxes take
+/// no page fault on it, and its sandboxes run tasks exactly as before: output, a trap (whose
+/// handler runs in the moved code), a timeout. With huge pages off, nothing is moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_code_goes_to_huge_pages_and_tasks_run_as_before() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new();
+    let hello = rt.load(guest("hello"), options(&cache, 2)).await.expect("load hello");
+    let backed = hello.stats().await.expect("stats").runtime_code_huge_bytes;
+    if huge_pages_possible() {
+        assert!(backed >= 2 << 20, "the runtime's code backed with huge pages: {backed}");
+    } else {
+        assert_eq!(backed, 0, "no huge pages on this machine, and none reported");
+    }
+    for _ in 0..20 {
+        let o = hello.run(&Task::new()).await.expect("run");
+        assert_eq!(o.status, Status::Exited, "{o:?}");
+        assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n", "{o:?}");
+    }
+    let trap = rt.load(guest("trap"), options(&cache, 1)).await.expect("load trap");
+    let o = trap.run(&Task::new()).await.expect("run trap");
+    assert_eq!(o.status, Status::Trapped, "{o:?}");
+    let spin = rt.load(guest("spin"), options(&cache, 1)).await.expect("load spin");
+    let o = spin.run(&Task::new().timeout(Duration::from_millis(100))).await.expect("run spin");
+    assert_eq!(o.status, Status::Timeout, "{o:?}");
+
+    let mut off = options(&cache, 1);
+    off.config.huge_pages(false);
+    let plain = rt.load(guest("hello"), off).await.expect("load without huge pages");
+    assert_eq!(plain.stats().await.expect("stats").runtime_code_huge_bytes, 0);
+    let o = plain.run(&Task::new()).await.expect("run");
+    assert_eq!(o.stdout_text(), "hello from a zeroboot-wasm sandbox\n", "{o:?}");
+}
