@@ -80,10 +80,9 @@ pub(crate) fn back_image(image: std::ops::Range<usize>) -> u64 {
 /// now shows as anonymous memory, so a profiler finds no symbols for it in this process.
 pub(crate) fn back_own_code() -> u64 {
     let Some(code) = own_code() else { return 0 };
-    let threads = std::fs::File::open("/proc/self/stat")
-        .and_then(|f| sys::read_proc_file(&f))
-        .and_then(|s| sys::threads_in_stat(&s));
-    if !matches!(threads, Ok(1)) {
+    let single_threaded = std::fs::File::open("/proc/self/stat")
+        .is_ok_and(|stat| crate::zygote::require_single_thread(&stat).is_ok());
+    if !single_threaded {
         return 0;
     }
     let (start, end) = (code.start.next_multiple_of(HUGE_PAGE), code.end / HUGE_PAGE * HUGE_PAGE);
