@@ -73,8 +73,8 @@ pub(crate) fn back_image(image: std::ops::Range<usize>) -> u64 {
 /// runtime, Wasmtime, WASI) with huge pages, by moving an anonymous copy of each 2 MiB-aligned
 /// part of it over the file mapping. A sandbox then takes no page fault on the runtime's code
 /// (a fork copies no page-table entry of a file mapping, so each sandbox faulted in every page
-/// of it that it ran, ~70 faults of up to 16 pages each for a hello task), and fork copies a
-/// dozen entries for it. Costs a copy of the code (~20 MB) per zygote, shared by its
+/// of it that it ran: ~70 faults of up to 16 pages each per `print(1+1)` task in a profile of
+/// the Python guest), and fork copies a dozen entries for it. Costs a copy of the code (~20 MB) per zygote, shared by its
 /// sandboxes. Returns the bytes so backed; 0 (nothing changed) where huge pages are not to
 /// be had, or if this process has a second thread. A cost for those who profile: the code
 /// now shows as anonymous memory, so a profiler finds no symbols for it in this process.
