@@ -2,10 +2,10 @@
 //!
 //! `Module::deserialize_file` is `unsafe`: the bytes are trusted to be machine code Wasmtime
 //! produced. So we load only from our own cache directory — created with mode 0700, owned by
-//! the current user, written only by [`CompileCache::store`] through a temporary file and an
+//! the current user, written only by `CompileCache::store` through a temporary file and an
 //! atomic rename — and never from a path a user chose. The file is mapped, not read, so the
 //! zygote's compiled code is file-backed (shared, clean) memory — except a large artifact
-//! loaded for a zygote that backs its code with huge pages ([`crate::hugepages`]), which is
+//! loaded for a zygote that backs its code with huge pages (`src/hugepages.rs`), which is
 //! read into anonymous memory: huge pages need it, and fork shares them without a fault.
 //!
 //! The key is a SHA-256 of the kind (core module or component: the same bytes never name

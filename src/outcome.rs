@@ -88,7 +88,7 @@ pub struct Outcome {
     /// Fuel the guest consumed, when the task had a fuel budget.
     pub fuel_consumed: Option<u64>,
     /// Files the task created or changed in its scratch directory, in name order (with
-    /// [`Task::files_out`](crate::Task::files_out); see [`crate::scratch`]).
+    /// [`Task::files_out`](crate::Task::files_out); see `src/scratch.rs`).
     pub files: Vec<crate::scratch::ScratchFile>,
     /// Whether files were left out of [`files`](Self::files) (past the task's bounds).
     pub files_truncated: bool,

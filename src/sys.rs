@@ -3,7 +3,7 @@
 //!
 //! Functions marked *async-signal-safe* may be called in a forked child before anything else
 //! has been set up; since the zygote is single-threaded when it forks (checked in
-//! [`crate::zygote`]), the child may also allocate afterwards, but these helpers never need to.
+//! `crate::zygote`), the child may also allocate afterwards, but these helpers never need to.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

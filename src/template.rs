@@ -85,7 +85,7 @@ impl Config {
 
     /// Whether the compiled code of a large module and the warm linear memory are backed with
     /// huge pages before the first fork, and, in a zygote process of the fork server, the
-    /// runtime's own machine code too (default on; see [`crate::hugepages`]). It costs the
+    /// runtime's own machine code too (default on; see `src/hugepages.rs`). It costs the
     /// zygote tens of milliseconds once for a large module (and a private copy of the
     /// runtime's code, 12–20 MB) and saves every sandbox the faults and page-table copies of
     /// 4 KiB pages: worth it for a zygote that forks many times, not for one that runs a single

@@ -3,7 +3,7 @@
 //! or JSON) before any sandbox is started, and describes each export with a JSON Schema
 //! (the MCP server's tool input schemas) without compiling the component itself.
 //!
-//! One JSON shape is used everywhere a WIT value is JSON, and [`json_schema`] describes it:
+//! One JSON shape is used everywhere a WIT value is JSON, and [`WitType::json_schema`] describes it:
 //! - `bool` → boolean; integers → integer with their exact bounds; `f32`/`f64` → number;
 //!   `char` → a one-character string; `string` → string;
 //! - `list<T>` → array; `tuple<…>` → array of fixed length (`prefixItems`);

@@ -97,7 +97,7 @@ pub struct Isolation {
     pub init: InitLimits,
     /// A scratch directory of this many bytes for every sandbox: a fresh tmpfs reachable only
     /// from that sandbox, its working directory, seen by the guest at `/scratch` and `.`;
-    /// see [`crate::scratch`]. Needs [`namespaces`](Self::namespaces). `None`: no scratch
+    /// see `src/scratch.rs`. Needs [`namespaces`](Self::namespaces). `None`: no scratch
     /// directory (tasks with [`files`](crate::Task::files) are refused).
     pub scratch: Option<u64>,
 }

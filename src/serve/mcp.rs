@@ -1,6 +1,6 @@
 //! The Model Context Protocol front door: every tool in the store is an MCP tool, beside the
 //! `run_javascript` and `run_python` snippet tools, and every call runs in a fresh fork through
-//! the same [`AppState`] (admission, quotas, metrics) as the HTTP API.
+//! the same `AppState` (admission, quotas, metrics) as the HTTP API.
 //!
 //! Two transports, one handler ([`McpServer`], on the official Rust SDK `rmcp`):
 //! - Streamable HTTP at `/mcp` inside `serve`, behind the same API keys, stateless (no

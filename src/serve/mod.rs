@@ -5,13 +5,13 @@
 //! zygote per tool (and per snippet language), started by re-executing this binary. Nothing a
 //! request carries goes through a zygote: the host writes a task straight into its sandbox.
 //!
-//! Modules: [`store`] (tools on disk, content-addressed, reloaded at start-up), [`api`]
-//! (tools, runs and batches), [`exec`] (ZeroBoot-compatible snippets), [`auth`] (API keys and
-//! per-key quotas and rates), [`admission`] (the server-wide bound on runs), [`stream`]
-//! (runs answered with Server-Sent Events), [`metrics`] and [`ops`] (health, metrics, the
+//! Modules: `store` (tools on disk, content-addressed, reloaded at start-up), `api`
+//! (tools, runs and batches), `exec` (ZeroBoot-compatible snippets), [`auth`] (API keys and
+//! per-key quotas and rates), `admission` (the server-wide bound on runs), `stream`
+//! (runs answered with Server-Sent Events), `metrics` and `ops` (health, metrics, the
 //! OpenAPI document), [`mcp`] (the same tools over the Model Context Protocol: Streamable
 //! HTTP at `/mcp`, and stdio for `zeroboot-wasm mcp`). A run's `files` go to a scratch
-//! directory private to its sandbox ([`crate::scratch`]).
+//! directory private to its sandbox (`src/scratch.rs`).
 
 mod admission;
 mod api;
@@ -92,7 +92,7 @@ pub struct ServeOptions {
     pub mcp_allowed_origins: Vec<String>,
 }
 
-/// Each run's scratch directory (see [`crate::scratch`]): the `files` a run brings and the
+/// Each run's scratch directory (see `src/scratch.rs`): the `files` a run brings and the
 /// files it leaves.
 #[derive(Debug, Clone, Copy)]
 pub struct FileOptions {
