@@ -41,13 +41,17 @@ pub(crate) const MIN_IMAGE: u64 = 2 * HUGE_PAGE as u64;
 /// Backs with huge pages each 2 MiB-aligned block inside `[start, end)` that `worth` accepts.
 /// Returns the bytes so backed.
 fn back_blocks(start: usize, end: usize, worth: impl Fn(usize) -> bool) -> u64 {
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let last = end / HUGE_PAGE * HUGE_PAGE;
+    let (first, last) = aligned_part(start, end);
     (first..last)
         .step_by(HUGE_PAGE)
         .filter(|&block| worth(block) && sys::collapse_to_huge_pages(block, HUGE_PAGE).is_ok())
         .count() as u64
         * HUGE_PAGE as u64
+}
+
+/// The 2 MiB-aligned part of `[start, end)` (empty when `first >= last`).
+fn aligned_part(start: usize, end: usize) -> (usize, usize) {
+    (start.next_multiple_of(HUGE_PAGE), end / HUGE_PAGE * HUGE_PAGE)
 }
 
 /// Backs with huge pages each 2 MiB-aligned block inside `[start, end)` that is at least half
@@ -85,7 +89,7 @@ pub(crate) fn back_own_code() -> u64 {
     if !single_threaded {
         return 0;
     }
-    let (start, end) = (code.start.next_multiple_of(HUGE_PAGE), code.end / HUGE_PAGE * HUGE_PAGE);
+    let (start, end) = aligned_part(code.start, code.end);
     if start >= end {
         return 0;
     }
