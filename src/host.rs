@@ -234,6 +234,13 @@ impl TemplateHandle {
         Ok(conn.exports.clone().unwrap_or_default())
     }
 
+    /// Whether its sandboxes get a scratch directory for [`Task::files`]: the load asked for
+    /// one ([`crate::Isolation::scratch`]) and the guest can reach files by name
+    /// ([`crate::Template::reaches_files`]), as its zygote reported when it loaded.
+    pub async fn has_scratch(&self) -> Result<bool, Error> {
+        Ok(self.inner.connection().await?.scratch)
+    }
+
     /// How many times this template's zygote was started again after it died (a crash, the
     /// OOM killer, `kill -9`): zygotes started, less the first.
     pub fn zygote_restarts(&self) -> u64 {
@@ -429,9 +436,9 @@ impl Connection {
         let load = load_request(name, options);
         send(&sock, &Request::Load(load), &[module_fd.as_raw_fd()]).await?;
         drop(module_fd);
-        let (meters_fuel, grants, namespaces, exports) = match recv(&sock).await? {
-            Some((Reply::Ready { meters_fuel, grants, namespaces, exports }, _)) => {
-                (meters_fuel, grants, namespaces, exports)
+        let (meters_fuel, grants, namespaces, exports, scratch) = match recv(&sock).await? {
+            Some((Reply::Ready { meters_fuel, grants, namespaces, exports, scratch }, _)) => {
+                (meters_fuel, grants, namespaces, exports, scratch)
             }
             Some((Reply::LoadFailed { message, kind }, _)) => {
                 let _ = child.wait().await;
@@ -446,7 +453,7 @@ impl Connection {
             pid,
             meters_fuel,
             exports,
-            scratch: options.isolation.scratch.is_some(),
+            scratch,
             grants: namespaces.then(|| grants.into_iter().map(mounted).collect()),
             pending: Mutex::new(HashMap::new()),
             pool: Mutex::new(VecDeque::new()),

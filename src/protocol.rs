@@ -189,6 +189,9 @@ pub enum Reply {
         /// then reports a bad entry point as its outcome).
         #[serde(default)]
         exports: Option<crate::entry::Exports>,
+        /// Its sandboxes have a scratch directory (see `Zygote::has_scratch`).
+        #[serde(default)]
+        scratch: bool,
     },
     LoadFailed {
         message: String,

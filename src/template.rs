@@ -586,6 +586,25 @@ impl Template {
         &self.exports
     }
 
+    /// Whether the guest can reach a file by name at all: a module that imports any WASI
+    /// preview1 `path_*` call, `fd_readdir` or `fd_prestat_*`, or a component that imports any
+    /// `wasi:filesystem` interface. One that cannot has no use for a scratch directory (it
+    /// could neither read a file put there nor leave one), so none is made for its sandboxes.
+    pub fn reaches_files(&self) -> bool {
+        match &self.code {
+            Code::Module { module, .. } => module.imports().any(|i| {
+                matches!(i.module(), "wasi_snapshot_preview1" | "wasi_unstable")
+                    && (i.name().starts_with("path_")
+                        || i.name().starts_with("fd_prestat_")
+                        || i.name() == "fd_readdir")
+            }),
+            Code::Component { component, .. } => component
+                .component_type()
+                .imports(&self.engine)
+                .any(|(name, _)| name.starts_with("wasi:filesystem/")),
+        }
+    }
+
     /// The exports the zygote runs once before forking, in order (see [`WarmUp`]).
     pub fn initializers(&self) -> &[String] {
         &self.initializers

@@ -98,7 +98,9 @@ pub struct Isolation {
     /// A scratch directory of this many bytes for every sandbox: a fresh tmpfs reachable only
     /// from that sandbox, its working directory, seen by the guest at `/scratch` and `.`;
     /// see `src/scratch.rs`. Needs [`namespaces`](Self::namespaces). `None`: no scratch
-    /// directory (tasks with [`files`](crate::Task::files) are refused).
+    /// directory (tasks with [`files`](crate::Task::files) are refused). A template that
+    /// cannot reach a file by name ([`Template::reaches_files`]) gets none either: it could
+    /// not use it ([`Zygote::has_scratch`] says which).
     pub scratch: Option<u64>,
 }
 
@@ -216,7 +218,9 @@ impl Zygote {
             mode: isolation.seccomp,
             self_filtered: false,
             max_file_size: isolation.max_file_size,
-            scratch: isolation.scratch,
+            // A fresh tmpfs per sandbox is ~5 % of a small run's CPU: not made for a guest
+            // that could not name a file in it.
+            scratch: isolation.scratch.filter(|_| template.reaches_files()),
         };
         if self_filter {
             filter_zygote(&mut confinement)?;
@@ -268,6 +272,12 @@ impl Zygote {
     /// The template every task is forked from.
     pub fn template(&self) -> &Template {
         &self.template
+    }
+
+    /// Whether its sandboxes get a scratch directory: [`Isolation::scratch`] asked for one
+    /// and the template can reach files.
+    pub fn has_scratch(&self) -> bool {
+        self.confinement.scratch.is_some()
     }
 
     /// Where each of the task's directories is, as the child will open it.

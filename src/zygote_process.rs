@@ -135,6 +135,7 @@ fn serve(sock: OwnedFd) -> std::io::Result<()> {
         namespaces: zygote.stats().map(|s| s.namespaces).unwrap_or(false),
         exports: Some(zygote.template().exports().clone())
             .filter(|e| crate::protocol::encode(e).len() <= MAX_MESSAGE / 2),
+        scratch: zygote.has_scratch(),
     };
     send(&sock, &ready, &[])?;
     let mut server = Server {

@@ -258,7 +258,7 @@ fn mcp_over_stdio_serves_the_store_and_tool_files_each_call_in_a_fork() {
         vec!["stdio".into(), exe().into(), "mcp".into(), "--data-dir".into()];
     args.push(server.store.display().to_string());
     args.extend(base_flags());
-    for name in ["args_env", "spin"] {
+    for name in ["args_env", "spin", "scratch"] {
         args.extend(["--tool".to_string(), guest(name).display().to_string()]);
     }
     args.extend(["--tool".to_string(), echo.display().to_string()]);
@@ -278,7 +278,7 @@ fn mcp_over_stdio_serves_the_store_and_tool_files_each_call_in_a_fork() {
     let list = &answers[0];
     assert_eq!(
         tool_names(list),
-        ["args_env", "echo_json", "hello", "run_javascript", "run_python", "spin"]
+        ["args_env", "echo_json", "hello", "run_javascript", "run_python", "scratch", "spin"]
     );
     let listed = list["tools"].as_array().unwrap();
     let h = listed.iter().find(|t| t["name"] == "hello").unwrap();
@@ -288,6 +288,12 @@ fn mcp_over_stdio_serves_the_store_and_tool_files_each_call_in_a_fork() {
         assert!(props.get(field).is_some(), "{field} not in {h}");
     }
     assert_eq!(props["args"]["items"]["type"], "string");
+    // `files` is offered to a tool that can open files, where sandboxes get a scratch directory;
+    // `hello` imports no filesystem call.
+    assert!(props.get("files").is_none(), "{h}");
+    let scratch = listed.iter().find(|t| t["name"] == "scratch").unwrap();
+    let files = &scratch["inputSchema"]["properties"]["files"];
+    assert_eq!(files.is_object(), zeroboot_wasm::namespaces::available(), "{scratch}");
     let echo_tool = listed.iter().find(|t| t["name"] == "echo_json").unwrap();
     assert_eq!(echo_tool["description"], "Echoes its arguments");
     assert_eq!(echo_tool["inputSchema"]["required"], json!(["text"]));

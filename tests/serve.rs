@@ -1149,6 +1149,33 @@ fn files_go_into_a_private_scratch_and_new_or_changed_files_come_back() {
 }
 
 #[test]
+fn a_tool_that_cannot_name_a_file_gets_no_scratch_and_its_runs_take_no_files() {
+    let s = Server::open(&[]);
+    // `hello` imports fd_write and the environment only; `scratch` imports path_open & co.
+    let (hello, scratch) = (s.upload("hello"), s.upload("scratch"));
+    let shown = |id: &str| -> Value { s.get(&format!("/v1/tools/{id}")).json().expect("JSON") };
+    let with_scratch = namespaces_flag().is_empty();
+    assert_eq!(shown(&hello)["scratch"], false, "{}", shown(&hello));
+    assert_eq!(shown(&scratch)["scratch"], with_scratch, "{}", shown(&scratch));
+    let (status, v) = s.run(&hello, &json!({"files": {"in.txt": "x"}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    if with_scratch {
+        assert!(why.contains("imports no WASI filesystem call"), "{v}");
+    } else {
+        assert!(why.contains("--namespaces off"), "{v}");
+    }
+    // It runs as ever, with no scratch directory made for it; the other tool still has one.
+    let (status, o) = s.run(&hello, &json!({}));
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("exited")), "{o}");
+    assert!(o.get("files").is_none(), "{o}");
+    if with_scratch {
+        let (_, o) = s.run(&scratch, &json!({"args": ["ls"], "files": {"a": "1"}}));
+        assert_eq!(o["stdout"], "ls=a:1\n", "{o}");
+    }
+}
+
+#[test]
 fn concurrent_runs_cannot_reach_each_others_scratch() {
     if !namespaces_flag().is_empty() {
         eprintln!(

@@ -169,12 +169,27 @@ pub(crate) enum FileContent {
 pub(crate) struct FileBounds {
     /// Whether sandboxes have a scratch directory at all.
     pub scratch: bool,
+    /// The server gives scratch directories, but not to this tool's sandboxes: it imports no
+    /// WASI filesystem call (see [`FileBounds::for_tool`]).
+    pub tool_cannot: bool,
     /// Most files in (and out).
     pub max_files: usize,
     /// Most bytes in, all files together (the scratch directory's size).
     pub max_in_bytes: usize,
     /// What comes back.
     pub out: crate::scratch::FilesOut,
+}
+
+impl FileBounds {
+    /// The server's bounds as they apply to runs of `tool`: no scratch directory for a tool
+    /// that cannot reach files by name.
+    pub fn for_tool(self, tool: &super::store::ToolMeta) -> Self {
+        Self {
+            scratch: self.scratch && tool.scratch,
+            tool_cannot: self.scratch && !tool.scratch,
+            ..self
+        }
+    }
 }
 
 /// The body of `POST /v1/tools/{id}/run` (and an item of a batch).
@@ -309,6 +324,12 @@ impl RunRequest {
     pub fn into_task(self, server: &Task, tool: Limits, files: FileBounds) -> Result<Task, String> {
         let mut task = server.clone();
         tool.capped(server).apply(&mut task, server)?;
+        if !self.files.is_empty() && files.tool_cannot {
+            return Err("`files` cannot reach this tool: it imports no WASI filesystem call \
+                        (path_open and the like), so it could not read them, and its sandboxes \
+                        get no scratch directory"
+                .into());
+        }
         if !self.files.is_empty() && !files.scratch {
             return Err("`files` needs a scratch directory, which this server does not give \
                         sandboxes (it runs with --namespaces off or --scratch-size 0)"
@@ -669,7 +690,7 @@ pub(crate) async fn run(
     let (tool, streamed) = tool_and_stream(&state, &id, query, &headers)?;
     let request: RunRequest = json_body(bytes, state.max_body)?;
     let task = request
-        .into_task(&state.defaults, tool.meta.limits, state.files)
+        .into_task(&state.defaults, tool.meta.limits, state.files.for_tool(&tool.meta))
         .map_err(ApiError::bad_request)?;
     let json_call = task.arguments.is_some();
     let item = Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task };
@@ -727,7 +748,9 @@ pub(crate) async fn batch(
     for (i, value) in request.tasks.into_iter().enumerate() {
         let task = serde_json::from_value::<RunRequest>(value)
             .map_err(|e| e.to_string())
-            .and_then(|r| r.into_task(&state.defaults, tool.meta.limits, state.files))
+            .and_then(|r| {
+                r.into_task(&state.defaults, tool.meta.limits, state.files.for_tool(&tool.meta))
+            })
             .map_err(|e| ApiError::bad_request(format!("tasks[{i}]: {e}")))?;
         items.push(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task });
     }
@@ -758,6 +781,7 @@ mod tests {
     fn parse(text: &str) -> Result<Task, String> {
         let files = FileBounds {
             scratch: true,
+            tool_cannot: false,
             max_files: 2,
             max_in_bytes: 100,
             out: crate::scratch::FilesOut { max_files: 2, max_bytes: 10 },
@@ -853,6 +877,7 @@ mod tests {
                 let _ = serde_json::from_slice::<RunRequest>(b).map(|r| {
                     let _ = r.into_task(&server(), Limits::default(), FileBounds {
                         scratch: true,
+                        tool_cannot: false,
                         max_files: 2,
                         max_in_bytes: 100,
                         out: crate::scratch::FilesOut { max_files: 2, max_bytes: 10 },

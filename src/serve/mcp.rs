@@ -282,8 +282,25 @@ fn run_schema(tool: &Tool) -> Value {
             },
         },
     });
-    // Files in and out: when `RunRequest` takes `files` (the HTTP API's scratch directory),
-    // describe that field here and the calls accept it, parsed by the same code as a run.
+    // Files in (and out, in the result): the HTTP API's scratch directory, for a tool whose
+    // sandboxes get one; a call's arguments are parsed by the same code as a run.
+    if tool.meta.scratch
+        && let Some(p) = properties.as_object_mut()
+    {
+        p.insert(
+            "files".into(),
+            json!({
+                "type": "object",
+                "description": "Files put in the run's scratch directory (its working directory, /scratch), by relative name: text, or {\"base64\": \"...\"} for bytes. The files the run leaves there come back in the result.",
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "object", "properties": {"base64": {"type": "string"}}, "required": ["base64"], "additionalProperties": false},
+                    ],
+                },
+            }),
+        );
+    }
     let mut required = Vec::new();
     if tool.meta.kind == Kind::Reactor {
         let exports: Vec<&str> = tool.meta.exports.iter().map(|e| e.name.as_str()).collect();
@@ -457,7 +474,11 @@ impl McpServer {
             let request: RunRequest = serde_json::from_value(Value::Object(args))
                 .map_err(|e| ErrorData::invalid_params(format!("invalid arguments: {e}"), None))?;
             request
-                .into_task(&self.state.defaults, tool.meta.limits, self.state.files)
+                .into_task(
+                    &self.state.defaults,
+                    tool.meta.limits,
+                    self.state.files.for_tool(&tool.meta),
+                )
                 .map_err(|e| ErrorData::invalid_params(e, None))?
         };
         Ok(Item { handle: tool.handle.clone(), label: tool.meta.id.clone(), task })

@@ -177,6 +177,7 @@ pub(crate) async fn open_state(
     }
     let files = api::FileBounds {
         scratch: load.isolation.scratch.is_some(),
+        tool_cannot: false,
         max_files: options.files.max_files,
         max_in_bytes: usize::try_from(load.isolation.scratch.unwrap_or(0)).unwrap_or(usize::MAX),
         out: crate::scratch::FilesOut {
@@ -355,6 +356,7 @@ pub(crate) fn fuzz_body(data: &[u8], accepted: fn(&Task)) {
     };
     let files = api::FileBounds {
         scratch: true,
+        tool_cannot: false,
         max_files: 4,
         max_in_bytes: 1 << 10,
         out: crate::scratch::FilesOut { max_files: 4, max_bytes: 1 << 10 },

@@ -35,6 +35,10 @@ pub(crate) struct ToolMeta {
     /// stored metadata of an older form is read as none).
     #[serde(default, deserialize_with = "exports_or_none")]
     pub exports: Vec<Export>,
+    /// Whether its runs get a scratch directory for `files` (and the files they leave): the
+    /// server gives them and the tool imports a WASI filesystem call. Derived on every load.
+    #[serde(default)]
+    pub scratch: bool,
     /// Size of the module in bytes.
     pub size: u64,
     /// When it was first uploaded, in seconds since the Unix epoch.
@@ -457,10 +461,11 @@ impl Store {
         let place = self.take_place().ok_or_else(|| {
             format!("the server holds its maximum of {} tools (--max-tools)", self.max_tools)
         })?;
-        let (handle, kind, exports) =
+        let (handle, kind, exports, scratch) =
             self.load_bytes(&meta.name, bytes.into()).await.map_err(|e| e.one_line())?;
         meta.kind = kind;
         meta.exports = exports;
+        meta.scratch = scratch;
         let tool = Arc::new(Tool { meta: meta.clone(), handle });
         self.put(&meta.id, tool);
         place.keep();
@@ -471,13 +476,14 @@ impl Store {
         &self,
         name: &str,
         bytes: Arc<[u8]>,
-    ) -> Result<(TemplateHandle, Kind, Vec<Export>), Error> {
+    ) -> Result<(TemplateHandle, Kind, Vec<Export>, bool), Error> {
         let source = ModuleSource::Bytes { name: name.to_string(), bytes };
         let handle = self.runtime.load(source, self.load.clone()).await?;
         let exports = handle.exports().await?;
+        let scratch = handle.has_scratch().await?;
         let kind = if exports.start { Kind::Command } else { Kind::Reactor };
         let funcs = exports.funcs.iter().map(|f| Export::of(f, exports.kind)).collect();
-        Ok((handle, kind, funcs))
+        Ok((handle, kind, funcs, scratch))
     }
 
     /// Adds a tool from its bytes, or finds it if these bytes are already a tool. Returns the
@@ -559,13 +565,14 @@ impl Store {
         };
         let place = self.take_place().ok_or(AddError::Full { max: self.max_tools })?;
         let name = name.unwrap_or_else(|| format!("tool-{}", &id[..12]));
-        let (handle, kind, exports) =
+        let (handle, kind, exports, scratch) =
             self.load_bytes(&name, bytes.clone()).await.map_err(AddError::Load)?;
         let meta = ToolMeta {
             id: id.to_string(),
             name,
             kind,
             exports,
+            scratch,
             size: bytes.len() as u64,
             created: now_unix(),
             limits,
