@@ -93,7 +93,14 @@ wrk -t1 -c1 -d2s -s "$lua" "$url" >/dev/null # warm-up
 echo "-- concurrency 1, ${seconds}s"
 wrk -t1 -c1 -d"${seconds}s" -s "$lua" "$url" | tail -2
 echo "-- concurrency $cores (cores), ${seconds}s"
-wrk -t"$cores" -c"$cores" -d"${seconds}s" -s "$lua" "$url" | tail -2
+wrk -t"$cores" -c"$cores" -d"${seconds}s" -s "$lua" "$url" | tail -2 | tee "$data/wrk-cores.out"
+python3 - "$data/wrk-cores.out" <<'EOF'
+import json, re, sys
+http = float(re.search(r"req/s (\d+)", open(sys.argv[1]).read()).group(1))
+pool = json.load(open("/tmp/zb-load-bench.json"))["server_pool"].get("per_s_concurrent") or 0
+if pool:
+    print(f"HTTP at c=cores: {100 * http / pool:.1f} % of bench server_pool's rate at c=cores (target 80 %)")
+EOF
 before="$(exited)"
 echo "-- $requests requests at concurrency $cores"
 per=$(( (requests + cores - 1) / cores ))
