@@ -773,9 +773,17 @@ pub(crate) struct Idle {
     pub slot: Option<Slot>,
 }
 
-/// Installs the fork-server zygote's own seccomp filter on this process and switches its
-/// sandboxes to the short narrowing filter on top of it.
+/// Empties the fork-server zygote's capability bounding set, installs its own seccomp filter
+/// on this process and switches its sandboxes to the short narrowing filter on top of it.
 fn filter_zygote(confinement: &mut Confinement) -> Result<(), Error> {
+    // The bounding set limits only what an execve could grant, and a zygote never executes
+    // anything again: emptied here once, every sandbox inherits it empty and skips ~40
+    // credential copies of its own (~3 % of a small run's CPU). Without namespaces (and so,
+    // unprivileged, without the right to drop), each sandbox still does its own, as before;
+    // a drop that fails here is left to the sandboxes the same way.
+    if confinement.mounted.is_some() {
+        let _ = sys::drop_bounding_set();
+    }
     let mode = confinement.mode;
     let zygote = crate::seccomp::compile_zygote(mode).map_err(Error::Seccomp)?;
     let narrowing = crate::seccomp::compile_narrowing(mode).map_err(Error::Seccomp)?;

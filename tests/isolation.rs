@@ -216,8 +216,11 @@ fn a_running_sandbox_seen_from_outside_is_confined() {
     // zygote's own filter at fork, so `Seccomp: 2` alone does not mean its setup is done: take
     // the one still running (spinning) 200 ms later — pool sandboxes wait asleep, and one being
     // set up runs for microseconds.
-    let (_, sandbox) = common::running_sandbox(worker.id(), Duration::from_millis(200));
+    let (zygote, sandbox) = common::running_sandbox(worker.id(), Duration::from_millis(200));
     let sandbox = sandbox as u32;
+    // The zygote emptied its own bounding set once (it never executes anything), so that its
+    // sandboxes start with it empty.
+    assert_eq!(status_field(zygote as u32, "CapBnd"), "0000000000000000");
     assert_eq!(status_field(sandbox, "Seccomp"), "2");
     assert_eq!(status_field(sandbox, "NoNewPrivs"), "1");
     assert_eq!(status_field(sandbox, "CapEff"), "0000000000000000");

@@ -158,7 +158,13 @@ fn probe_main(a: ProbeArgs) -> i32 {
     };
     let mut config = Config::new();
     config.cache_dir(None);
-    let result = Template::from_bytes("probe", b"(module (func (export \"_start\")))", &config)
+    // It imports `path_open` (never called): a guest that can name files, so the zygote makes
+    // it a scratch directory when one is asked for.
+    let module = br#"(module
+        (import "wasi_snapshot_preview1" "path_open"
+            (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+        (func (export "_start")))"#;
+    let result = Template::from_bytes("probe", module, &config)
         .and_then(|template| Zygote::with_isolation(template, isolation))
         .and_then(|mut zygote| {
             let mut task = Task::new()
