@@ -61,7 +61,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", requires = "per_key_rate")]
     per_key_burst: Option<u32>,
     /// Size of each run's scratch directory, a tmpfs private to its sandbox (`/scratch`,
-    /// its working directory) that holds the run's `files`; 0: none.
+    /// its working directory) that holds the run's `files`; 0: none. A tool that imports no
+    /// WASI call naming a file gets none (its JSON says `"scratch": false`).
     #[arg(long, value_name = "SIZE", value_parser = parse::size_u64, default_value = "64MiB")]
     scratch_size: u64,
     /// Most files a run brings in its request, and most it gets back.
