@@ -247,6 +247,22 @@ impl TemplateHandle {
         self.inner.starts.load(Ordering::Relaxed).saturating_sub(1)
     }
 
+    /// Pool sandboxes forked, confined and handed over, waiting for a task now (0 while its
+    /// zygote is not running or being started: this never waits).
+    pub fn pool_ready(&self) -> usize {
+        let Ok(guard) = self.inner.conn.try_lock() else { return 0 };
+        guard
+            .as_ref()
+            .filter(|c| !c.is_dead())
+            .and_then(|c| c.pool.lock().ok().map(|p| p.len()))
+            .unwrap_or(0)
+    }
+
+    /// How many pool sandboxes its zygote keeps ready ([`LoadOptions::pool`]).
+    pub fn pool_size(&self) -> usize {
+        self.inner.options.pool
+    }
+
     /// The zygote's process id (for supervision tests and diagnostics); `None` if it is not
     /// running.
     pub async fn zygote_pid(&self) -> Option<i32> {
@@ -1010,13 +1026,18 @@ async fn drain(fd: OwnedFd, max: usize, sink: Sink<'_>) -> std::io::Result<Captu
     let mut captured = Captured::default();
     let mut sent = 0usize;
     // Read into spare capacity (`read_buf`): a zeroed 64 KiB buffer per stream per run was a
-    // visible share of `serve`'s CPU under load.
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // visible share of `serve`'s CPU under load. It starts at 4 KiB (most runs write less) and
+    // doubles, up to 64 KiB, each time a read fills it: two 64 KiB allocations per run had the
+    // allocator trim and grow its heap, a page fault per page, on every run.
+    let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
     loop {
         buf.clear();
         let n = pipe.read_buf(&mut buf).await?;
         if n == 0 {
             return Ok(captured);
+        }
+        if n == buf.capacity() && n < 64 * 1024 {
+            buf.reserve(n);
         }
         match sink {
             Sink::Relay(target) => {

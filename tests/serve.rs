@@ -694,9 +694,18 @@ fn health_and_metrics_report_the_zygotes_and_the_runs() {
         "zeroboot_tools 2".to_string(),
         format!("zeroboot_zygote_restarts_total{{tool=\"{hello}\"}} 0"),
         "# TYPE zeroboot_task_duration_seconds histogram".to_string(),
+        format!("zeroboot_pool_size{{tool=\"{hello}\"}} 2"),
+        "# TYPE zeroboot_pool_ready gauge".to_string(),
     ] {
         assert!(text.contains(&want), "missing {want:?} in\n{text}");
     }
+    // The pool refills after the runs that took from it: all of it ready again.
+    let ready = format!("zeroboot_pool_ready{{tool=\"{hello}\"}}");
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&s, &ready) == Some(format!("{ready} 2"))),
+        "{:?}",
+        metric(&s, &ready)
+    );
     // ZeroBoot's path for the same.
     assert_eq!(s.get("/v1/metrics").status(), StatusCode::OK);
     let (status, doc) = json_of(s.get("/v1/openapi.json"));

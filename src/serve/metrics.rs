@@ -70,8 +70,20 @@ pub(crate) struct Gauges {
     pub in_flight: usize,
     pub queued: usize,
     pub tools: usize,
-    /// (template label, zygote restarts).
-    pub restarts: Vec<(String, u64)>,
+    /// Per template (tools by id, interpreters by language).
+    pub templates: Vec<TemplateGauges>,
+}
+
+/// One template's figures for [`Gauges`].
+#[derive(Debug, Default)]
+pub(crate) struct TemplateGauges {
+    pub label: String,
+    /// Zygotes started again after the previous one died.
+    pub restarts: u64,
+    /// Pool sandboxes waiting for a run now.
+    pub pool_ready: usize,
+    /// Pool sandboxes its zygote keeps ready.
+    pub pool_size: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,8 +159,29 @@ impl Metrics {
         let _ = writeln!(out, "zeroboot_tools {}", g.tools);
         out.push_str("# HELP zeroboot_zygote_restarts_total Zygotes started again after the previous one died.\n");
         out.push_str("# TYPE zeroboot_zygote_restarts_total counter\n");
-        for (tool, n) in &g.restarts {
-            let _ = writeln!(out, "zeroboot_zygote_restarts_total{{tool=\"{}\"}} {n}", label(tool));
+        for t in &g.templates {
+            let _ = writeln!(
+                out,
+                "zeroboot_zygote_restarts_total{{tool=\"{}\"}} {}",
+                label(&t.label),
+                t.restarts
+            );
+        }
+        out.push_str("# HELP zeroboot_pool_ready Sandboxes forked and confined ahead of a run, waiting for one now.\n");
+        out.push_str("# TYPE zeroboot_pool_ready gauge\n");
+        for t in &g.templates {
+            let _ = writeln!(
+                out,
+                "zeroboot_pool_ready{{tool=\"{}\"}} {}",
+                label(&t.label),
+                t.pool_ready
+            );
+        }
+        out.push_str("# HELP zeroboot_pool_size Sandboxes each zygote keeps ready (--pool).\n");
+        out.push_str("# TYPE zeroboot_pool_size gauge\n");
+        for t in &g.templates {
+            let _ =
+                writeln!(out, "zeroboot_pool_size{{tool=\"{}\"}} {}", label(&t.label), t.pool_size);
         }
         out.push_str("# HELP zeroboot_requests_refused_total Requests refused with 429: the server's admission was full (saturated) or the key's quota was (quota).\n");
         out.push_str("# TYPE zeroboot_requests_refused_total counter\n");

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::api::ApiError;
-use super::metrics::Gauges;
+use super::metrics::{Gauges, TemplateGauges};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -120,20 +120,23 @@ async fn check(handle: &crate::host::TemplateHandle) -> Value {
 /// `GET /metrics` (and ZeroBoot's `/v1/metrics`): the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let tools = state.store.list();
-    let mut restarts: Vec<(String, u64)> =
-        tools.iter().map(|t| (t.meta.id.clone(), t.handle.zygote_restarts())).collect();
-    restarts.extend(
-        state
-            .snippets
-            .loaded()
-            .into_iter()
-            .map(|(lang, t)| (lang.name().to_string(), t.zygote_restarts())),
-    );
+    let handles = tools
+        .iter()
+        .map(|t| (t.meta.id.clone(), t.handle.clone()))
+        .chain(state.snippets.loaded().into_iter().map(|(lang, t)| (lang.name().to_string(), t)));
+    let templates = handles
+        .map(|(label, handle)| TemplateGauges {
+            label,
+            restarts: handle.zygote_restarts(),
+            pool_ready: handle.pool_ready(),
+            pool_size: handle.pool_size(),
+        })
+        .collect();
     let gauges = Gauges {
         in_flight: state.admission.in_flight(),
         queued: state.admission.queued(),
         tools: tools.len(),
-        restarts,
+        templates,
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
