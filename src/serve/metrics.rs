@@ -157,31 +157,30 @@ impl Metrics {
         out.push_str("# HELP zeroboot_tools Tools loaded.\n");
         out.push_str("# TYPE zeroboot_tools gauge\n");
         let _ = writeln!(out, "zeroboot_tools {}", g.tools);
-        out.push_str("# HELP zeroboot_zygote_restarts_total Zygotes started again after the previous one died.\n");
-        out.push_str("# TYPE zeroboot_zygote_restarts_total counter\n");
-        for t in &g.templates {
-            let _ = writeln!(
-                out,
-                "zeroboot_zygote_restarts_total{{tool=\"{}\"}} {}",
-                label(&t.label),
-                t.restarts
-            );
-        }
-        out.push_str("# HELP zeroboot_pool_ready Sandboxes forked and confined ahead of a run, waiting for one now.\n");
-        out.push_str("# TYPE zeroboot_pool_ready gauge\n");
-        for t in &g.templates {
-            let _ = writeln!(
-                out,
-                "zeroboot_pool_ready{{tool=\"{}\"}} {}",
-                label(&t.label),
-                t.pool_ready
-            );
-        }
-        out.push_str("# HELP zeroboot_pool_size Sandboxes each zygote keeps ready (--pool).\n");
-        out.push_str("# TYPE zeroboot_pool_size gauge\n");
-        for t in &g.templates {
-            let _ =
-                writeln!(out, "zeroboot_pool_size{{tool=\"{}\"}} {}", label(&t.label), t.pool_size);
+        type Figure = fn(&TemplateGauges) -> u64;
+        let per_template: [(&str, &str, &str, Figure); 3] = [
+            (
+                "zeroboot_zygote_restarts_total",
+                "counter",
+                "Zygotes started again after the previous one died.",
+                |t| t.restarts,
+            ),
+            (
+                "zeroboot_pool_ready",
+                "gauge",
+                "Sandboxes forked and confined ahead of a run, waiting for one now.",
+                |t| t.pool_ready as u64,
+            ),
+            ("zeroboot_pool_size", "gauge", "Sandboxes each zygote keeps ready (--pool).", |t| {
+                t.pool_size as u64
+            }),
+        ];
+        for (name, kind, help, figure) in per_template {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for t in &g.templates {
+                let _ = writeln!(out, "{name}{{tool=\"{}\"}} {}", label(&t.label), figure(t));
+            }
         }
         out.push_str("# HELP zeroboot_requests_refused_total Requests refused with 429: the server's admission was full (saturated) or the key's quota was (quota).\n");
         out.push_str("# TYPE zeroboot_requests_refused_total counter\n");
@@ -221,6 +220,32 @@ mod tests {
         assert!(out.contains("x_bucket{phase=\"run\",le=\"60\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{phase=\"run\",le=\"+Inf\"} 4\n"), "{out}");
         assert!(out.contains("x_count{phase=\"run\"} 4\n"), "{out}");
+    }
+
+    #[test]
+    fn each_template_has_its_restarts_and_pool_figures() {
+        let t = |label: &str, restarts, pool_ready, pool_size| TemplateGauges {
+            label: label.into(),
+            restarts,
+            pool_ready,
+            pool_size,
+        };
+        let g = Gauges {
+            templates: vec![t("abc", 1, 0, 2), t("python", 0, 3, 3)],
+            ..Gauges::default()
+        };
+        let out = Metrics::default().render(&g);
+        for want in [
+            "# TYPE zeroboot_zygote_restarts_total counter\n",
+            "zeroboot_zygote_restarts_total{tool=\"abc\"} 1\n",
+            "# TYPE zeroboot_pool_ready gauge\n",
+            "zeroboot_pool_ready{tool=\"abc\"} 0\n",
+            "zeroboot_pool_ready{tool=\"python\"} 3\n",
+            "zeroboot_pool_size{tool=\"abc\"} 2\n",
+            "zeroboot_pool_size{tool=\"python\"} 3\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
     }
 
     #[test]
