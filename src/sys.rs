@@ -429,20 +429,6 @@ pub fn read_proc_file(file: &std::fs::File) -> io::Result<Vec<u8>> {
     }
 }
 
-/// The thread count of the process whose `/proc/<pid>/stat` `file` is (opened earlier).
-/// The kernel makes that one line whole on every read, so one read that does not fill the
-/// buffer has all of it: half the cost of [`read_proc_file`], which reads again to see the end
-/// (the zygote checks before every fork).
-pub fn threads_of_stat_file(file: &std::fs::File) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 4096];
-    let n = file.read_at(&mut buf, 0)?;
-    if n == buf.len() {
-        return threads_in_stat(&read_proc_file(file)?);
-    }
-    threads_in_stat(&buf[..n])
-}
-
 /// Parses the thread count (field 20) out of the text of `/proc/<pid>/stat`.
 pub fn threads_in_stat(stat: &[u8]) -> io::Result<usize> {
     let stat = String::from_utf8_lossy(stat);

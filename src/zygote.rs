@@ -860,7 +860,8 @@ pub(crate) fn resolve_preopens(
 /// `Err(NotSingleThreaded)` unless this process has one thread, read from its open
 /// `/proc/self/stat`.
 pub(crate) fn require_single_thread(stat: &std::fs::File) -> Result<(), Error> {
-    let threads = sys::threads_of_stat_file(stat).map_err(Error::ThreadCount)?;
+    let stat = sys::read_proc_file(stat).map_err(Error::ThreadCount)?;
+    let threads = sys::threads_in_stat(&stat).map_err(Error::ThreadCount)?;
     if threads != 1 {
         return Err(Error::NotSingleThreaded { threads });
     }
